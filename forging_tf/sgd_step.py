@@ -1,0 +1,102 @@
+"""The one SGD step (SPEC section 1): theta_{i+1} = theta_i - eta * grad L(B_i; theta_i).
+
+L(B) = (1/b) * sum over B of crossentropy(softmax(f_theta(x)), y). Training, recomputation,
+attacks and the verifier all call `SGDStep.__call__`, the same compiled function, so that "the
+update" has exactly one definition. It is functional: theta goes in as a flat float32 vector and
+comes out as one; the Keras model only supplies the forward pass (`stateless_call`), so no
+variable state can leak from one step into the next.
+
+Labels enter as float32 rows y [b, n]: one-hot for real data, any row for the exact forgeries of
+Prop. 3 (SPEC section 6), whose labels need not be one-hot.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from forging_tf import models
+
+# q / 255 for q = 0..255, correctly rounded to float32. The model input is looked up here rather
+# than computed, because TensorFlow turns x / 255 into x * (1 / 255), which is one ulp off for
+# some q and may differ between kernels; a table gives the same inputs on every platform, and
+# exactly the grid {q / 255} of the forging game's domain check.
+PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def _to_model_input(images, labels, num_classes: int):
+  """uint8 pixels [b, h, w, c] -> q / 255 float32; class ids [b] -> one-hot float32 [b, n]."""
+  x = tf.gather(tf.constant(PIXEL_VALUES), tf.cast(images, tf.int32))
+  y = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+  return x, y
+
+
+class SGDStep:
+  """theta [P] float32, x [b, h, w, c] float32, y [b, n] float32 -> theta_next [P] float32."""
+
+  def __init__(self, model: keras.Model, learning_rate: float):
+    self.model = model
+    self.layout = models.parameter_layout(model)
+    self.num_parameters = models.num_parameters(self.layout)
+    self.learning_rate = float(learning_rate)
+    self.input_shape = tuple(int(d) for d in model.input_shape[1:])
+    self.num_classes = int(model.output_shape[-1])
+    self._sizes = [spec.size for spec in self.layout]
+    self._shapes = [spec.shape for spec in self.layout]
+    self._non_trainable = [v.value for v in model.non_trainable_variables]
+    # The batch dimension stays unknown so that every batch size runs the same graph.
+    self._step = tf.function(
+        self._update,
+        input_signature=[tf.TensorSpec([self.num_parameters], tf.float32),
+                         tf.TensorSpec([None, *self.input_shape], tf.float32),
+                         tf.TensorSpec([None, self.num_classes], tf.float32)],
+        jit_compile=False)
+
+  def __call__(self, theta, x, y) -> tf.Tensor:
+    return self._step(theta, x, y)
+
+  def _mean_loss(self, theta, x, y):
+    variables = [tf.reshape(part, shape)
+                 for part, shape in zip(tf.split(theta, self._sizes), self._shapes)]
+    logits, _ = self.model.stateless_call(variables, self._non_trainable, x, training=True)
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+  def _update(self, theta, x, y):
+    with tf.GradientTape() as tape:
+      tape.watch(theta)
+      loss = self._mean_loss(theta, x, y)
+    gradient = tape.gradient(loss, theta)
+    return theta - tf.constant(self.learning_rate, tf.float32) * gradient
+
+
+@tf.function(jit_compile=False, reduce_retracing=True)
+def _model_inputs(images, labels, num_classes: int):
+  return _to_model_input(images, labels, num_classes)
+
+
+def model_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int):
+  """Explicit examples -> (x, y) for SGDStep: images [b, h, w, c] uint8, labels [b] int."""
+  return _model_inputs(tf.convert_to_tensor(images, tf.uint8),
+                       tf.convert_to_tensor(labels, tf.int32), num_classes)
+
+
+class BatchSource:
+  """Mini-batches by example index from a dataset held on the compute device.
+
+  images [n, h, w, c] uint8, labels [n] int; `source(indices [b] int32)` -> (x, y) for SGDStep.
+  """
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int):
+    self.num_examples = int(images.shape[0])
+    self._images = tf.constant(images, tf.uint8)
+    self._labels = tf.constant(labels, tf.int32)
+    self._num_classes = num_classes
+    self._gather = tf.function(self._gather_inputs,
+                               input_signature=[tf.TensorSpec([None], tf.int32)],
+                               jit_compile=False)
+
+  def __call__(self, indices):
+    return self._gather(tf.convert_to_tensor(indices, tf.int32))
+
+  def _gather_inputs(self, indices):
+    return _to_model_input(tf.gather(self._images, indices), tf.gather(self._labels, indices),
+                           self._num_classes)

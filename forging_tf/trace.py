@@ -1,0 +1,380 @@
+"""Execution traces: a zarr v3 directory store (layout in docs/TRACE_FORMAT.md).
+
+  checkpoints       float32 [N, P]  one chunk per checkpoint, uncompressed
+  checkpoint_steps  int64   [N]     the step of each stored checkpoint
+  batches           int32   [T, b]  the example indices of every mini-batch, in order
+  attributes["forging_tf_trace"]    the JSON manifest
+
+Traces come from the adversary of the threat model. Reading one runs nothing from it (no pickle,
+no Keras deserialisation), checks every manifest field's type and range, checks the arrays against
+the manifest, and checks each checkpoint's sha256 when it is read. Anything wrong is a TraceError
+that names the field or the step.
+
+Writing is crash-safe: a trace is created in a temporary sibling folder and renamed into place, so
+its folder either holds a whole new trace or does not exist; afterwards a checkpoint counts as
+written only once its sha256 is in the manifest, and the manifest is rewritten atomically after the
+checkpoint's chunk. A killed writer leaves a trace that resumes from its last recorded checkpoint.
+Process crashes are covered; power loss is not (no fsync).
+"""
+
+import hashlib
+import json
+import math
+import os
+import queue
+import shutil
+import tempfile
+import threading
+
+import numpy as np
+import zarr
+
+import forging_tf
+from forging_tf import errors
+from forging_tf import models
+
+FORMAT_VERSION = 1
+MANIFEST_KEY = "forging_tf_trace"
+# Fields that say what the trace is; their digest (manifest_sha256) catches edits to any of them.
+_IDENTITY_FIELDS = ("format_version", "package_version", "created", "model", "dataset",
+                    "batch_size", "learning_rate", "seed", "steps", "k", "keep_pairs",
+                    "num_parameters", "parameter_layout", "platform", "batches_sha256")
+_ALLOWED_CODECS = {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose"}
+_MAX_PARAMETERS = 10**9
+_MAX_STEPS = 10**8
+_MAX_BATCH = 10**6
+_MAX_EXAMPLES = 10**9
+
+
+def checkpoint_steps(steps: int, k: int, keep_pairs: int = 0) -> np.ndarray:
+  """Steps whose checkpoints a trace stores: int64 [N], increasing.
+
+  keep_pairs = 0: a k-interval trace, 0, k, 2k, ..., T (T a multiple of k).
+  keep_pairs = n > 0: a sparse trace (k = 1): theta_0, theta_T and the pairs (i, i + 1) at n steps
+  i spread evenly over 0..T-1, first and last included.
+  """
+  if keep_pairs == 0:
+    if steps % k:
+      raise errors.ConfigError(f"steps={steps} is not a multiple of k={k}")
+    return np.arange(0, steps + 1, k, dtype=np.int64)
+  if k != 1:
+    raise errors.ConfigError("a sparse trace (keep_pairs > 0) stores pairs (i, i+1): use k=1")
+  if keep_pairs > steps:
+    raise errors.ConfigError(f"keep_pairs={keep_pairs} is more than steps={steps}")
+  starts = np.unique(np.round(np.linspace(0, steps - 1, keep_pairs)).astype(np.int64))
+  return np.unique(np.concatenate([[0, steps], starts, starts + 1]))
+
+
+def sha256_hex(array: np.ndarray) -> str:
+  return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+  identity = {key: manifest.get(key) for key in _IDENTITY_FIELDS}
+  return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def is_trace(path: str) -> bool:
+  """Whether `path` holds a forging_tf trace (possibly unfinished or damaged)."""
+  try:
+    with open(os.path.join(path, "zarr.json"), encoding="utf-8") as f:
+      return MANIFEST_KEY in json.load(f).get("attributes", {})
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+# Reading -------------------------------------------------------------------------------------
+
+
+class Trace:
+  """Random access to (theta_i, B_i) of a trace; validates everything on open."""
+
+  def __init__(self, path: str):
+    self.path = os.path.abspath(path)
+    group = _open_group(self.path)
+    self.manifest = _validate_manifest(group.attrs.get(MANIFEST_KEY), self.path)
+    m = self.manifest
+    self.steps, self.k, self.keep_pairs = m["steps"], m["k"], m["keep_pairs"]
+    self.batch_size, self.learning_rate, self.seed = m["batch_size"], m["learning_rate"], m["seed"]
+    self.num_parameters = m["num_parameters"]
+    self.layout = tuple(
+        models.ParameterSpec(p["name"], tuple(p["shape"]), p["offset"], p["size"])
+        for p in m["parameter_layout"])
+    self.checkpoint_steps = checkpoint_steps(self.steps, self.k, self.keep_pairs)
+    self._digests = m["checkpoint_sha256"]
+    self.complete = m["complete"]
+    self._checkpoints = _array(group, "checkpoints", np.float32,
+                               (len(self.checkpoint_steps), self.num_parameters), self.path)
+    stored = _array(group, "checkpoint_steps", np.int64, (len(self.checkpoint_steps),),
+                    self.path)
+    if not np.array_equal(_read(stored, slice(None), self.path, "checkpoint_steps"),
+                          self.checkpoint_steps):
+      raise errors.TraceError(f"{self.path}: checkpoint_steps do not match steps={self.steps}, "
+                              f"k={self.k}, keep_pairs={self.keep_pairs} of the manifest")
+    batches = _array(group, "batches", np.int32, (self.steps, self.batch_size), self.path)
+    self.batches = _read(batches, slice(None), self.path, "batches")
+    if sha256_hex(self.batches) != m["batches_sha256"]:
+      raise errors.TraceError(f"{self.path}: the batches array fails its sha256: it was truncated "
+                              "or altered")
+    if self.batches.min() < 0 or self.batches.max() >= m["dataset"]["num_examples"]:
+      raise errors.TraceError(f"{self.path}: batches index examples outside the dataset")
+
+  @property
+  def num_written(self) -> int:
+    """Checkpoints written so far (all of them once the trace is complete)."""
+    return len(self._digests)
+
+  def checkpoint(self, step: int) -> np.ndarray:
+    """theta_step [P] float32, checked against its sha256."""
+    row = self._row(step)
+    if row >= len(self._digests):
+      raise errors.TraceError(f"{self.path}: checkpoint of step {step} has not been written "
+                              f"(the trace is unfinished: {len(self._digests)} of "
+                              f"{len(self.checkpoint_steps)} checkpoints)")
+    theta = _read(self._checkpoints, row, self.path, f"checkpoint of step {step}")
+    if sha256_hex(theta) != self._digests[row]:
+      raise errors.TraceError(f"{self.path}: checkpoint of step {step} fails its sha256: its "
+                              "chunk is missing, truncated or altered")
+    return theta
+
+  def batch(self, step: int) -> np.ndarray:
+    """B_step: the example indices [b] int32 of the mini-batch taken at step `step`."""
+    if not 0 <= step < self.steps:
+      raise errors.TraceError(f"step {step} is outside the trace's steps 0..{self.steps - 1}")
+    return self.batches[step]
+
+  def _row(self, step: int) -> int:
+    row = int(np.searchsorted(self.checkpoint_steps, step))
+    if row >= len(self.checkpoint_steps) or self.checkpoint_steps[row] != step:
+      raise errors.TraceError(f"{self.path}: no checkpoint is stored for step {step} (k={self.k}"
+                              f", keep_pairs={self.keep_pairs})")
+    return row
+
+
+def _open_group(path: str):
+  if not os.path.isdir(path):
+    raise errors.TraceError(f"no trace at {path}: the folder does not exist")
+  if not is_trace(path):
+    raise errors.TraceError(f"{path} is not a forging_tf trace (no readable zarr.json with a "
+                            f"'{MANIFEST_KEY}' manifest)")
+  try:
+    return zarr.open_group(store=zarr.storage.LocalStore(path, read_only=True), mode="r",
+                           zarr_format=3)
+  except Exception as e:  # zarr raises many types on malformed metadata; all mean "unreadable".
+    raise errors.TraceError(f"{path}: unreadable zarr group ({type(e).__name__}: {e})") from e
+
+
+def _array(group, name: str, dtype, shape: tuple, path: str):
+  try:
+    array = group[name]
+    codecs = [codec.to_dict()["name"] for codec in array.metadata.codecs]
+    actual_dtype, actual_shape = array.dtype, tuple(array.shape)
+  except Exception as e:  # A missing or malformed array, whatever zarr raises for it.
+    raise errors.TraceError(f"{path}: array '{name}' is missing or unreadable "
+                            f"({type(e).__name__}: {e})") from e
+  if not isinstance(array, zarr.Array):
+    raise errors.TraceError(f"{path}: '{name}' is not an array")
+  if actual_dtype != np.dtype(dtype) or actual_shape != shape:
+    raise errors.TraceError(f"{path}: array '{name}' is {actual_dtype} {list(actual_shape)}, the "
+                            f"manifest implies {np.dtype(dtype)} {list(shape)}")
+  if not set(codecs) <= _ALLOWED_CODECS:
+    raise errors.TraceError(f"{path}: array '{name}' uses codecs {codecs}; only "
+                            f"{sorted(_ALLOWED_CODECS)} are read")
+  return array
+
+
+def _read(array, selection, path: str, what: str) -> np.ndarray:
+  try:
+    return np.asarray(array[selection])
+  except Exception as e:  # A truncated or garbled chunk, whatever zarr's codecs raise for it.
+    raise errors.TraceError(f"{path}: {what} cannot be read ({type(e).__name__}: {e}); the "
+                            "trace is damaged") from e
+
+
+def _check(condition: bool, path: str, message: str) -> None:
+  if not condition:
+    raise errors.TraceError(f"{path}: manifest {message}")
+
+
+def _is_int(value, low: int, high: int) -> bool:
+  return type(value) is int and low <= value <= high
+
+
+def _is_hex64(value) -> bool:
+  return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef"
+                                                             for c in value)
+
+
+def _validate_manifest(m, path: str) -> dict:
+  """Checks every field a reader relies on; returns the manifest unchanged."""
+  _check(isinstance(m, dict), path, "is missing or not a JSON object")
+  _check(m.get("format_version") == FORMAT_VERSION and type(m.get("format_version")) is int,
+         path, f"format_version is {m.get('format_version')!r}; this reader reads "
+         f"{FORMAT_VERSION}")
+  _check(manifest_digest(m) == m.get("manifest_sha256"), path,
+         "fails its manifest_sha256: a field was edited after the trace was created")
+  for key in ("package_version", "created"):
+    _check(isinstance(m.get(key), str), path, f"{key} is not a string")
+  model = m.get("model")
+  _check(isinstance(model, dict) and isinstance(model.get("name"), str)
+         and isinstance(model.get("config"), dict), path, "model is not {name, config}")
+  _check(model["name"] in models.MODELS, path, f"names unknown model {model['name']!r}")
+  dataset = m.get("dataset")
+  _check(isinstance(dataset, dict), path, "dataset is not an object")
+  _check(isinstance(dataset.get("name"), str) and _is_hex64(dataset.get("fingerprint")), path,
+         "dataset has no name or no sha256 fingerprint")
+  _check(_is_int(dataset.get("num_examples"), 1, _MAX_EXAMPLES), path,
+         f"dataset.num_examples is {dataset.get('num_examples')!r}")
+  _check(_is_int(m.get("steps"), 1, _MAX_STEPS), path, f"steps is {m.get('steps')!r}")
+  _check(_is_int(m.get("batch_size"), 1, min(_MAX_BATCH, dataset["num_examples"])), path,
+         f"batch_size is {m.get('batch_size')!r}")
+  _check(_is_int(m.get("k"), 1, m["steps"]), path, f"k is {m.get('k')!r}")
+  _check(_is_int(m.get("keep_pairs"), 0, m["steps"]), path,
+         f"keep_pairs is {m.get('keep_pairs')!r}")
+  _check(_is_int(m.get("seed"), 0, 2**63 - 1), path, f"seed is {m.get('seed')!r}")
+  lr = m.get("learning_rate")
+  _check(type(lr) is float and math.isfinite(lr) and lr > 0, path,
+         f"learning_rate is {lr!r}")
+  _check(_is_int(m.get("num_parameters"), 1, _MAX_PARAMETERS), path,
+         f"num_parameters is {m.get('num_parameters')!r}")
+  _validate_layout(m.get("parameter_layout"), m["num_parameters"], path)
+  _check(isinstance(m.get("platform"), dict), path, "platform is not an object")
+  _check(_is_hex64(m.get("batches_sha256")), path, "batches_sha256 is not a sha256")
+  try:
+    expected = len(checkpoint_steps(m["steps"], m["k"], m["keep_pairs"]))
+  except errors.ConfigError as e:
+    raise errors.TraceError(f"{path}: manifest steps/k/keep_pairs contradict each other: {e}")
+  digests = m.get("checkpoint_sha256")
+  _check(isinstance(digests, list) and len(digests) <= expected
+         and all(_is_hex64(d) for d in digests), path,
+         f"checkpoint_sha256 is not a list of at most {expected} sha256 digests")
+  _check(isinstance(m.get("complete"), bool), path, "complete is not true/false")
+  _check(not m["complete"] or len(digests) == expected, path,
+         f"says complete but records {len(digests)} of {expected} checkpoints")
+  return m
+
+
+def _validate_layout(layout, num_parameters: int, path: str) -> None:
+  _check(isinstance(layout, list) and 0 < len(layout) <= 10_000, path,
+         "parameter_layout is not a non-empty list")
+  offset = 0
+  for i, spec in enumerate(layout):
+    _check(isinstance(spec, dict) and isinstance(spec.get("name"), str), path,
+           f"parameter_layout[{i}] has no name")
+    shape = spec.get("shape")
+    _check(isinstance(shape, list) and len(shape) <= 8
+           and all(_is_int(d, 1, _MAX_PARAMETERS) for d in shape), path,
+           f"parameter_layout[{i}].shape is {shape!r}")
+    size = math.prod(shape)
+    _check(spec.get("size") == size and spec.get("offset") == offset, path,
+           f"parameter_layout[{i}] ({spec['name']}) has offset/size "
+           f"{spec.get('offset')!r}/{spec.get('size')!r}, expected {offset}/{size}")
+    offset += size
+  _check(offset == num_parameters, path,
+         f"parameter_layout covers {offset} parameters, num_parameters is {num_parameters}")
+
+
+# Writing -------------------------------------------------------------------------------------
+
+
+class TraceWriter:
+  """Writes checkpoints in a background thread so that training does not wait for the disk.
+
+  `put(step, theta)` hands over a checkpoint (blocking only while `max_pending` are queued);
+  `close()` waits for the writes and, if every checkpoint is there, marks the trace complete.
+  """
+
+  def __init__(self, path: str, max_pending: int):
+    self.path = path
+    self._group = zarr.open_group(store=zarr.storage.LocalStore(path), mode="r+", zarr_format=3)
+    self._manifest = dict(self._group.attrs[MANIFEST_KEY])
+    self._checkpoints = self._group["checkpoints"]
+    self.checkpoint_steps = checkpoint_steps(self._manifest["steps"], self._manifest["k"],
+                                             self._manifest["keep_pairs"])
+    self._digests = list(self._manifest["checkpoint_sha256"])
+    self._next_row = len(self._digests)
+    self._queue = queue.Queue(maxsize=max_pending)
+    self._failure = None
+    self._thread = threading.Thread(target=self._write_loop, name="trace-writer", daemon=True)
+    self._thread.start()
+
+  @classmethod
+  def create(cls, path: str, manifest: dict, batches: np.ndarray) -> "TraceWriter":
+    """Creates the trace at `path` (which must not hold anything) with no checkpoint written."""
+    steps = checkpoint_steps(manifest["steps"], manifest["k"], manifest["keep_pairs"])
+    manifest = dict(manifest, format_version=FORMAT_VERSION,
+                    package_version=forging_tf.__version__,
+                    batches_sha256=sha256_hex(batches), checkpoint_sha256=[], complete=False)
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.creating-", dir=parent)
+    try:
+      group = zarr.open_group(store=zarr.storage.LocalStore(staging), mode="w", zarr_format=3)
+      num_parameters = manifest["num_parameters"]
+      group.create_array("checkpoints", shape=(len(steps), num_parameters),
+                         chunks=(1, num_parameters), dtype="float32", compressors=None,
+                         fill_value=np.nan, config={"write_empty_chunks": True})
+      group.create_array("checkpoint_steps", data=steps, compressors=None)
+      group.create_array("batches", data=batches.astype(np.int32),
+                         chunks=(min(len(batches), max(1, 2**20 // batches.shape[1])),
+                                 batches.shape[1]), compressors=None)
+      group.attrs[MANIFEST_KEY] = manifest
+      os.replace(staging, path)  # Fails unless `path` is absent or an empty folder.
+    except BaseException:
+      shutil.rmtree(staging, ignore_errors=True)
+      raise
+    return cls(path, max_pending=_max_pending(manifest["num_parameters"]))
+
+  @classmethod
+  def reopen(cls, path: str) -> "TraceWriter":
+    """Reopens an unfinished trace to append checkpoints after its last recorded one."""
+    manifest = Trace(path).manifest
+    return cls(path, max_pending=_max_pending(manifest["num_parameters"]))
+
+  def put(self, step: int, theta: np.ndarray) -> None:
+    self._raise_failure()
+    row = self._next_row
+    if row >= len(self.checkpoint_steps) or self.checkpoint_steps[row] != step:
+      raise errors.TraceError(f"{self.path}: checkpoint of step {step} handed over out of order")
+    self._queue.put((row, theta))
+    self._next_row += 1
+
+  def close(self) -> bool:
+    """Finishes the writes; returns whether the trace is complete."""
+    self._queue.put(None)
+    self._thread.join()
+    self._raise_failure()
+    if len(self._digests) == len(self.checkpoint_steps):
+      self._manifest["complete"] = True
+      self._group.attrs[MANIFEST_KEY] = self._manifest
+    return self._manifest["complete"]
+
+  def _raise_failure(self) -> None:
+    if self._failure is not None:
+      raise errors.TraceError(f"writing the trace at {self.path} failed: {self._failure}")
+
+  def _write_loop(self) -> None:
+    done = False
+    while not done:
+      items = [self._queue.get()]
+      # Everything already queued goes out in one zarr call and one manifest update.
+      while items[-1] is not None and not self._queue.empty() and len(items) < 64:
+        items.append(self._queue.get())
+      done = items[-1] is None
+      items = [item for item in items if item is not None]
+      if not items or self._failure is not None:
+        continue
+      try:
+        first = items[0][0]
+        self._checkpoints[first:first + len(items)] = np.stack([theta for _, theta in items])
+        self._digests += [sha256_hex(theta) for _, theta in items]
+        self._manifest["checkpoint_sha256"] = self._digests
+        self._group.attrs[MANIFEST_KEY] = self._manifest
+      except Exception as e:  # Disk full, permissions, ...: reported by the next put/close.
+        self._failure = f"{type(e).__name__}: {e}"
+
+
+def _max_pending(num_parameters: int) -> int:
+  """Queue length: up to 256 MiB of checkpoints in flight, at least 2."""
+  return max(2, min(64, (256 * 2**20) // (4 * num_parameters)))

@@ -1,0 +1,57 @@
+r"""Trains a model with plain SGD and writes its execution trace.
+
+  forging-train --model=lenet --dataset=mnist --batch_size=100 --steps=1200 --k=1 --lr=0.01 \
+      --seed=0 --deterministic=true --out=traces/lenet_b100 [--data_dir=...] [--device=cpu] \
+      [--intra_op_threads=...] [--onednn=on|off] [--keep_pairs=N] [--overwrite]
+
+Running the same command on an unfinished trace resumes it.
+"""
+
+from absl import app
+from absl import flags
+
+from forging_tf import cli
+from forging_tf import data
+from forging_tf import models
+from forging_tf import train_trace_lib
+
+_MODEL = flags.DEFINE_enum("model", "lenet", sorted(models.MODELS), "Model to train.")
+_HIDDEN = flags.DEFINE_list("hidden", ["10"], "Hidden layer widths of --model=fcn.")
+_DATASET = flags.DEFINE_enum("dataset", "mnist", sorted(data.SPECS), "Dataset to train on.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None,
+                                f"Local data directory (default: ${data.DATA_DIR_ENV}).")
+_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
+                                 "dataset when no local copy is found.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Mini-batch size b.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 1200, "Number of SGD steps T.", lower_bound=1)
+_K = flags.DEFINE_integer("k", 1, "Store every k-th checkpoint.", lower_bound=1)
+_LR = flags.DEFINE_float("lr", 0.01, "Learning rate eta.", lower_bound=0.0)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of theta_0 and of the batch order.",
+                             lower_bound=0)
+_KEEP_PAIRS = flags.DEFINE_integer("keep_pairs", 0, "Write a sparse trace with this many "
+                                   "checkpoint pairs (i, i+1); 0 stores every k-th checkpoint.",
+                                   lower_bound=0)
+_OUT = flags.DEFINE_string("out", None, "Trace directory to write.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a trace already at --out.")
+flags.mark_flags_as_required(["out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.honour_onednn_flag()
+  dataset = data.load_dataset(_DATASET.value, _DATA_DIR.value, _DOWNLOAD.value)
+  model_config = {"hidden": [int(w) for w in _HIDDEN.value]} if _MODEL.value == "fcn" else {}
+  summary = train_trace_lib.train_trace(
+      _OUT.value, _MODEL.value, dataset, batch_size=_BATCH_SIZE.value, steps=_STEPS.value,
+      k=_K.value, learning_rate=_LR.value, seed=_SEED.value, platform=cli.platform_from_flags(),
+      keep_pairs=_KEEP_PAIRS.value, overwrite=_OVERWRITE.value, model_config=model_config)
+  print(summary.describe())
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

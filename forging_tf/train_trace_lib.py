@@ -1,0 +1,191 @@
+"""Training with plain SGD that writes an execution trace (binary: train_trace.py).
+
+Mini-batches come from seeded epoch shuffles (`batch_schedule`) and are written into the trace
+before the first step, so nothing has to be re-derived later. Running the same training again on an
+unfinished trace resumes from its last recorded checkpoint; on a deterministic platform the result
+is bitwise the trace an uninterrupted run writes.
+"""
+
+import dataclasses
+import datetime
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from forging_tf import data
+from forging_tf import errors
+from forging_tf import models
+from forging_tf import platform as platform_lib
+from forging_tf import sgd_step
+from forging_tf import trace as trace_lib
+
+# Manifest fields that must agree before an unfinished trace may be resumed.
+_RESUME_FIELDS = ("model", "batch_size", "learning_rate", "seed", "steps", "k", "keep_pairs",
+                  "num_parameters", "parameter_layout")
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceSummary:
+  path: str
+  model: str
+  dataset: str
+  batch_size: int
+  steps: int
+  k: int
+  keep_pairs: int
+  num_parameters: int
+  checkpoints: int
+  resumed_from_step: int | None
+  steps_trained: int
+  seconds: float
+  bytes_on_disk: int
+  platform_id: str
+
+  def describe(self) -> str:
+    resumed = ("" if self.resumed_from_step is None else
+               f" (resumed from step {self.resumed_from_step})")
+    rate = self.steps_trained / self.seconds if self.seconds > 0 else float("nan")
+    return (f"trace {self.path}: {self.model} on {self.dataset}, b={self.batch_size}, "
+            f"T={self.steps}, k={self.k}, keep_pairs={self.keep_pairs}; {self.checkpoints} "
+            f"checkpoints of {self.num_parameters:,} float32 parameters, "
+            f"{self.bytes_on_disk / 2**20:.1f} MiB on disk; trained {self.steps_trained} steps"
+            f"{resumed} in {self.seconds:.1f} s ({rate:.1f} steps/s) on platform "
+            f"{self.platform_id}")
+
+
+def batch_schedule(num_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+  """Example indices of every mini-batch: int32 [steps, batch_size].
+
+  Epoch e is a permutation of 0..n-1 drawn from PCG64(seed) (one draw per epoch, in order) and cut
+  into floor(n / b) consecutive batches; the last n mod b examples of each epoch are dropped, so
+  examples within a batch are distinct.
+  """
+  if not 0 < batch_size <= num_examples:
+    raise errors.ConfigError(f"batch_size must be in 1..{num_examples}, got {batch_size}")
+  per_epoch = num_examples // batch_size
+  rng = np.random.Generator(np.random.PCG64(seed))
+  epochs = [rng.permutation(num_examples)[:per_epoch * batch_size].reshape(per_epoch, batch_size)
+            for _ in range(-(-steps // per_epoch))]
+  return np.concatenate(epochs)[:steps].astype(np.int32)
+
+
+def run_sgd(step_fn: sgd_step.SGDStep, source: sgd_step.BatchSource, theta, batches: np.ndarray,
+            start: int, stop: int, on_checkpoint=None, checkpoint_at=(),
+            progress_every_s: float = 10.0) -> tf.Tensor:
+  """Takes steps start..stop-1 from theta_start; hands theta_{i+1} to on_checkpoint(i+1, theta)
+  for every i + 1 in checkpoint_at. Returns theta_stop."""
+  checkpoint_at = frozenset(int(s) for s in checkpoint_at)
+  theta = tf.convert_to_tensor(theta, tf.float32)
+  began = last_report = time.perf_counter()
+  for i in range(start, stop):
+    x, y = source(batches[i])
+    theta = step_fn(theta, x, y)
+    if i + 1 in checkpoint_at:
+      on_checkpoint(i + 1, theta.numpy())
+    now = time.perf_counter()
+    if now - last_report >= progress_every_s:
+      last_report, done = now, i + 1 - start
+      rate = done / (now - began)
+      logging.info("step %d/%d  %.1f steps/s  ETA %.0f s", i + 1, stop, rate,
+                   (stop - i - 1) / rate)
+  return theta
+
+
+def train_trace(out: str, model: str, dataset: data.Dataset, batch_size: int, steps: int,
+                k: int = 1, learning_rate: float = 0.01, seed: int = 0,
+                platform: platform_lib.Platform = platform_lib.Platform(), keep_pairs: int = 0,
+                overwrite: bool = False, model_config: dict | None = None,
+                progress_every_s: float = 10.0) -> TraceSummary:
+  """Trains `model` on `dataset` with plain SGD and writes its trace to `out`."""
+  if steps <= 0 or k <= 0 or keep_pairs < 0 or learning_rate <= 0:
+    raise errors.ConfigError("steps, k and learning_rate must be positive, keep_pairs >= 0")
+  stored = trace_lib.checkpoint_steps(steps, k, keep_pairs)
+  platform_lib.apply_platform(platform)
+  keras_model = models.build_model(model, dataset.x_train.shape[1:], dataset.num_classes,
+                                   **(model_config or {}))
+  step_fn = sgd_step.SGDStep(keras_model, learning_rate)
+  manifest = {
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "model": {"name": model, "config": dict(model_config or {})},
+      "dataset": dataset.describe(),
+      "batch_size": batch_size,
+      "learning_rate": float(learning_rate),
+      "seed": seed,
+      "steps": steps,
+      "k": k,
+      "keep_pairs": keep_pairs,
+      "num_parameters": step_fn.num_parameters,
+      "parameter_layout": [spec.as_dict() for spec in step_fn.layout],
+      "platform": platform_lib.platform_fingerprint(platform),
+  }
+  batches = batch_schedule(dataset.x_train.shape[0], batch_size, steps, seed)
+  writer, theta, resumed_from = _open_writer(out, manifest, batches, overwrite)
+  start = resumed_from or 0
+  if resumed_from is None:
+    theta = models.initial_parameters(step_fn.layout, seed)
+    writer.put(0, theta)
+  logging.info("%s %s on %s: b=%d, T=%d, k=%d, %d parameters, platform %s -> %s",
+               "training" if resumed_from is None else f"resuming at step {start}:", model,
+               dataset.name, batch_size, steps, k, step_fn.num_parameters,
+               manifest["platform"]["id"], out)
+  source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
+  began = time.perf_counter()
+  try:
+    run_sgd(step_fn, source, theta, batches, start, steps, writer.put, stored[stored > start],
+            progress_every_s)
+  finally:
+    # Also on Ctrl-C: what was handed over is written, so the next run resumes from it.
+    complete = writer.close()
+  seconds = time.perf_counter() - began
+  if not complete:
+    raise errors.TraceError(f"{out}: training ended but the trace is incomplete")
+  return TraceSummary(
+      path=os.path.abspath(out), model=model, dataset=dataset.name, batch_size=batch_size,
+      steps=steps, k=k, keep_pairs=keep_pairs, num_parameters=step_fn.num_parameters,
+      checkpoints=len(stored), resumed_from_step=resumed_from, steps_trained=steps - start,
+      seconds=seconds, bytes_on_disk=_bytes_on_disk(out),
+      platform_id=manifest["platform"]["id"])
+
+
+def _open_writer(out: str, manifest: dict, batches: np.ndarray, overwrite: bool):
+  """Returns (writer, theta to resume from or None, step resumed from or None)."""
+  if os.path.exists(out) and not trace_lib.is_trace(out):
+    if not os.path.isdir(out) or os.listdir(out):
+      raise errors.ConfigError(f"{out} exists and is not a forging_tf trace; choose another --out")
+  elif os.path.exists(out):
+    if overwrite:
+      shutil.rmtree(out)
+    else:
+      existing = trace_lib.Trace(out)
+      if existing.complete:
+        raise errors.ConfigError(f"{out} holds a finished trace; pass --overwrite to replace it "
+                                 "or choose another --out")
+      _check_resumable(existing.manifest, manifest, out)
+      if existing.num_written:
+        last = int(existing.checkpoint_steps[existing.num_written - 1])
+        theta = existing.checkpoint(last)
+        return trace_lib.TraceWriter.reopen(out), theta, last
+      shutil.rmtree(out)  # Created but no checkpoint written yet: nothing to keep.
+  return trace_lib.TraceWriter.create(out, manifest, batches), None, None
+
+
+def _check_resumable(existing: dict, requested: dict, out: str) -> None:
+  differ = [key for key in _RESUME_FIELDS if existing[key] != requested[key]]
+  if existing["dataset"]["fingerprint"] != requested["dataset"]["fingerprint"]:
+    differ.append("dataset (fingerprint)")
+  if existing["platform"].get("id") != requested["platform"]["id"]:
+    differ.append(f"platform (id {existing['platform'].get('id')}, now "
+                  f"{requested['platform']['id']})")
+  if differ:
+    raise errors.ConfigError(f"{out} holds an unfinished trace of another run (differs in: "
+                             f"{', '.join(differ)}); resume it with its own settings, pass "
+                             "--overwrite to replace it, or choose another --out")
+
+
+def _bytes_on_disk(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(path) for name in names)

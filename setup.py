@@ -1,0 +1,42 @@
+"""forging_tf: make claims about data forging checkable."""
+
+import re
+
+import setuptools
+
+with open("forging_tf/__init__.py", encoding="utf-8") as f:
+  VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+TENSORFLOW = "2.21.0"
+
+setuptools.setup(
+    name="forging_tf",
+    version=VERSION,
+    description="Reproduction errors, forging attacks and the verifier's game for SGD traces.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["forging_tf", "forging_tf.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "zarr>=3.1.5,<4",  # 3.1.5+ writes LocalStore files atomically (temp file + rename).
+        "pillow>=10",
+        "matplotlib>=3.8",
+        "tensorflow-datasets>=4.9.4",
+        # tensorflow-datasets downloads need it but do not declare it.
+        "importlib_resources>=6",
+    ],
+    extras_require={
+        # TensorFlow comes through exactly one of these, pinned: reproduction errors depend on
+        # the TensorFlow build, so a trace records it and results name it.
+        "cpu": [f"tensorflow-cpu=={TENSORFLOW}"],
+        "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+    },
+    entry_points={
+        "console_scripts": [
+            "forging-train=forging_tf.train_trace:run",
+        ],
+    },
+)
