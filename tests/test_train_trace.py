@@ -169,3 +169,17 @@ def test_platform_fingerprint_records_settings():
   assert fingerprint["in_force"]["xla_auto_jit"] is False and len(fingerprint["id"]) == 12
   with pytest.raises(errors.PlatformError, match="TF_ENABLE_ONEDNN_OPTS"):
     platform_lib.apply_platform(platform_lib.Platform(onednn=not platform_lib.onednn_enabled()))
+
+
+def test_binary_applies_and_records_platform_flags(data_dir, tmp_path):
+  """--onednn flips TF_ENABLE_ONEDNN_OPTS by re-executing; threads are applied; both recorded."""
+  want = "off" if platform_lib.onednn_enabled() else "on"
+  out = str(tmp_path / "t")
+  command = _train_command(out, data_dir, f"--onednn={want}", "--intra_op_threads=1")
+  result = subprocess.run([c if c != "--steps=300" else "--steps=3" for c in command],
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  platform = trace_lib.Trace(out).manifest["platform"]
+  assert platform["in_force"]["onednn"] is (want == "on")
+  assert platform["settings"]["onednn"] is (want == "on")
+  assert platform["in_force"]["intra_op_threads"] == 1
