@@ -52,11 +52,6 @@ class Platform:
     if self.intra_op_threads < 0 or self.inter_op_threads < 0:
       raise errors.ConfigError("thread counts must be >= 0 (0 = TensorFlow's default)")
 
-  @property
-  def tf_device(self) -> str:
-    """The device string ops are placed on (the chosen GPU is the only visible one)."""
-    return "/CPU:0" if self.device == "cpu" else "/GPU:0"
-
 
 def onednn_enabled() -> bool:
   """Whether oneDNN custom ops are on in this process (fixed when TensorFlow was imported)."""

@@ -17,6 +17,8 @@ from forging_tf import train_trace_lib
 
 _MODEL = flags.DEFINE_enum("model", "lenet", sorted(models.MODELS), "Model to train.")
 _HIDDEN = flags.DEFINE_list("hidden", ["10"], "Hidden layer widths of --model=fcn.")
+flags.register_validator("hidden", lambda widths: all(w.isdigit() and int(w) > 0 for w in widths),
+                         "must be positive integers, e.g. --hidden=10,10")
 _DATASET = flags.DEFINE_enum("dataset", "mnist", sorted(data.SPECS), "Dataset to train on.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 f"Local data directory (default: ${data.DATA_DIR_ENV}).")

@@ -150,6 +150,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
     (["--k=7"], "not a multiple of k"),
     (["--onednn=maybe"], "--onednn"),
     (["--device=tpu"], "device 'tpu'"),
+    (["--model=fcn", "--hidden=10,x"], "--hidden"),
     (["--batch_size=60001"], "batch_size must be in 1..60000"),
     (["--data_dir=/nonexistent", "--nodownload"], "FORGING_TF_DATA"),
 ])
