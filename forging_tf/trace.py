@@ -285,8 +285,8 @@ class TraceWriter:
   `close()` waits for the writes and, if every checkpoint is there, marks the trace complete.
 
   Checkpoint chunks are written as files in zarr's layout rather than through zarr-python: with
-  the uncompressed `bytes` codec a chunk is the row's little-endian bytes, and zarr-python spends
-  about 3 ms per chunk write, more than a LeNet step takes (benchmarks/trace_overhead.py). Digests
+  the uncompressed `bytes` codec a chunk is the row's little-endian bytes, and zarr-python 3.1
+  took about 3 ms per single-chunk write on a 2-core CPU, more than half a LeNet step. Digests
   reach the manifest at most every `commit_every_s` seconds, since each manifest update rewrites
   zarr.json; a crash loses at most that much training, which a resumed run recomputes.
   """
