@@ -47,11 +47,8 @@ def main(argv):
   source = sgd_step.BatchSource(mnist.x_train, mnist.y_train, 10)
   batches = train_trace_lib.batch_schedule(60_000, b, steps, seed=0)
   theta0 = models.initial_parameters(step_fn.layout, seed=0)
-  manifest = {"created": "benchmark", "model": {"name": "lenet", "config": {}},
-              "dataset": mnist.describe(), "batch_size": b, "learning_rate": 0.01, "seed": 0,
-              "steps": steps, "k": 1, "keep_pairs": 0, "num_parameters": step_fn.num_parameters,
-              "parameter_layout": [s.as_dict() for s in step_fn.layout],
-              "platform": platform_lib.platform_fingerprint(platform)}
+  manifest = train_trace_lib.trace_manifest("lenet", {}, mnist, step_fn, b, steps, k=1,
+                                            keep_pairs=0, seed=0, platform=platform)
   stored = range(1, steps + 1)
 
   def untraced() -> float:

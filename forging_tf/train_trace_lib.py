@@ -95,6 +95,26 @@ def run_sgd(step_fn: sgd_step.SGDStep, source: sgd_step.BatchSource, theta, batc
   return theta
 
 
+def trace_manifest(model: str, model_config: dict | None, dataset: data.Dataset,
+                   step_fn: sgd_step.SGDStep, batch_size: int, steps: int, k: int,
+                   keep_pairs: int, seed: int, platform: platform_lib.Platform) -> dict:
+  """What a trace says about the training that wrote it (TraceWriter.create adds the rest)."""
+  return {
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "model": {"name": model, "config": dict(model_config or {})},
+      "dataset": dataset.describe(),
+      "batch_size": batch_size,
+      "learning_rate": step_fn.learning_rate,
+      "seed": seed,
+      "steps": steps,
+      "k": k,
+      "keep_pairs": keep_pairs,
+      "num_parameters": step_fn.num_parameters,
+      "parameter_layout": [spec.as_dict() for spec in step_fn.layout],
+      "platform": platform_lib.platform_fingerprint(platform),
+  }
+
+
 def train_trace(out: str, model: str, dataset: data.Dataset, batch_size: int, steps: int,
                 k: int = 1, learning_rate: float = 0.01, seed: int = 0,
                 platform: platform_lib.Platform = platform_lib.Platform(), keep_pairs: int = 0,
@@ -108,20 +128,8 @@ def train_trace(out: str, model: str, dataset: data.Dataset, batch_size: int, st
   keras_model = models.build_model(model, dataset.x_train.shape[1:], dataset.num_classes,
                                    **(model_config or {}))
   step_fn = sgd_step.SGDStep(keras_model, learning_rate)
-  manifest = {
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "model": {"name": model, "config": dict(model_config or {})},
-      "dataset": dataset.describe(),
-      "batch_size": batch_size,
-      "learning_rate": float(learning_rate),
-      "seed": seed,
-      "steps": steps,
-      "k": k,
-      "keep_pairs": keep_pairs,
-      "num_parameters": step_fn.num_parameters,
-      "parameter_layout": [spec.as_dict() for spec in step_fn.layout],
-      "platform": platform_lib.platform_fingerprint(platform),
-  }
+  manifest = trace_manifest(model, model_config, dataset, step_fn, batch_size, steps, k,
+                            keep_pairs, seed, platform)
   batches = batch_schedule(dataset.x_train.shape[0], batch_size, steps, seed)
   writer, theta, resumed_from = _open_writer(out, manifest, batches, overwrite)
   start = resumed_from or 0
