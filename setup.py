@@ -22,6 +22,7 @@ setuptools.setup(
         "numpy>=1.26",
         "zarr>=3.1.5,<4",  # 3.1.5+ writes LocalStore files atomically (temp file + rename).
         "pillow>=10",
+        "scipy>=1.11",  # HiGHS linear programs for the in-domain search of exact forging.
         "matplotlib>=3.8",
         "tensorflow-datasets>=4.9.4",
         # tensorflow-datasets downloads need it but do not declare it.

@@ -7,7 +7,7 @@ Sources, in order:
      `cifar-10-batches-py` folder, in `DIR/cifar10/` or `DIR/`;
   2. tensorflow-datasets: a copy it has already prepared, else (if `download`) its download.
 
-The model input is pixel / 255 as float32, correctly rounded (sgd_step.PIXEL_VALUES); nothing else
+The model input is pixel / 255 as float32, correctly rounded (domain.PIXEL_VALUES); nothing else
 is done to the data: no normalisation, no augmentation.
 
 The fingerprint is a sha256 over the four arrays (x_train, y_train, x_test, y_test), each fed as

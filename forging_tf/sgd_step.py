@@ -14,13 +14,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from forging_tf import domain
 from forging_tf import models
 
-# q / 255 for q = 0..255, correctly rounded to float32. The model input is looked up here rather
-# than computed, because TensorFlow turns x / 255 into x * (1 / 255), which is one ulp off for
-# some q and may differ between kernels; a table gives the same inputs on every platform, and
-# exactly the grid {q / 255} of the forging game's domain check.
-PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+# The model input is looked up in this table rather than computed, because TensorFlow turns
+# x / 255 into x * (1 / 255), which is one ulp off for some q and may differ between kernels; a
+# table gives the same inputs on every platform, and exactly the grid of the domain check.
+PIXEL_VALUES = domain.PIXEL_VALUES
 
 
 def _to_model_input(images, labels, num_classes: int):
@@ -66,6 +66,22 @@ class SGDStep:
       loss = self._mean_loss(theta, x, y)
     gradient = tape.gradient(loss, theta)
     return theta - tf.constant(self.learning_rate, tf.float32) * gradient
+
+
+def l2_distance(theta_a: np.ndarray, theta_b: np.ndarray) -> float:
+  """||theta_a - theta_b||_2 of two [P] vectors in float64: the one distance of SPEC 2 and 4.
+
+  Reproduction and approximation errors are both this distance; float64 keeps the sum of P
+  squares from rounding away differences of one float32 ulp.
+  """
+  difference = np.asarray(theta_a, np.float64) - np.asarray(theta_b, np.float64)
+  return float(np.sqrt(np.dot(difference, difference)))
+
+
+def linf_distance(theta_a: np.ndarray, theta_b: np.ndarray) -> float:
+  """max_j |theta_a[j] - theta_b[j]| of two [P] vectors, in float64."""
+  difference = np.asarray(theta_a, np.float64) - np.asarray(theta_b, np.float64)
+  return float(np.max(np.abs(difference), initial=0.0))
 
 
 @tf.function(jit_compile=False, reduce_retracing=True)
