@@ -33,11 +33,15 @@ setuptools.setup(
         # the TensorFlow build, so a trace records it and results name it.
         "cpu": [f"tensorflow-cpu=={TENSORFLOW}"],
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # Scale-out of recomputation (forging-recompute --executor=ray).
+        "ray": ["ray>=2.40"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ray>=2.40"],
     },
     entry_points={
         "console_scripts": [
             "forging-train=forging_tf.train_trace:run",
+            "forging-recompute=forging_tf.recompute:run",
+            "forging-tables=forging_tf.tables:run",
         ],
     },
 )

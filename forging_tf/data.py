@@ -106,6 +106,18 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
       f"(see README, 'Data'), or run once with internet so tensorflow-datasets can download it.")
 
 
+def load_described(description: dict, data_dir: str | None = None,
+                   download: bool = True) -> Dataset:
+  """Loads the dataset a trace describes (Dataset.describe()) and checks it is the same data."""
+  dataset = load_dataset(description["name"], data_dir, download)
+  if dataset.fingerprint != description["fingerprint"]:
+    raise errors.DatasetError(
+        f"{dataset.name} from {dataset.source} has fingerprint {dataset.fingerprint[:12]}..., "
+        f"but the trace was trained on {description['fingerprint'][:12]}... (source "
+        f"{description.get('source')!r}); point --data_dir at the data the trace was trained on")
+  return dataset
+
+
 def _make_dataset(spec: DatasetSpec, x_train, y_train, x_test, y_test, source: str) -> Dataset:
   x_train, x_test = (np.ascontiguousarray(x, dtype=np.uint8) for x in (x_train, x_test))
   y_train, y_test = (np.ascontiguousarray(y, dtype=np.int32).reshape(-1) for y in (y_train, y_test))

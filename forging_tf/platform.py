@@ -25,7 +25,8 @@ import sys
 
 import numpy as np
 import tensorflow as tf
-# No public API says whether op determinism or oneDNN is in force; these internal ones do.
+# No public API says whether op determinism or oneDNN is in force, or switches determinism off
+# again; these internal ones do.
 from tensorflow.python.framework import config as tf_config
 from tensorflow.python.util import _pywrap_util_port
 
@@ -71,7 +72,7 @@ def apply_platform(platform: Platform) -> None:
   if platform.deterministic:
     tf.config.experimental.enable_op_determinism()
   else:
-    tf.config.experimental.disable_op_determinism()
+    tf_config.disable_op_determinism()  # Not in the public API; off is the default.
   tf.config.experimental.enable_tensor_float_32_execution(platform.tf32)
   tf.config.optimizer.set_jit(False)
 
@@ -148,21 +149,23 @@ def _devices() -> list[dict]:
 def platform_fingerprint(platform: Platform) -> dict:
   """What produced a number: settings asked for, settings in force, software and hardware.
 
-  `id` is a short digest of the settings, software and hardware (not the OS build or host name),
-  so results from the same platform share it.
+  `id` is a short digest of what computes: the device, the settings in force, software and
+  hardware. Not how a setting was asked for (oneDNN on by default, by --onednn=on or by
+  TF_ENABLE_ONEDNN_OPTS=1 computes the same), nor the OS build or host name; so results from the
+  same platform share it.
   """
   import keras
   build = tf.sysconfig.get_build_info()
   fingerprint = {
       "settings": dataclasses.asdict(platform) | {"xla": False},
       "in_force": {
+          "device": platform.device,
           "onednn": onednn_enabled(),
           "op_determinism": tf_config.is_op_determinism_enabled(),
           "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
           "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
           "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
           "xla_auto_jit": tf.config.optimizer.get_jit() or False,
-          "onednn_env": os.environ.get(ONEDNN_ENV),
       },
       "software": {
           "tensorflow": tf.__version__,
@@ -175,8 +178,10 @@ def platform_fingerprint(platform: Platform) -> dict:
       },
       "hardware": {"cpu": _cpu_description(), "devices": _devices()},
   }
-  canonical = json.dumps(fingerprint, sort_keys=True, default=str).encode()
+  computes = {key: fingerprint[key] for key in ("in_force", "software", "hardware")}
+  canonical = json.dumps(computes, sort_keys=True, default=str).encode()
   fingerprint["id"] = hashlib.sha256(canonical).hexdigest()[:12]
+  fingerprint["onednn_env"] = os.environ.get(ONEDNN_ENV)
   fingerprint["os"] = python_platform.platform()
   fingerprint["host"] = python_platform.node()
   return fingerprint

@@ -1,0 +1,81 @@
+r"""Recomputes a trace on this platform and measures the reproduction error.
+
+  forging-recompute --trace=traces/lenet_b100 --repeats=5 --out=results/repro/lenet_b100_cpu \
+      [--steps=START:END] [--data_dir=...] [platform flags as in forging-train] \
+      [--executor=local|ray] [--ray_address=...] [--num_gpus_per_task=...] \
+      [--accelerator_type=...]
+
+Each repeat runs in a fresh process (--nofresh_process: in this one). Running the same command
+again after an interruption keeps the repeats that had finished.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from forging_tf import cli
+from forging_tf import errors
+from forging_tf import recompute_lib
+
+_TRACE = flags.DEFINE_string("trace", None, "Trace directory to recompute.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Independent repeats R.", lower_bound=1)
+_OUT = flags.DEFINE_string("out", None, "Result folder to write.")
+_STEPS = flags.DEFINE_string("steps", ":", "Updates to recompute: START:END (END exclusive; "
+                             "either may be left out).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory (default: "
+                                "$FORGING_TF_DATA).")
+_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
+                                 "dataset when no local copy is found.")
+_FRESH_PROCESS = flags.DEFINE_boolean("fresh_process", True, "Run each repeat in a new process, "
+                                      "as a separate verifier would.")
+_EXECUTOR = flags.DEFINE_enum("executor", "local", list(recompute_lib.EXECUTORS),
+                              "local: in this machine; ray: shards as Ray tasks.")
+_RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Ray cluster to join (default: start or "
+                                   "join a local one).")
+_NUM_CPUS_PER_TASK = flags.DEFINE_float("num_cpus_per_task", 1.0, "CPUs per Ray task.",
+                                        lower_bound=0.0)
+_NUM_GPUS_PER_TASK = flags.DEFINE_float("num_gpus_per_task", 0.0, "GPUs per Ray task.",
+                                        lower_bound=0.0)
+_ACCELERATOR_TYPE = flags.DEFINE_string("accelerator_type", None, "Run every Ray task on this "
+                                        "GPU type (e.g. H100), one result per type.")
+_SHARDS = flags.DEFINE_integer("shards", 0, "Ray tasks per repeat (0: one per slot).",
+                               lower_bound=0)
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a result already at --out.")
+flags.mark_flags_as_required(["trace", "out"])
+
+
+def parse_step_range(text: str) -> tuple[int, int | None]:
+  """'START:END' -> (START, END); a missing START is 0, a missing END is None (the trace's T)."""
+  start, colon, stop = text.partition(":")
+  try:
+    if not colon:
+      raise ValueError
+    return (int(start) if start.strip() else 0), (int(stop) if stop.strip() else None)
+  except ValueError:
+    raise errors.ConfigError(f"--steps={text!r} is not START:END (e.g. --steps=0:600)") from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.honour_onednn_flag()
+  start, stop = parse_step_range(_STEPS.value)
+  ray_options = recompute_lib.RayOptions(
+      address=_RAY_ADDRESS.value, num_cpus_per_task=_NUM_CPUS_PER_TASK.value,
+      num_gpus_per_task=_NUM_GPUS_PER_TASK.value, accelerator_type=_ACCELERATOR_TYPE.value,
+      shards=_SHARDS.value)
+  summary = recompute_lib.recompute(
+      _TRACE.value, _OUT.value, repeats=_REPEATS.value, platform=cli.platform_from_flags(),
+      start=start, stop=stop, executor=_EXECUTOR.value, fresh_process=_FRESH_PROCESS.value,
+      data_dir=_DATA_DIR.value, download=_DOWNLOAD.value, ray_options=ray_options,
+      overwrite=_OVERWRITE.value, command=" ".join(sys.orig_argv))
+  print(summary.describe())
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

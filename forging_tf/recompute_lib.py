@@ -1,0 +1,430 @@
+"""Recomputing a trace: the benign reproduction error (SPEC section 2; binary: recompute.py).
+
+For every recomputed update i -> i + k of a trace (k = 1 for a full or sparse trace), load theta_i
+and the batches B_i .. B_{i+k-1}, take the k steps with the one SGD step on the recomputing
+platform, and measure the l2 and l-infinity distances to the logged theta_{i+k}. With R repeats,
+the reproduction error eps_repr is the largest l2 distance over all steps and repeats.
+
+Repeats are independent. By default each runs in a fresh Python process (recompute_worker.py), as
+a separate verifier would, so GPU auto-tuning and every other per-process state start anew. With
+the Ray executor, the steps of each repeat are split into shards, each a Ray task in a fresh
+worker process (max_calls=1) that opens the trace and the dataset itself; only step numbers and
+distances travel through the driver. Every update starts from a logged checkpoint, so how steps
+are sharded cannot change a distance.
+
+Result folder (documented in docs/RESULTS_FORMAT.md):
+  summary.json     eps_repr, steps, max_l2_per_step, repeats, ... (plain JSON, no package needed)
+  result.json      the full record: trace identity, both platform fingerprints, command line
+  distances.npz    steps int64 [S], l2 float64 [R, S], linf float64 [R, S]
+  request.json     what was asked; a rerun of the same request resumes
+  repeats/NNN.npz  each repeat as soon as it has finished (a rerun skips these)
+"""
+
+import collections
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+from absl import logging
+
+from forging_tf import data
+from forging_tf import errors
+from forging_tf import models
+from forging_tf import platform as platform_lib
+from forging_tf import results
+from forging_tf import trace as trace_lib
+
+RESULT_KIND = "forging_tf.reproduction_error"
+FORMAT_VERSION = 1
+EXECUTORS = ("local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class RayOptions:
+  """Where and how Ray runs the shards. address None starts (or joins) a local instance."""
+  address: str | None = None
+  num_cpus_per_task: float = 1.0
+  num_gpus_per_task: float = 0.0
+  accelerator_type: str | None = None
+  shards: int = 0  # Shards per repeat; 0: one per CPU (or GPU) slot of the cluster.
+
+
+@dataclasses.dataclass(frozen=True)
+class RepeatResult:
+  """One repeat: distances at the recomputed steps and the platform they were computed on."""
+  steps: np.ndarray  # int64 [S]: update i -> i + k starts at step steps[s]
+  l2: np.ndarray  # float64 [S]
+  linf: np.ndarray  # float64 [S]
+  platform: dict
+  seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RecomputeSummary:
+  out: str
+  eps_repr: float
+  worst_step: int
+  worst_repeat: int
+  largest: list  # [(step, max l2 over repeats)], the largest few, largest first
+  steps_recomputed: int
+  repeats: int
+  repeats_run_now: int
+  generator_platform: str
+  recomputer_platform: str
+  seconds: float
+
+  def describe(self) -> str:
+    where = ", ".join(f"step {step}: {l2:.3e}" for step, l2 in self.largest if l2 > 0)
+    return (f"reproduction error {self.out}: eps_repr = {self.eps_repr:.6e} (step "
+            f"{self.worst_step}, repeat {self.worst_repeat}) over {self.steps_recomputed} steps x "
+            f"{self.repeats} repeats ({self.repeats_run_now} run now, {self.seconds:.1f} s); "
+            f"generator platform {self.generator_platform}, recomputer platform "
+            f"{self.recomputer_platform}"
+            + (f"; largest: {where}" if where else "; every step reproduced bitwise"))
+
+
+def recomputed_steps(trace: trace_lib.Trace, start: int = 0, stop: int | None = None) -> np.ndarray:
+  """Start steps i (int64 [S]) of the updates i -> i + k whose checkpoints both are stored, with
+  start <= i < stop (stop None: the trace's T)."""
+  stop = trace.steps if stop is None else stop
+  if not 0 <= start < stop <= trace.steps:
+    raise errors.ConfigError(f"step range {start}:{stop} is outside the trace's steps "
+                             f"0:{trace.steps}; use --steps=START:END with 0 <= START < END <= "
+                             f"{trace.steps}")
+  stored = trace.checkpoint_steps
+  starts = stored[np.isin(stored + trace.k, stored)]
+  steps = starts[(starts >= start) & (starts < stop)]
+  if not steps.size:
+    raise errors.ConfigError(f"no stored checkpoint pair (i, i + {trace.k}) starts in "
+                             f"{start}:{stop} of {trace.path}")
+  return steps
+
+
+def step_function(trace: trace_lib.Trace, dataset: data.Dataset):
+  """The SGD step of the trace's model and learning rate; its layout must be the trace's."""
+  from forging_tf import sgd_step  # TensorFlow is imported only where steps are taken.
+  model = models.build_model(trace.manifest["model"]["name"], dataset.x_train.shape[1:],
+                             dataset.num_classes, **trace.manifest["model"]["config"])
+  step_fn = sgd_step.SGDStep(model, trace.learning_rate)
+  if step_fn.layout != trace.layout:
+    raise errors.TraceError(f"{trace.path}: its parameter layout does not match model "
+                            f"{trace.manifest['model']['name']} of this forging_tf version")
+  return step_fn
+
+
+def recompute_repeat(trace_path: str, platform: platform_lib.Platform, steps: np.ndarray,
+                     data_dir: str | None = None, download: bool = True,
+                     progress_every_s: float = 10.0) -> RepeatResult:
+  """Recomputes the updates starting at `steps` in this process, on `platform`."""
+  from forging_tf import sgd_step
+  from forging_tf import train_trace_lib
+  platform_lib.apply_platform(platform)
+  trace = trace_lib.Trace(trace_path)
+  dataset = data.load_described(trace.manifest["dataset"], data_dir, download)
+  step_fn = step_function(trace, dataset)
+  source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
+  steps = np.asarray(steps, np.int64)
+  l2, linf = np.empty(len(steps)), np.empty(len(steps))
+  reader = _CheckpointPrefetcher(trace, steps)
+  began = last_report = time.perf_counter()
+  for s, i in enumerate(steps):
+    recomputed = train_trace_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
+                                         int(i) + trace.k, progress_every_s=math.inf).numpy()
+    logged = reader.get(i + trace.k)
+    l2[s] = sgd_step.l2_distance(recomputed, logged)
+    linf[s] = sgd_step.linf_distance(recomputed, logged)
+    now = time.perf_counter()
+    if now - last_report >= progress_every_s:
+      last_report, rate = now, (s + 1) / (now - began)
+      logging.info("recomputed %d/%d updates  %.1f updates/s  ETA %.0f s  max l2 so far %.3e",
+                   s + 1, len(steps), rate, (len(steps) - s - 1) / rate, l2[:s + 1].max())
+  reader.close()
+  return RepeatResult(steps, l2, linf, platform_lib.platform_fingerprint(platform),
+                      time.perf_counter() - began)
+
+
+class _CheckpointPrefetcher:
+  """Reads (and sha256-checks) the checkpoints the loop needs next, in a thread, in order.
+
+  Each checkpoint is read once and kept until its last use: the end of update i is often the
+  start of the next update. At most `ahead` checkpoints wait in memory.
+  """
+
+  def __init__(self, trace: trace_lib.Trace, steps: np.ndarray, ahead: int = 4):
+    requests = [int(s) for i in steps for s in (i, i + trace.k)]
+    self._uses_left = collections.Counter(requests)
+    self._trace = trace
+    self._ready: dict[int, np.ndarray | BaseException] = {}
+    self._room = threading.Semaphore(ahead)
+    self._changed = threading.Condition()
+    self._closed = False
+    self._thread = threading.Thread(target=self._read_all, args=(list(dict.fromkeys(requests)),),
+                                    daemon=True)
+    self._thread.start()
+
+  def _read_all(self, order: list[int]) -> None:
+    for step in order:
+      self._room.acquire()
+      if self._closed:
+        return
+      try:
+        value = self._trace.checkpoint(step)
+      except BaseException as e:  # Handed to the loop, which raises it.
+        value = e
+      with self._changed:
+        self._ready[step] = value
+        self._changed.notify_all()
+
+  def get(self, step: int) -> np.ndarray:
+    step = int(step)
+    with self._changed:
+      self._changed.wait_for(lambda: step in self._ready)
+      value = self._ready[step]
+      self._uses_left[step] -= 1
+      if not self._uses_left[step]:
+        del self._ready[step]
+        self._room.release()
+    if isinstance(value, BaseException):
+      raise value
+    return value
+
+  def close(self) -> None:
+    self._closed = True
+    self._room.release()
+
+
+def recompute(trace_path: str, out: str, repeats: int = 5,
+              platform: platform_lib.Platform = platform_lib.Platform(), start: int = 0,
+              stop: int | None = None, executor: str = "local", fresh_process: bool = True,
+              data_dir: str | None = None, download: bool = True,
+              ray_options: RayOptions = RayOptions(), overwrite: bool = False,
+              command: str | None = None) -> RecomputeSummary:
+  """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`."""
+  if repeats < 1:
+    raise errors.ConfigError(f"repeats must be >= 1, got {repeats}")
+  if executor not in EXECUTORS:
+    raise errors.ConfigError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
+  began = time.perf_counter()
+  trace = trace_lib.Trace(trace_path)
+  if not trace.complete:
+    raise errors.TraceError(f"{trace.path} is unfinished ({trace.num_written} of "
+                            f"{len(trace.checkpoint_steps)} checkpoints); finish it with "
+                            "forging-train first")
+  steps = recomputed_steps(trace, start, stop)
+  request = {
+      "kind": RESULT_KIND,
+      "trace": trace.path,
+      "manifest_sha256": trace.manifest["manifest_sha256"],
+      "step_range": [start, trace.steps if stop is None else stop],
+      "platform": dataclasses.asdict(platform),
+  }
+  _prepare_out(out, request, overwrite)
+  done = _finished_repeats(out, repeats, steps)
+  missing = [r for r in range(repeats) if r not in done]
+  logging.info("recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
+               "%s executor -> %s", len(steps), trace.path, repeats, len(done), platform,
+               executor, out)
+  spec = {"trace": trace.path, "platform": dataclasses.asdict(platform),
+          "steps": steps.tolist(), "data_dir": data_dir, "download": download}
+  if executor == "ray":
+    run = lambda r: _ray_repeat(spec, ray_options)  # noqa: E731
+  elif fresh_process:
+    run = lambda r: _fresh_process_repeat(spec, out, r)  # noqa: E731
+  else:
+    run = lambda r: recompute_repeat(trace.path, platform, steps, data_dir, download)  # noqa: E731
+  for r in missing:
+    result = run(r)
+    save_repeat(_repeat_path(out, r), result)
+    done[r] = result
+    logging.info("repeat %d/%d: max l2 %.6e in %.1f s on platform %s", r + 1, repeats,
+                 result.l2.max(), result.seconds, result.platform["id"])
+  return _write_result(out, trace, steps, [done[r] for r in range(repeats)], platform, executor,
+                       fresh_process, request, command, len(missing),
+                       time.perf_counter() - began)
+
+
+def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
+  """Creates `out`, resumes the same request there, or refuses to touch other data."""
+  request_path = os.path.join(out, "request.json")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise errors.ConfigError(f"{out} is a file; choose another --out")
+  if os.path.isdir(out) and os.listdir(out):
+    if not os.path.exists(request_path):
+      raise errors.ConfigError(f"{out} exists and does not hold a reproduction-error result; "
+                               "choose another --out")
+    if overwrite:
+      shutil.rmtree(out)
+    elif results.read_json(request_path, "reproduction-error request") != request:
+      raise errors.ConfigError(f"{out} holds the result of another recomputation (other trace, "
+                               "steps or platform); pass --overwrite to replace it or choose "
+                               "another --out")
+  if not os.path.exists(request_path):
+    results.write_json(request_path, request)
+
+
+def _repeat_path(out: str, repeat: int) -> str:
+  return os.path.join(out, "repeats", f"{repeat:03d}.npz")
+
+
+def save_repeat(path: str, result: RepeatResult) -> None:
+  results.write_npz(path, steps=result.steps, l2=result.l2, linf=result.linf,
+                    seconds=np.float64(result.seconds),
+                    platform=np.str_(json.dumps(result.platform)))
+
+
+def load_repeat(path: str, what: str) -> RepeatResult:
+  arrays = results.read_npz(path, what, ("steps", "l2", "linf", "seconds", "platform"))
+  return RepeatResult(arrays["steps"], arrays["l2"], arrays["linf"],
+                      json.loads(str(arrays["platform"])), float(arrays["seconds"]))
+
+
+def _finished_repeats(out: str, repeats: int, steps: np.ndarray) -> dict[int, RepeatResult]:
+  done = {}
+  for r in range(repeats):
+    path = _repeat_path(out, r)
+    if os.path.exists(path):
+      done[r] = load_repeat(path, f"repeat {r}")
+      if not np.array_equal(done[r].steps, steps):
+        raise errors.ConfigError(f"{path} covers other steps than this request; pass "
+                                 "--overwrite to start the result again")
+  return done
+
+
+def _fresh_process_repeat(spec: dict, out: str, repeat: int) -> RepeatResult:
+  """Runs one repeat in a new Python process (recompute_worker) and reads back its result."""
+  env = dict(os.environ)
+  if spec["platform"]["onednn"] is not None:
+    env[platform_lib.ONEDNN_ENV] = "1" if spec["platform"]["onednn"] else "0"
+  with tempfile.TemporaryDirectory(dir=out, prefix=".worker.") as work:
+    spec_path = os.path.join(work, "spec.json")
+    result_path = os.path.join(work, "result.npz")
+    results.write_json(spec_path, spec)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "forging_tf.recompute_worker", spec_path, result_path], env=env,
+        stderr=subprocess.PIPE, text=True)
+    last_line = ""
+    for line in worker.stderr:  # Passed through, so the worker's progress stays visible.
+      sys.stderr.write(line)
+      last_line = line.strip() or last_line
+    if worker.wait() != 0:
+      message = last_line.removeprefix("error: ") if last_line.startswith("error: ") else (
+          f"the worker process of repeat {repeat} failed (exit {worker.returncode}): "
+          f"{last_line}")
+      raise errors.ForgingError(message)
+    return load_repeat(result_path, f"repeat {repeat}")
+
+
+def _ray_shard(spec: dict, steps: list[int]) -> dict:
+  """A Ray task: one shard of one repeat, in its own worker process."""
+  result = recompute_repeat(spec["trace"], platform_lib.Platform(**spec["platform"]),
+                            np.asarray(steps, np.int64), spec["data_dir"], spec["download"])
+  return dataclasses.asdict(result)
+
+
+def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
+  try:
+    import ray
+  except ImportError as e:
+    raise errors.ConfigError("the Ray executor needs Ray: pip install 'forging_tf[ray]'") from e
+  began = time.perf_counter()
+  if not ray.is_initialized():
+    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+  slots = ray.cluster_resources().get("GPU" if options.num_gpus_per_task else "CPU", 1)
+  per_task = options.num_gpus_per_task or options.num_cpus_per_task
+  shards = options.shards or max(1, int(slots // per_task))
+  env_vars = {}
+  if spec["platform"]["onednn"] is not None:
+    env_vars[platform_lib.ONEDNN_ENV] = "1" if spec["platform"]["onednn"] else "0"
+  # max_calls=1: each shard gets a fresh worker process (it cannot be set in .options()).
+  task = ray.remote(max_calls=1)(_ray_shard).options(
+      num_cpus=options.num_cpus_per_task, num_gpus=options.num_gpus_per_task,
+      accelerator_type=options.accelerator_type,
+      runtime_env={"env_vars": env_vars} if env_vars else None)
+  pieces = [piece.tolist() for piece in np.array_split(np.asarray(spec["steps"]), shards)
+            if piece.size]
+  shard_results = ray.get([task.remote(spec, piece) for piece in pieces])
+  ids = sorted({shard["platform"]["id"] for shard in shard_results})
+  if len(ids) > 1:
+    raise errors.PlatformError(f"the shards ran on {len(ids)} different platforms ({', '.join(ids)}"
+                               "); pin one with --accelerator_type so that each result names one "
+                               "recomputing platform")
+  return RepeatResult(np.concatenate([shard["steps"] for shard in shard_results]),
+                      np.concatenate([shard["l2"] for shard in shard_results]),
+                      np.concatenate([shard["linf"] for shard in shard_results]),
+                      shard_results[0]["platform"], time.perf_counter() - began)
+
+
+def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
+                  repeats: list[RepeatResult], platform: platform_lib.Platform, executor: str,
+                  fresh_process: bool, request: dict, command: str | None, run_now: int,
+                  seconds: float) -> RecomputeSummary:
+  ids = sorted({result.platform["id"] for result in repeats})
+  if len(ids) > 1:
+    raise errors.PlatformError(f"the repeats in {out} ran on different platforms ({', '.join(ids)})"
+                               "; pass --overwrite to recompute them all on this one")
+  l2 = np.stack([result.l2 for result in repeats])
+  linf = np.stack([result.linf for result in repeats])
+  worst_repeat, worst = np.unravel_index(int(np.argmax(l2)), l2.shape)
+  max_l2 = l2.max(axis=0)
+  largest = [(int(steps[s]), float(max_l2[s])) for s in np.argsort(-max_l2, kind="stable")[:5]]
+  m = trace.manifest
+  generator, recomputer = m["platform"], repeats[0].platform
+  trace_identity = {
+      "path": trace.path, "manifest_sha256": m["manifest_sha256"], "model": m["model"]["name"],
+      "model_config": m["model"]["config"], "dataset": m["dataset"]["name"],
+      "dataset_fingerprint": m["dataset"]["fingerprint"], "batch_size": trace.batch_size,
+      "learning_rate": trace.learning_rate, "seed": trace.seed, "steps": trace.steps,
+      "k": trace.k, "keep_pairs": trace.keep_pairs}
+  summary = {
+      "eps_repr": float(l2.max()),
+      "steps": steps.tolist(),
+      "max_l2_per_step": max_l2.tolist(),
+      "max_linf_per_step": linf.max(axis=0).tolist(),
+      "repeats": len(repeats),
+      "model": trace_identity["model"],
+      "dataset": trace_identity["dataset"],
+      "batch_size": trace.batch_size,
+      "trace_steps": trace.steps,
+      "k": trace.k,
+      "generator_platform": generator["id"],
+      "recomputer_platform": recomputer["id"],
+      "same_platform": generator["id"] == recomputer["id"],
+  }
+  record = {
+      "kind": RESULT_KIND,
+      "format_version": FORMAT_VERSION,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "trace": trace_identity,
+      "step_range": request["step_range"],
+      "updates": len(steps),
+      "repeats": len(repeats),
+      "executor": executor,
+      "fresh_process": fresh_process if executor == "local" else True,
+      "eps_repr": summary["eps_repr"],
+      "worst": {"step": int(steps[worst]), "repeat": int(worst_repeat),
+                "l2": float(l2[worst_repeat, worst]), "linf": float(linf[worst_repeat, worst])},
+      "exact_steps": int(np.sum(max_l2 == 0)),
+      "repeat_seconds": [result.seconds for result in repeats],
+      "generator_platform": generator,
+      "recomputer_platform": recomputer,
+      "recomputer_settings": dataclasses.asdict(platform),
+      "command": command if command is not None else " ".join(sys.argv),
+  }
+  results.write_npz(os.path.join(out, "distances.npz"), steps=steps, l2=l2, linf=linf)
+  results.write_json(os.path.join(out, "result.json"), record)
+  results.write_json(os.path.join(out, "summary.json"), summary)
+  return RecomputeSummary(
+      out=out, eps_repr=summary["eps_repr"], worst_step=int(steps[worst]),
+      worst_repeat=int(worst_repeat), largest=largest, steps_recomputed=len(steps),
+      repeats=len(repeats), repeats_run_now=run_now, generator_platform=generator["id"],
+      recomputer_platform=recomputer["id"], seconds=seconds)

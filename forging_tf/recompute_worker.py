@@ -1,0 +1,32 @@
+"""One repeat of a recomputation in a fresh process; started by recompute_lib, not by users.
+
+  python -m forging_tf.recompute_worker SPEC.json RESULT.npz
+
+A ForgingError is printed as a last line `error: ...` and exits with status 2, which the parent
+turns back into its own one-line error.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+from forging_tf import errors
+from forging_tf import platform as platform_lib
+from forging_tf import recompute_lib
+
+
+def main(spec_path: str, result_path: str) -> None:
+  with open(spec_path, encoding="utf-8") as f:
+    spec = json.load(f)
+  result = recompute_lib.recompute_repeat(
+      spec["trace"], platform_lib.Platform(**spec["platform"]),
+      np.asarray(spec["steps"], np.int64), spec["data_dir"], spec["download"])
+  recompute_lib.save_repeat(result_path, result)
+
+
+if __name__ == "__main__":
+  try:
+    main(*sys.argv[1:])
+  except errors.ForgingError as e:
+    sys.exit(f"error: {e}")

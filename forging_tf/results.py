@@ -1,0 +1,66 @@
+"""Result files: written atomically, so a killed run never leaves half a file behind.
+
+Every experiment writes its results as data (JSON, npz) first; tables and figures are rendered
+from them later (tables_lib). A file is written to a temporary sibling and renamed into place.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from forging_tf import errors
+
+
+def _replace_atomically(path: str, write) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  handle, staging = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+  try:
+    with os.fdopen(handle, "wb") as f:
+      write(f)
+    os.replace(staging, path)
+  except BaseException:
+    os.unlink(staging)
+    raise
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically."""
+  _replace_atomically(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: str, value) -> None:
+  """Writes `value` as indented JSON to `path` atomically."""
+  write_text(path, json.dumps(value, indent=2, allow_nan=True) + "\n")
+
+
+def write_npz(path: str, **arrays: np.ndarray) -> None:
+  """Writes arrays to the .npz file `path` atomically (no pickled objects)."""
+  _replace_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def read_json(path: str, what: str) -> dict:
+  """Reads a result JSON object; a missing or corrupt file is a ForgingError naming `what`."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except FileNotFoundError as e:
+    raise errors.ForgingError(f"{what}: {path} does not exist") from e
+  except (OSError, ValueError) as e:
+    raise errors.ForgingError(f"{what}: {path} is not readable JSON ({e})") from e
+  if not isinstance(value, dict):
+    raise errors.ForgingError(f"{what}: {path} does not hold a JSON object")
+  return value
+
+
+def read_npz(path: str, what: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+  """Reads the arrays `names` from an .npz without unpickling anything."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return {name: f[name] for name in names}
+  except FileNotFoundError as e:
+    raise errors.ForgingError(f"{what}: {path} does not exist") from e
+  except (OSError, ValueError, KeyError) as e:
+    raise errors.ForgingError(f"{what}: {path} is damaged or incomplete ({e})") from e

@@ -1,0 +1,200 @@
+"""Recomputation and the reproduction error, on real MNIST LeNet traces."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from forging_tf import data
+from forging_tf import errors
+from forging_tf import recompute_lib
+from forging_tf import trace as trace_lib
+from forging_tf import train_trace_lib
+
+_B, _T = 100, 12
+
+
+@pytest.fixture(scope="module")
+def lenet_trace(mnist, tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp("traces") / "lenet")
+  train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, seed=1)
+  return path
+
+
+@pytest.fixture(scope="module")
+def other_platform_trace(data_dir, tmp_path_factory) -> str:
+  """A trace written with oneDNN switched to the other setting, in its own process."""
+  from forging_tf import platform as platform_lib
+  path = str(tmp_path_factory.mktemp("traces") / "other")
+  onednn = "off" if platform_lib.onednn_enabled() else "on"
+  subprocess.run([sys.executable, "-m", "forging_tf.train_trace", "--model=lenet",
+                  "--dataset=mnist", f"--batch_size={_B}", "--steps=6", f"--data_dir={data_dir}",
+                  f"--onednn={onednn}", f"--out={path}"], check=True, capture_output=True)
+  return path
+
+
+def _recompute(trace, out, data_dir, **kwargs):
+  kwargs.setdefault("fresh_process", False)
+  return recompute_lib.recompute(trace, str(out), data_dir=data_dir, download=False, **kwargs)
+
+
+def _distances(out) -> dict:
+  with np.load(os.path.join(out, "distances.npz")) as f:
+    return {name: f[name] for name in f.files}
+
+
+def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, data_dir,
+                                                                   tmp_path):
+  summary = _recompute(lenet_trace, tmp_path / "r", data_dir, repeats=2)
+  assert summary.eps_repr == 0.0 and summary.steps_recomputed == _T
+  distances = _distances(tmp_path / "r")
+  assert distances["l2"].shape == (2, _T) and not distances["l2"].any()
+  assert not distances["linf"].any()
+  # summary.json is plain JSON that needs no package to read.
+  with open(tmp_path / "r" / "summary.json") as f:
+    plain = json.load(f)
+  assert plain["eps_repr"] == 0.0 and plain["steps"] == list(range(_T))
+  assert plain["max_l2_per_step"] == [0.0] * _T and plain["repeats"] == 2
+  assert plain["same_platform"] is True
+  with open(tmp_path / "r" / "result.json") as f:
+    record = json.load(f)
+  assert record["trace"]["manifest_sha256"] == trace_lib.Trace(lenet_trace).manifest[
+      "manifest_sha256"]
+  assert record["generator_platform"]["id"] == record["recomputer_platform"]["id"]
+
+
+def test_repeats_in_fresh_processes_and_resume(lenet_trace, data_dir, tmp_path):
+  out = tmp_path / "fresh"
+  first = _recompute(lenet_trace, out, data_dir, repeats=1, fresh_process=True, start=3, stop=7)
+  assert first.eps_repr == 0.0 and first.repeats_run_now == 1
+  assert _distances(out)["steps"].tolist() == [3, 4, 5, 6]
+  more = _recompute(lenet_trace, out, data_dir, repeats=2, fresh_process=True, start=3, stop=7)
+  assert more.repeats_run_now == 1 and more.repeats == 2 and more.eps_repr == 0.0
+  with pytest.raises(errors.ConfigError, match="another recomputation"):
+    _recompute(lenet_trace, out, data_dir, repeats=2, start=0, stop=7)
+  _recompute(lenet_trace, out, data_dir, repeats=1, start=0, stop=2, overwrite=True)
+  assert _distances(out)["steps"].tolist() == [0, 1]
+
+
+def test_k_interval_trace_recomputes_k_steps_per_update(mnist, data_dir, tmp_path):
+  path = str(tmp_path / "k3")
+  train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=3, seed=1)
+  summary = _recompute(path, tmp_path / "r", data_dir, repeats=1)
+  assert summary.eps_repr == 0.0
+  assert _distances(tmp_path / "r")["steps"].tolist() == [0, 3, 6, 9]
+
+
+def _rewrite_checkpoint(path: str, step: int, theta: np.ndarray) -> None:
+  """What a forger can do: replace a checkpoint and its sha256 (the trace stays valid)."""
+  with open(os.path.join(path, "checkpoints", "c", str(step), "0"), "wb") as f:
+    f.write(theta.astype("<f4").tobytes())
+  meta_path = os.path.join(path, "zarr.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  meta["attributes"][trace_lib.MANIFEST_KEY]["checkpoint_sha256"][step] = trace_lib.sha256_hex(
+      theta.astype(np.float32))
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+
+
+def test_tampered_checkpoint_shows_at_its_step_and_only_there(lenet_trace, data_dir, tmp_path):
+  path = str(tmp_path / "tampered")
+  shutil.copytree(lenet_trace, path)
+  theta = trace_lib.Trace(path).checkpoint(5)
+  theta[:100] += 1e-3
+  _rewrite_checkpoint(path, 5, theta)
+  summary = _recompute(path, tmp_path / "r", data_dir, repeats=1)
+  l2 = _distances(tmp_path / "r")["l2"][0]
+  assert l2[4] > 9e-3 and l2[5] > 9e-3  # theta_5 is the end of update 4 and the start of 5
+  assert not np.delete(l2, [4, 5]).any()
+  assert summary.worst_step in (4, 5) and "step 4" in summary.describe()
+
+
+def test_flipped_byte_in_a_checkpoint_is_an_error_naming_the_step(lenet_trace, data_dir,
+                                                                  tmp_path):
+  path = str(tmp_path / "flipped")
+  shutil.copytree(lenet_trace, path)
+  chunk = os.path.join(path, "checkpoints", "c", "7", "0")
+  with open(chunk, "r+b") as f:
+    f.seek(1000)
+    byte = f.read(1)
+    f.seek(1000)
+    f.write(bytes([byte[0] ^ 0x01]))
+  with pytest.raises(errors.TraceError, match="checkpoint of step 7 fails its sha256"):
+    _recompute(path, tmp_path / "r", data_dir, repeats=1)
+
+
+def test_other_float_order_gives_a_tiny_nonzero_error(other_platform_trace, data_dir, tmp_path):
+  summary = _recompute(other_platform_trace, tmp_path / "r", data_dir, repeats=1)
+  l2 = _distances(tmp_path / "r")["l2"][0]
+  assert 0 < summary.eps_repr < 1e-3 and l2.any()
+  assert summary.generator_platform != summary.recomputer_platform
+
+
+def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_path):
+  ray = pytest.importorskip("ray")
+  local = _recompute(other_platform_trace, tmp_path / "local", data_dir, repeats=1)
+  ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+  try:
+    on_ray = _recompute(other_platform_trace, tmp_path / "ray", data_dir, repeats=1,
+                        executor="ray", ray_options=recompute_lib.RayOptions(shards=2))
+  finally:
+    ray.shutdown()
+  a, b = _distances(tmp_path / "local"), _distances(tmp_path / "ray")
+  assert a["l2"].any()  # the comparison means something: distances are not all zero
+  for name in ("steps", "l2", "linf"):
+    np.testing.assert_array_equal(a[name], b[name])
+  assert local.recomputer_platform == on_ray.recomputer_platform
+
+
+def test_dataset_that_is_not_the_traces_is_refused(mnist, data_dir, tmp_path):
+  x_train = mnist.x_train.copy()
+  x_train[0] = 255 - x_train[0]
+  changed = data.Dataset("mnist", x_train, mnist.y_train, mnist.x_test, mnist.y_test, 10, "test",
+                         data.fingerprint(x_train, mnist.y_train, mnist.x_test, mnist.y_test))
+  path = str(tmp_path / "changed")
+  train_trace_lib.train_trace(path, "lenet", changed, batch_size=_B, steps=2)
+  with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
+    _recompute(path, tmp_path / "r", data_dir, repeats=1)
+
+
+def test_bad_requests_are_refused(lenet_trace, data_dir, tmp_path):
+  with pytest.raises(errors.TraceError, match="no trace at"):
+    _recompute(str(tmp_path / "missing"), tmp_path / "r", data_dir)
+  with pytest.raises(errors.ConfigError, match="outside the trace's steps 0:12"):
+    _recompute(lenet_trace, tmp_path / "r", data_dir, start=5, stop=13)
+  with pytest.raises(errors.ConfigError, match="repeats must be"):
+    _recompute(lenet_trace, tmp_path / "r", data_dir, repeats=0)
+  os.makedirs(tmp_path / "taken")
+  (tmp_path / "taken" / "notes.txt").write_text("mine")
+  with pytest.raises(errors.ConfigError, match="does not hold a reproduction-error result"):
+    _recompute(lenet_trace, tmp_path / "taken", data_dir, overwrite=True)
+  assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps=5:99"], "outside the trace's steps"),
+    (["--steps=abc"], "is not START:END"),
+    (["--repeats=0"], "--repeats"),
+    (["--executor=spark"], "--executor"),
+])
+def test_binary_errors_are_one_line(lenet_trace, data_dir, tmp_path, flags, message):
+  result = subprocess.run(
+      [sys.executable, "-m", "forging_tf.recompute", f"--trace={lenet_trace}",
+       f"--data_dir={data_dir}", f"--out={tmp_path / 'r'}", *flags],
+      capture_output=True, text=True)
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert last.startswith("recompute.py: error:") and message in last, last
+
+
+def test_missing_trace_binary_error(data_dir, tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "forging_tf.recompute", f"--trace={tmp_path / 'nothing'}",
+       f"--out={tmp_path / 'r'}"], capture_output=True, text=True)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "no trace at" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,96 @@
+"""Tables I and II rendered from saved result records."""
+
+import copy
+import csv
+import io
+import json
+import os
+
+import pytest
+
+from forging_tf import errors
+from forging_tf import platform as platform_lib
+from forging_tf import recompute_lib
+from forging_tf import tables_lib
+
+
+@pytest.fixture(scope="module")
+def fingerprints() -> dict:
+  """Fingerprints of four CPU platforms, derived from this process's own."""
+  base = platform_lib.platform_fingerprint(platform_lib.Platform())
+  made = {}
+  for name, threads, onednn, det in (("a", 0, True, True), ("b", 1, True, True),
+                                     ("c", 0, False, True), ("d", 0, True, False)):
+    fingerprint = copy.deepcopy(base)
+    fingerprint["in_force"].update(intra_op_threads=threads, onednn=onednn, op_determinism=det)
+    fingerprint["id"] = name * 12
+    made[name] = fingerprint
+  return made
+
+
+def _record(folder, model, b, generator, recomputer, eps, steps=1200, repeats=3):
+  return {"kind": recompute_lib.RESULT_KIND, "folder": folder, "eps_repr": eps,
+          "trace": {"model": model, "dataset": "mnist" if model == "lenet" else "cifar10",
+                    "batch_size": b, "steps": steps, "k": 1},
+          "updates": steps, "repeats": repeats, "generator_platform": generator,
+          "recomputer_platform": recomputer}
+
+
+def test_table1_takes_the_largest_same_platform_error(fingerprints):
+  a, b = fingerprints["a"], fingerprints["b"]
+  records = [_record("1", "lenet", 100, a, a, 0.0), _record("2", "lenet", 100, b, b, 2e-8),
+             _record("3", "lenet", 100, a, b, 5.0),  # cross-platform: not in Table I
+             _record("4", "vggmini", 1000, a, a, 3e-7, steps=30)]
+  table = tables_lib.table1(records)
+  (lenet, lenet_cells), (vgg, vgg_cells) = table.rows
+  assert lenet.startswith("LeNet") and vgg.startswith("VGGmini")
+  assert lenet_cells[0].value == 2e-8 and set(lenet_cells[0].sources) == {"1", "2"}
+  assert lenet_cells[1].value is None and vgg_cells[2].value == 3e-7
+  markdown = tables_lib.to_markdown(table)
+  assert "2.00e-08 (1e-08)" in markdown and "n/a" in markdown and "T=30" in markdown
+  assert "$3.00\\times10^{-7}$" in tables_lib.to_latex(table)
+
+
+def test_table2_matrix_rows_generate_columns_recompute(fingerprints):
+  a, b, c, d = (fingerprints[n] for n in "abcd")
+  records = [_record("ab", "lenet", 100, a, b, 3e-8), _record("aa", "lenet", 100, a, a, 0.0),
+             _record("ca", "lenet", 100, c, a, 5e-5), _record("dd", "lenet", 100, d, d, 1e-8),
+             _record("big", "lenet", 1000, a, c, 7e-5)]
+  table = tables_lib.table2(records, "b")
+  labels = [label for label, _ in table.rows]
+  assert labels == sorted(labels) and len(labels) == 2  # generators a and c, determinism on
+  by_row = {label: dict(zip(table.columns, cells)) for label, cells in table.rows}
+  a_label, b_label = tables_lib.platform_label(a), tables_lib.platform_label(b)
+  assert by_row[a_label][b_label].value == 3e-8 and by_row[a_label][a_label].value == 0.0
+  assert by_row[tables_lib.platform_label(c)][b_label].value is None
+  rows = list(csv.reader(io.StringIO(tables_lib.to_csv(table))))
+  assert float(rows[1 + labels.index(a_label)][1 + table.columns.index(b_label)]) == 3e-8
+  assert tables_lib.table2(records, "a").rows[0][0] == tables_lib.platform_label(d)
+  assert tables_lib.table2(records, "c").rows[0][1][0].value == 7e-5
+  with pytest.raises(errors.ConfigError):
+    tables_lib.table2(records, "z")
+
+
+def test_platforms_sharing_a_label_are_told_apart(fingerprints):
+  a = fingerprints["a"]
+  twin = copy.deepcopy(a)
+  twin["id"] = "e" * 12
+  labels = tables_lib._unique_labels([a, twin])
+  assert labels[a["id"]] != labels[twin["id"]]
+
+
+def test_render_tables_reads_result_files(fingerprints, tmp_path):
+  a, b = fingerprints["a"], fingerprints["b"]
+  for name, record in (("x", _record("", "lenet", 100, a, a, 0.0)),
+                       ("y/z", _record("", "lenet", 100, a, b, 4e-8))):
+    os.makedirs(tmp_path / "results" / name)
+    with open(tmp_path / "results" / name / "result.json", "w") as f:
+      json.dump({k: v for k, v in record.items() if k != "folder"}, f)
+  tables = tables_lib.render_tables(str(tmp_path / "results"), str(tmp_path / "report"))
+  assert [t.name for t in tables] == ["table1", "table2a", "table2b", "table2c"]
+  for name in ("table1", "table2b"):
+    for extension in ("md", "tex", "csv"):
+      assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 0
+  assert "4.00e-08" in (tmp_path / "report" / "tables.md").read_text()
+  with pytest.raises(errors.ConfigError, match="no reproduction-error results"):
+    tables_lib.render_tables(str(tmp_path / "report"), str(tmp_path / "other"))
