@@ -42,6 +42,8 @@ setuptools.setup(
             "forging-train=forging_tf.train_trace:run",
             "forging-recompute=forging_tf.recompute:run",
             "forging-tables=forging_tf.tables:run",
+            "forging-attack=forging_tf.attack_trace:run",
+            "forging-verify=forging_tf.verify:run",
         ],
     },
 )

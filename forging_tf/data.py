@@ -106,15 +106,21 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
       f"(see README, 'Data'), or run once with internet so tensorflow-datasets can download it.")
 
 
-def load_described(description: dict, data_dir: str | None = None,
-                   download: bool = True) -> Dataset:
-  """Loads the dataset a trace describes (Dataset.describe()) and checks it is the same data."""
-  dataset = load_dataset(description["name"], data_dir, download)
+def check_described(dataset: Dataset, description: dict) -> None:
+  """Raises DatasetError unless `dataset` is the data `description` (Dataset.describe(), as a
+  trace records it) names, by fingerprint."""
   if dataset.fingerprint != description["fingerprint"]:
     raise errors.DatasetError(
         f"{dataset.name} from {dataset.source} has fingerprint {dataset.fingerprint[:12]}..., "
         f"but the trace was trained on {description['fingerprint'][:12]}... (source "
         f"{description.get('source')!r}); point --data_dir at the data the trace was trained on")
+
+
+def load_described(description: dict, data_dir: str | None = None,
+                   download: bool = True) -> Dataset:
+  """Loads the dataset a trace describes and checks it is the same data."""
+  dataset = load_dataset(description["name"], data_dir, download)
+  check_described(dataset, description)
   return dataset
 
 

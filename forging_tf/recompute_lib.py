@@ -38,10 +38,11 @@ from absl import logging
 
 from forging_tf import data
 from forging_tf import errors
-from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import results
+from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
+from forging_tf import train_trace_lib
 
 RESULT_KIND = "forging_tf.reproduction_error"
 FORMAT_VERSION = 1
@@ -109,45 +110,33 @@ def recomputed_steps(trace: trace_lib.Trace, start: int = 0, stop: int | None = 
   return steps
 
 
-def step_function(trace: trace_lib.Trace, dataset: data.Dataset):
-  """The SGD step of the trace's model and learning rate; its layout must be the trace's."""
-  from forging_tf import sgd_step  # TensorFlow is imported only where steps are taken.
-  model = models.build_model(trace.manifest["model"]["name"], dataset.x_train.shape[1:],
-                             dataset.num_classes, **trace.manifest["model"]["config"])
-  step_fn = sgd_step.SGDStep(model, trace.learning_rate)
-  if step_fn.layout != trace.layout:
-    raise errors.TraceError(f"{trace.path}: its parameter layout does not match model "
-                            f"{trace.manifest['model']['name']} of this forging_tf version")
-  return step_fn
-
-
 def recompute_repeat(trace_path: str, platform: platform_lib.Platform, steps: np.ndarray,
                      data_dir: str | None = None, download: bool = True,
                      progress_every_s: float = 10.0) -> RepeatResult:
   """Recomputes the updates starting at `steps` in this process, on `platform`."""
-  from forging_tf import sgd_step
-  from forging_tf import train_trace_lib
   platform_lib.apply_platform(platform)
   trace = trace_lib.Trace(trace_path)
   dataset = data.load_described(trace.manifest["dataset"], data_dir, download)
-  step_fn = step_function(trace, dataset)
+  step_fn = sgd_step.step_for_trace(trace, dataset)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
   steps = np.asarray(steps, np.int64)
   l2, linf = np.empty(len(steps)), np.empty(len(steps))
   reader = _CheckpointPrefetcher(trace, steps)
   began = last_report = time.perf_counter()
-  for s, i in enumerate(steps):
-    recomputed = train_trace_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
-                                         int(i) + trace.k, progress_every_s=math.inf).numpy()
-    logged = reader.get(i + trace.k)
-    l2[s] = sgd_step.l2_distance(recomputed, logged)
-    linf[s] = sgd_step.linf_distance(recomputed, logged)
-    now = time.perf_counter()
-    if now - last_report >= progress_every_s:
-      last_report, rate = now, (s + 1) / (now - began)
-      logging.info("recomputed %d/%d updates  %.1f updates/s  ETA %.0f s  max l2 so far %.3e",
-                   s + 1, len(steps), rate, (len(steps) - s - 1) / rate, l2[:s + 1].max())
-  reader.close()
+  try:
+    for s, i in enumerate(steps):
+      recomputed = train_trace_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
+                                           int(i) + trace.k, progress_every_s=math.inf).numpy()
+      logged = reader.get(i + trace.k)
+      l2[s] = sgd_step.l2_distance(recomputed, logged)
+      linf[s] = sgd_step.linf_distance(recomputed, logged)
+      now = time.perf_counter()
+      if now - last_report >= progress_every_s:
+        last_report, rate = now, (s + 1) / (now - began)
+        logging.info("recomputed %d/%d updates  %.1f updates/s  ETA %.0f s  max l2 so far %.3e",
+                     s + 1, len(steps), rate, (len(steps) - s - 1) / rate, l2[:s + 1].max())
+  finally:
+    reader.close()
   return RepeatResult(steps, l2, linf, platform_lib.platform_fingerprint(platform),
                       time.perf_counter() - began)
 
@@ -233,14 +222,19 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
   logging.info("recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
                "%s executor -> %s", len(steps), trace.path, repeats, len(done), platform,
                executor, out)
+  # Paths are made absolute: workers may start elsewhere (Ray workers run in their own folder).
+  data_dir = data_dir or os.environ.get(data.DATA_DIR_ENV) or None
   spec = {"trace": trace.path, "platform": dataclasses.asdict(platform),
-          "steps": steps.tolist(), "data_dir": data_dir, "download": download}
-  if executor == "ray":
-    run = lambda r: _ray_repeat(spec, ray_options)  # noqa: E731
-  elif fresh_process:
-    run = lambda r: _fresh_process_repeat(spec, out, r)  # noqa: E731
-  else:
-    run = lambda r: recompute_repeat(trace.path, platform, steps, data_dir, download)  # noqa: E731
+          "steps": steps.tolist(), "data_dir": data_dir and os.path.abspath(data_dir),
+          "download": download}
+
+  def run(repeat: int) -> RepeatResult:
+    if executor == "ray":
+      return _ray_repeat(spec, ray_options)
+    if fresh_process:
+      return _fresh_process_repeat(spec, out, repeat)
+    return recompute_repeat(trace.path, platform, steps, spec["data_dir"], download)
+
   for r in missing:
     result = run(r)
     save_repeat(_repeat_path(out, r), result)

@@ -14,8 +14,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from forging_tf import data
 from forging_tf import domain
+from forging_tf import errors
 from forging_tf import models
+from forging_tf import trace as trace_lib
 
 # The model input is looked up in this table rather than computed, because TensorFlow turns
 # x / 255 into x * (1 / 255), which is one ulp off for some q and may differ between kernels; a
@@ -66,6 +69,24 @@ class SGDStep:
       loss = self._mean_loss(theta, x, y)
     gradient = tape.gradient(loss, theta)
     return theta - tf.constant(self.learning_rate, tf.float32) * gradient
+
+
+def step_for_trace(trace: trace_lib.Trace, dataset: data.Dataset) -> SGDStep:
+  """The SGD step of a trace's model and learning rate, for recomputing or forging its steps.
+
+  Checks that `dataset` is the trace's (by fingerprint) and that the model built here has the
+  trace's parameter layout.
+  """
+  data.check_described(dataset, trace.manifest["dataset"])
+  entry = trace.manifest["model"]
+  model = models.build_model(entry["name"], dataset.x_train.shape[1:], dataset.num_classes,
+                             **entry["config"])
+  step_fn = SGDStep(model, trace.learning_rate)
+  if step_fn.layout != trace.layout:
+    raise errors.TraceError(f"{trace.path}: the parameter layout of {entry['name']} built here "
+                            "differs from the trace's; it was written by an incompatible version "
+                            "of the model")
+  return step_fn
 
 
 def l2_distance(theta_a: np.ndarray, theta_b: np.ndarray) -> float:

@@ -1,0 +1,133 @@
+r"""Thudi et al.'s greedy search: the vectorised attack engine against the sequential loop.
+
+One LeNet/MNIST step at b = 1000 (theta after --train_steps SGD steps from theta_0, trained here),
+M = 300 candidates drawn once from a pool of n = 3,000 examples, at forging fractions 1/b and 1;
+both paths score the very same candidates. The sequential loop is what public implementations do
+(one SGDStep per candidate batch); the engine is attack_engine.AttackEngine.candidate_errors.
+
+ratio = sequential seconds / vectorised seconds at fraction 1/b (target >= 20); ratio_fraction_1
+the same at fraction 1; `same_winner*` says whether both picked the same candidate. One VGGmini/
+CIFAR-10 step (b = --vggmini_batch_size, theta_0, fraction 1/b, M candidates) is timed the same
+way, once. Medians over --rounds interleaved rounds for LeNet.
+
+  python benchmarks/greedy_speed.py [--rounds=3] [--train_steps=100] [--data_dir=...]
+"""
+
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _results  # pylint: disable=wrong-import-position
+
+from forging_tf import attack_engine
+from forging_tf import attacks
+from forging_tf import data
+from forging_tf import models
+from forging_tf import platform as platform_lib
+from forging_tf import sgd_step
+from forging_tf import train_trace_lib
+
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (LeNet).", lower_bound=1)
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 100, "SGD steps before the attacked step.",
+                                    lower_bound=0)
+_M = flags.DEFINE_integer("M", attacks.DEFAULT_M, "Candidates per attack.", lower_bound=1)
+_N = flags.DEFINE_integer("n", attacks.DEFAULT_POOL_SIZE, "Pool size.", lower_bound=1)
+_VGG_B = flags.DEFINE_integer("vggmini_batch_size", 100, "Batch size of the VGGmini step.",
+                              lower_bound=1)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
+
+_B = 1000
+
+
+class _Step:
+  """theta_i, theta_{i+1}, B_i of one SGD step, and an engine for its model."""
+
+  def __init__(self, dataset: data.Dataset, model: str, batch_size: int, train_steps: int):
+    step_fn = sgd_step.SGDStep(models.build_model(model, dataset.x_train.shape[1:], 10), 0.01)
+    source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, 10)
+    batches = train_trace_lib.batch_schedule(dataset.x_train.shape[0], batch_size,
+                                             train_steps + 1, seed=0)
+    theta = train_trace_lib.run_sgd(step_fn, source, models.initial_parameters(step_fn.layout, 0),
+                                    batches, 0, train_steps)
+    self.theta = theta.numpy()
+    self.batch = batches[train_steps]
+    self.theta_next = step_fn(theta, *source(self.batch)).numpy()
+    self.engine = attack_engine.AttackEngine(step_fn, source)
+
+  def candidates(self, m: int, M: int, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    positions = attacks.deletion_positions(len(self.batch), m, rng)
+    return positions, attacks.thudi_candidates(self.batch, positions,
+                                               self.engine.source.num_examples, M, n, rng)
+
+  def timed(self, path: str, positions, candidates):
+    score = (self.engine.candidate_errors if path == "vectorised"
+             else self.engine.sequential_errors)
+    began = time.perf_counter()
+    errors = score(self.theta, self.theta_next, self.batch, positions, candidates)
+    return time.perf_counter() - began, errors
+
+
+def _compare(step: _Step, positions, candidates, rounds: int) -> dict:
+  step.timed("vectorised", positions, candidates[:2])  # warm-up: tracing of both paths
+  step.timed("sequential", positions, candidates[:2])
+  times = {"vectorised": [], "sequential": []}
+  scores = {}
+  for _ in range(rounds):
+    for path in times:
+      seconds, scores[path] = step.timed(path, positions, candidates)
+      times[path].append(seconds)
+  fast_errors, reference = scores["vectorised"], scores["sequential"]
+  winner = int(np.argmin(reference))
+  forged = attack_engine.replace(step.batch, positions, candidates[int(np.argmin(fast_errors))])
+  fast_s, sequential_s = (statistics.median(times[p]) for p in ("vectorised", "sequential"))
+  return {
+      "vectorised_s": fast_s, "sequential_s": sequential_s, "ratio": sequential_s / fast_s,
+      "same_winner": bool(np.argmin(fast_errors) == winner),
+      "winner_error_rescored": step.engine.approximation_error(step.theta, step.theta_next,
+                                                               forged),
+      "winner_error_sequential": float(reference[winner]),
+      "max_relative_difference": float(np.max(np.abs(fast_errors - reference) / reference)),
+      "all_vectorised_s": times["vectorised"], "all_sequential_s": times["sequential"],
+  }
+
+
+def main(argv):
+  del argv
+  platform = platform_lib.Platform()
+  platform_lib.apply_platform(platform)
+  M, n = _M.value, _N.value
+  lenet = _Step(data.load_dataset("mnist", _DATA_DIR.value), "lenet", _B, _TRAIN_STEPS.value)
+  cases = {}
+  for label, m in (("1/b", 1), ("1", _B)):
+    positions, candidates = lenet.candidates(m, M, n, seed=m)
+    cases[label] = _compare(lenet, positions, candidates, _ROUNDS.value)
+    print(f"lenet b={_B} fraction {label}: {cases[label]}", flush=True)
+  vgg = _Step(data.load_dataset("cifar10", _DATA_DIR.value), "vggmini", _VGG_B.value, 0)
+  positions, candidates = vgg.candidates(1, M, n, seed=1)
+  vggmini = _compare(vgg, positions, candidates, rounds=1)
+  main_case, full = cases["1/b"], cases["1"]
+  _results.write(
+      "greedy_speed", ratio=main_case["ratio"], fast_s=main_case["vectorised_s"],
+      baseline_s=main_case["sequential_s"], ratio_fraction_1=full["ratio"],
+      same_winner=main_case["same_winner"], same_winner_fraction_1=full["same_winner"],
+      lenet={f"fraction {label}": case for label, case in cases.items()},
+      vggmini={"batch_size": _VGG_B.value, "fraction": "1/b", **vggmini},
+      ratio_definition="sequential SGDStep loop seconds / vectorised engine seconds for the same "
+                       "M candidates of one LeNet/MNIST step at b=1000, fraction 1/b; fast_s and "
+                       "baseline_s are seconds per attack step",
+      settings={"M": M, "n": n, "batch_size": _B, "train_steps": _TRAIN_STEPS.value,
+                "rounds": _ROUNDS.value, "vggmini_rounds": 1,
+                "memory_budget_bytes": attack_engine.DEFAULT_MEMORY_BUDGET,
+                "learning_rate": 0.01},
+      platform=platform)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,81 @@
+r"""Runs a greedy forging attack on the steps of a trace and saves the results as data.
+
+  forging-attack --trace=runs/traces/lenet_mnist_b1000 --attack=thudi|zhang \
+      --steps=middle|all|600,601 --forging_fraction=1/b,0.01,0.1,0.5,1 --runs=3 --M=300 \
+      --n=3000 --seed=0 --out=results/attacks/NAME [--engine=vectorised|sequential] \
+      [--neighbours_k=64] [--data_dir=...] [--overwrite] [platform flags]
+
+Writes OUT/summary.json and OUT/*.npy (format: forging_tf/attack_trace_lib.py). Existing results
+are never replaced without --overwrite.
+"""
+
+from absl import app
+from absl import flags
+
+from forging_tf import attack_engine
+from forging_tf import attack_trace_lib
+from forging_tf import attacks
+from forging_tf import cli
+from forging_tf import data
+from forging_tf import trace as trace_lib
+
+_TRACE = flags.DEFINE_string("trace", None, "Trace directory to attack.")
+_ATTACK = flags.DEFINE_enum("attack", attacks.THUDI, list(attacks.ATTACKS),
+                            "thudi: greedy search over M random candidates; zhang: class-wise "
+                            "nearest neighbours.")
+_STEPS = flags.DEFINE_string("steps", "middle", "Steps to attack: middle, all, or a comma list.")
+_FRACTIONS = flags.DEFINE_list("forging_fraction", ["1/b", "1"],
+                               "Forging fractions |B_i ∩ U| / b: 1/b, N/b or numbers in (0, 1].")
+_RUNS = flags.DEFINE_integer("runs", 3, "Runs (deletion sets and draws) per step and fraction.")
+_M = flags.DEFINE_integer("M", attacks.DEFAULT_M, "Thudi: candidates per attack.")
+_N = flags.DEFINE_integer("n", attacks.DEFAULT_POOL_SIZE,
+                          "Thudi: pool of examples sampled from D \\ B_i for the candidates.")
+_ENGINE = flags.DEFINE_enum("engine", attack_trace_lib.VECTORISED, list(attack_trace_lib.ENGINES),
+                            "Thudi: score candidates with the vectorised engine or the "
+                            "sequential SGDStep loop.")
+_NEIGHBOURS_K = flags.DEFINE_integer("neighbours_k", attacks.DEFAULT_NEIGHBOURS,
+                                     "Zhang: nearest neighbours kept per example.")
+_NEIGHBOURS_DIR = flags.DEFINE_string("neighbours_dir", None,
+                                      "Zhang: neighbour cache folder (default: OUT's parent/"
+                                      "neighbours).")
+_MEMORY_MB = flags.DEFINE_integer("memory_budget_mb",
+                                  attack_engine.DEFAULT_MEMORY_BUDGET // 2**20,
+                                  "Vectorised engine: memory for gradients, in MiB.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the deletion sets and candidate draws.")
+_OUT = flags.DEFINE_string("out", None, "Results folder to write, e.g. results/attacks/NAME.")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace results already at --out.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None,
+                                f"Local data directory (default: ${data.DATA_DIR_ENV}).")
+_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
+                                 "dataset when no local copy is found.")
+flags.mark_flags_as_required(["trace", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.honour_onednn_flag()
+  trace = trace_lib.Trace(_TRACE.value)
+  dataset = data.load_dataset(trace.manifest["dataset"]["name"], _DATA_DIR.value,
+                              _DOWNLOAD.value)
+  summary = attack_trace_lib.run_attacks(
+      _TRACE.value, dataset, _ATTACK.value, _STEPS.value, _FRACTIONS.value, _OUT.value,
+      runs=_RUNS.value, M=_M.value, n=_N.value, seed=_SEED.value, engine=_ENGINE.value,
+      neighbours_k=_NEIGHBOURS_K.value, neighbours_dir=_NEIGHBOURS_DIR.value,
+      memory_budget_bytes=_MEMORY_MB.value * 2**20, platform=cli.platform_from_flags(),
+      overwrite=_OVERWRITE.value)
+  print(f"{summary['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "
+        f"step(s) x {len(summary['forging_fractions'])} fraction(s) x "
+        f"{summary['settings']['runs']} run(s) in {summary['seconds']:.1f} s -> {_OUT.value}")
+  for row in summary["results"]:
+    print(f"  step {row['step']:>5}  fraction {row['label']:>5} (m={row['num_replaced']}): "
+          f"approximation error min {row['min_approximation_error']:.6g}  mean "
+          f"{row['mean_approximation_error']:.6g}  (reproduction {row['reproduction_error']:.3g})")
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,180 @@
+"""The forging game (paper Algorithm 1, SPEC section 4) and the approximation error it measures.
+
+The verifier V has published a trace S and picks a step t; the adversary returns a forged batch
+B'_t. V answers
+
+  REJECT  if B'_t equals B_t as a multiset of examples (x, y), compared by content, so neither
+          reordering B_t nor swapping an index for an identical copy of its example counts;
+  REJECT  if B'_t has another size than the trace's batches, or an example lies outside the domain
+          (domain.domain_violation: pixels in {q/255}, labels one-hot rows);
+  otherwise V recomputes on its own platform, with B'_t in place of B_t, from the last stored
+  checkpoint at or before t to the first stored checkpoint after t (for a k-interval trace: from
+  theta_{ik} to theta_{(i+1)k}, SPEC section 4), and
+  ACCEPT  iff eps = ||theta_logged - theta_recomputed||_2 <= epsilon (the adversary wins: stealthy).
+
+`approximation_error` is the one definition of a forged batch's error at a step: the one SGD step
+(sgd_step.SGDStep) and the one distance (sgd_step.l2_distance). The attacks re-score their winners
+with it, so the error they report is the number this game computes on the same platform.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from forging_tf import data
+from forging_tf import domain
+from forging_tf import errors
+from forging_tf import sgd_step
+from forging_tf import trace as trace_lib
+
+ACCEPT = "ACCEPT"
+REJECT = "REJECT"
+
+
+@dataclasses.dataclass(frozen=True)
+class GameResult:
+  """The verifier's answer for a forged batch at `step`.
+
+  error: the recomputation distance eps (None when the batch was rejected before recomputing);
+  recomputed_from / recomputed_to: the stored checkpoints the recomputation ran between.
+  """
+  decision: str
+  reason: str
+  error: float | None
+  epsilon: float
+  step: int
+  recomputed_from: int | None = None
+  recomputed_to: int | None = None
+
+  @property
+  def accepted(self) -> bool:
+    return self.decision == ACCEPT
+
+  def describe(self) -> str:
+    return f"{self.decision}: step {self.step}: {self.reason}"
+
+
+def approximation_error(step_fn: sgd_step.SGDStep, theta: np.ndarray, theta_next: np.ndarray,
+                        x, y) -> float:
+  """||theta_next - (theta - eta * grad L(B'; theta))||_2 (SPEC section 4), float64 distance.
+
+  theta, theta_next: [P] float32; x: [b, h, w, c] float32 pixels; y: [b, n] float32 labels.
+  With the logged batch in place of B' this is the benign reproduction error of the step.
+  """
+  return sgd_step.l2_distance(step_fn(theta, x, y).numpy(), theta_next)
+
+
+def examples_from_indices(dataset: data.Dataset, indices) -> tuple[np.ndarray, np.ndarray]:
+  """Dataset indices [b] -> (x [b, h, w, c] float32 = q / 255, y [b, n] float32 one-hot)."""
+  indices = np.asarray(indices)
+  num_examples = dataset.x_train.shape[0]
+  if (indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer)
+      or indices.size and (indices.min() < 0 or indices.max() >= num_examples)):
+    raise errors.ConfigError(f"forged indices must be a list of integers in 0..{num_examples - 1}"
+                             f" (the {dataset.name} training split)")
+  return examples_from_arrays(dataset.x_train[indices], dataset.y_train[indices],
+                              dataset.num_classes)
+
+
+def examples_from_arrays(images: np.ndarray, labels: np.ndarray,
+                         num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """Explicit examples -> (x, y) as the game sees them, without judging the domain.
+
+  images: [b, h, w, c] uint8 levels q (fed as PIXEL_VALUES[q], in the domain by construction) or
+  float pixels (kept as given, float32 or float64, for the domain check to judge).
+  labels: [b] class ids (-> one-hot float32 rows) or [b, n] float rows (kept as given).
+  """
+  images, labels = np.asarray(images), np.asarray(labels)
+  if images.dtype == np.uint8:
+    x = domain.PIXEL_VALUES[images]
+  elif np.issubdtype(images.dtype, np.floating):
+    x = images
+  else:
+    raise errors.ConfigError(f"forged images are {images.dtype}; give uint8 levels 0..255 or "
+                             "float pixels q/255")
+  if labels.ndim == 1:
+    if (not np.issubdtype(labels.dtype, np.integer) or labels.size
+        and (labels.min() < 0 or labels.max() >= num_classes)):
+      raise errors.ConfigError(f"forged labels given as class ids must be integers in "
+                               f"0..{num_classes - 1}; give rows [b, {num_classes}] otherwise")
+    y = np.eye(num_classes, dtype=np.float32)[labels]
+  elif labels.ndim == 2 and np.issubdtype(labels.dtype, np.floating):
+    y = labels
+  else:
+    raise errors.ConfigError(f"forged labels have shape {labels.shape} and dtype {labels.dtype}; "
+                             f"give class ids [b] or float rows [b, {num_classes}]")
+  return x, y
+
+
+def _example_rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
+  """Each example (x_j, y_j) as bytes, sorted: equal lists <=> equal multisets of examples."""
+  x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
+  y = np.ascontiguousarray(y, np.float32)
+  return sorted(x[j].tobytes() + y[j].tobytes() for j in range(len(x)))
+
+
+def recomputation_span(trace: trace_lib.Trace, step: int) -> tuple[int, int]:
+  """(start, end): stored checkpoints with start <= step < end, the span the verifier recomputes."""
+  trace.batch(step)  # TraceError for a step outside the trace
+  stored = trace.checkpoint_steps
+  start = int(stored[np.searchsorted(stored, step, side="right") - 1])
+  end = int(stored[np.searchsorted(stored, step, side="right")])
+  return start, end
+
+
+def recomputation_error(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.ndarray,
+                        dataset: data.Dataset, step_fn: sgd_step.SGDStep) -> float:
+  """eps of Algorithm 1: recompute the span around `step` with (x, y) in place of B_step.
+
+  x: [b, h, w, c] float32, y: [b, n] float32. The other steps of the span use the logged batches.
+  """
+  start, end = recomputation_span(trace, step)
+
+  def inputs(i: int):
+    if i == step:
+      return tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
+    batch = trace.batch(i)
+    return sgd_step.model_inputs(dataset.x_train[batch], dataset.y_train[batch],
+                                 dataset.num_classes)
+
+  theta = tf.convert_to_tensor(trace.checkpoint(start))
+  for i in range(start, end - 1):
+    theta = step_fn(theta, *inputs(i))
+  return approximation_error(step_fn, theta, trace.checkpoint(end), *inputs(end - 1))
+
+
+def play(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.ndarray, dataset: data.Dataset,
+         epsilon: float, step_fn: sgd_step.SGDStep) -> GameResult:
+  """Algorithm 1 for the forged batch (x [b', h, w, c], y [b', n]) at `step` (module docstring).
+
+  `step_fn` must be built for the trace (sgd_step.step_for_trace) on the verifier's platform.
+  """
+  if not np.isfinite(epsilon) or epsilon < 0:
+    raise errors.ConfigError(f"epsilon must be a finite number >= 0, got {epsilon}")
+  data.check_described(dataset, trace.manifest["dataset"])
+  x, y = np.asarray(x), np.asarray(y)
+  if x.ndim != 4 or tuple(x.shape[1:]) != step_fn.input_shape:
+    raise errors.ConfigError(f"forged images have shape {x.shape}; the trace's model takes "
+                             f"[b, {', '.join(map(str, step_fn.input_shape))}]")
+
+  def reject(reason: str) -> GameResult:
+    return GameResult(REJECT, reason, None, float(epsilon), step)
+
+  batch = trace.batch(step)
+  if len(x) != len(batch):
+    return reject(f"the forged batch has {len(x)} examples, the trace's batches have "
+                  f"{len(batch)}")
+  violation = domain.domain_violation(x, y, dataset.num_classes)
+  if violation is not None:
+    return reject(f"outside the domain: {violation}")
+  x, y = x.astype(np.float32), y.astype(np.float32)
+  if _example_rows(x, y) == _example_rows(*examples_from_indices(dataset, batch)):
+    return reject(f"the forged batch equals B_{step} as a multiset of examples")
+  start, end = recomputation_span(trace, step)
+  error = recomputation_error(trace, step, x, y, dataset, step_fn)
+  accepted = error <= epsilon
+  relation = "<=" if accepted else ">"
+  return GameResult(ACCEPT if accepted else REJECT,
+                    f"recomputed theta_{end} from theta_{start}: error {error:.6g} {relation} "
+                    f"epsilon {epsilon:.6g}", error, float(epsilon), step, start, end)

@@ -1,0 +1,129 @@
+"""The forging game (paper Algorithm 1) and forging-verify, on small LeNet/MNIST traces."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from forging_tf import domain
+from forging_tf import errors
+from forging_tf import forging_game
+from forging_tf import sgd_step
+from forging_tf import trace as trace_lib
+from forging_tf import train_trace_lib
+
+_B, _T = 20, 4
+
+
+@pytest.fixture(scope="module")
+def traces(mnist, tmp_path_factory) -> dict[int, str]:
+  """k -> a LeNet/MNIST trace with b=20, T=4 storing every k-th checkpoint."""
+  folder = tmp_path_factory.mktemp("traces")
+  paths = {}
+  for k in (1, 2):
+    paths[k] = str(folder / f"lenet_k{k}")
+    train_trace_lib.train_trace(paths[k], "lenet", mnist, batch_size=_B, steps=_T, k=k, seed=2)
+  return paths
+
+
+@pytest.fixture(scope="module")
+def step_fn(traces, mnist):
+  return sgd_step.step_for_trace(trace_lib.Trace(traces[1]), mnist)
+
+
+def _one_swapped(trace: trace_lib.Trace, step: int) -> np.ndarray:
+  """B_step with its first example replaced by an example outside the batch."""
+  batch = trace.batch(step).copy()
+  batch[0] = next(i for i in range(1000) if i not in set(batch.tolist()))
+  return batch
+
+
+def test_identical_batches_are_rejected(traces, mnist, step_fn):
+  trace = trace_lib.Trace(traces[1])
+  batch = trace.batch(2)
+  reordered = np.roll(batch, 5)
+  explicit = forging_game.examples_from_arrays(mnist.x_train[reordered], mnist.y_train[reordered],
+                                               10)
+  for x, y in (forging_game.examples_from_indices(mnist, batch),
+               forging_game.examples_from_indices(mnist, reordered), explicit):
+    result = forging_game.play(trace, 2, x, y, mnist, 1.0, step_fn)
+    assert result.decision == forging_game.REJECT and result.error is None
+    assert "equals B_2 as a multiset" in result.reason
+
+
+def test_out_of_domain_and_wrong_size_batches_are_rejected(traces, mnist, step_fn):
+  trace = trace_lib.Trace(traces[1])
+  x, y = forging_game.examples_from_indices(mnist, _one_swapped(trace, 1))
+  off_grid, above, exact_real, soft = x.copy(), x.copy(), x.astype(np.float64), y.copy()
+  off_grid[3, 10, 10, 0] = 0.5
+  above[0, 0, 0, 0] = 1.5
+  exact_real[0, 14, 14, 0] = 128 / 255  # the real number, not the float32 pixel of level 128
+  soft[2] = 0.1
+  for x_, y_, reason in ((off_grid, y, "pixel 290 of example 3"), (above, y, "example 0"),
+                         (exact_real, y, "off the grid"), (x, soft, "not a one-hot row"),
+                         (x[:-1], y[:-1], "has 19 examples")):
+    result = forging_game.play(trace, 1, x_, y_, mnist, 1.0, step_fn)
+    assert result.decision == forging_game.REJECT and result.error is None
+    assert reason in result.reason, result.reason
+  assert domain.domain_violation(x, y, 10) is None
+
+
+@pytest.mark.parametrize("k, step, span", [(1, 1, (1, 2)), (2, 1, (0, 2)), (2, 2, (2, 4))])
+def test_true_batch_recomputes_exactly_and_forgeries_are_judged_by_epsilon(traces, mnist, step_fn,
+                                                                           k, step, span):
+  trace = trace_lib.Trace(traces[k])
+  assert forging_game.recomputation_span(trace, step) == span
+  # eps_repr = 0: the verifier recomputes on the platform that wrote the trace.
+  true_x, true_y = forging_game.examples_from_indices(mnist, trace.batch(step))
+  assert forging_game.recomputation_error(trace, step, true_x, true_y, mnist, step_fn) == 0.0
+  x, y = forging_game.examples_from_indices(mnist, _one_swapped(trace, step))
+  error = forging_game.recomputation_error(trace, step, x, y, mnist, step_fn)
+  assert error > 0
+  accepted = forging_game.play(trace, step, x, y, mnist, error, step_fn)
+  assert accepted.accepted and accepted.error == error
+  assert (accepted.recomputed_from, accepted.recomputed_to) == span
+  assert not forging_game.play(trace, step, x, y, mnist, np.nextafter(error, 0), step_fn).accepted
+  # Explicit float pixels on the grid are the same forgery as the indices.
+  explicit = forging_game.play(trace, step, domain.PIXEL_VALUES[mnist.x_train[
+      _one_swapped(trace, step)]], y, mnist, error, step_fn)
+  assert explicit.accepted and explicit.error == error
+
+
+def test_bad_submissions_are_errors(traces, mnist, step_fn):
+  trace = trace_lib.Trace(traces[1])
+  x, y = forging_game.examples_from_indices(mnist, trace.batch(0))
+  with pytest.raises(errors.ConfigError, match="epsilon"):
+    forging_game.play(trace, 0, x, y, mnist, -1.0, step_fn)
+  with pytest.raises(errors.ConfigError, match="takes"):
+    forging_game.play(trace, 0, x[:, :27], y, mnist, 1.0, step_fn)
+  with pytest.raises(errors.TraceError, match="outside the trace's steps"):
+    forging_game.play(trace, _T, x, y, mnist, 1.0, step_fn)
+  with pytest.raises(errors.ConfigError, match="integers in 0..59999"):
+    forging_game.examples_from_indices(mnist, np.array([0, 60_000]))
+  with pytest.raises(errors.ConfigError, match="class ids"):
+    forging_game.examples_from_arrays(mnist.x_train[:2], np.array([3, 10]), 10)
+
+
+def _verify(*flags_):
+  return subprocess.run([sys.executable, "-m", "forging_tf.verify", *flags_], capture_output=True,
+                        text=True, timeout=120)
+
+
+def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
+  trace = trace_lib.Trace(traces[1])
+  common = [f"--trace={traces[1]}", "--step=1", f"--data_dir={data_dir}"]
+  forged = ",".join(str(i) for i in _one_swapped(trace, 1))
+  accepted = _verify(*common, f"--forged_indices={forged}", "--epsilon=10")
+  assert accepted.returncode == 0, accepted.stderr[-2000:]
+  assert accepted.stdout.startswith("ACCEPT: step 1: recomputed theta_2 from theta_1: error ")
+  npz = str(tmp_path / "true.npz")
+  batch = trace.batch(1)
+  np.savez(npz, x=mnist.x_train[batch], y=mnist.y_train[batch])
+  rejected = _verify(*common, f"--forged_npz={npz}", "--epsilon=10")
+  assert rejected.returncode == 3, rejected.stderr[-2000:]
+  assert rejected.stdout.startswith("REJECT: step 1: the forged batch equals B_1 as a multiset")
+  bad = _verify(*common, "--forged_indices=1,x", "--epsilon=1")
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1] == ("verify.py: error: --forged_indices must be "
+                                                 "comma-separated integers or a .npy file")
