@@ -9,6 +9,11 @@ Each is written as Markdown, LaTeX and CSV.
   Table II  cross-platform matrices, rows the generating platform, columns the recomputing one:
             (a) LeNet b=100 generated without op determinism, (b) LeNet b=100 with it,
             (c) LeNet b=1000.
+  Table III smallest approximation error of the attacks early / late in training at forging
+            fractions 1/b and 1, each cell marked stealthy iff it is <= the largest reproduction
+            error measured for that model (the loosest threshold a verifier could justify).
+
+Figures 2, 3 and 6 take their series from attack results here and are drawn by plotting.py.
 """
 
 import csv
@@ -17,6 +22,7 @@ import io
 import math
 import os
 
+from forging_tf import attack_trace_lib
 from forging_tf import errors
 from forging_tf import recompute_lib
 from forging_tf import results
@@ -48,6 +54,29 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True)
+class StealthCell(Cell):
+  """An approximation error judged against a verifier threshold (None: no threshold measured)."""
+  threshold: float | None = None
+  attack: str | None = None
+
+  @property
+  def stealthy(self) -> bool | None:
+    if self.value is None or self.threshold is None:
+      return None
+    return self.value <= self.threshold
+
+  def _verdict(self) -> str:
+    by = f" ({self.attack})" if self.attack else ""
+    return {True: f", stealthy{by}", False: f", caught{by}", None: by}[self.stealthy]
+
+  def text(self) -> str:
+    return super().text() + ("" if self.value is None else self._verdict())
+
+  def latex(self) -> str:
+    return super().latex() + ("" if self.value is None else self._verdict())
+
+
+@dataclasses.dataclass(frozen=True)
 class Table:
   """rows: (row label, [Cell per column]); notes: the settings and platforms behind it."""
   name: str
@@ -58,18 +87,28 @@ class Table:
   notes: tuple[str, ...]
 
 
+def _find(results_dir: str, file_name: str, kind: str) -> list[dict]:
+  if not os.path.isdir(results_dir):
+    raise errors.ConfigError(f"no results folder at {results_dir}; run the experiments first or "
+                             "pass --results")
+  found = []
+  for root, folders, names in os.walk(results_dir):
+    folders.sort()
+    if file_name in names:
+      record = results.read_json(os.path.join(root, file_name), "result")
+      if record.get("kind") == kind:
+        found.append(record | {"folder": os.path.relpath(root, results_dir)})
+  return sorted(found, key=lambda record: record["folder"])
+
+
 def find_reproduction_results(results_dir: str) -> list[dict]:
   """Every reproduction-error record (result.json) under `results_dir`, with its folder."""
-  if not os.path.isdir(results_dir):
-    raise errors.ConfigError(f"no results folder at {results_dir}; run forging-recompute first "
-                             "or pass --results")
-  found = []
-  for root, _, names in sorted(os.walk(results_dir)):
-    if "result.json" in names:
-      record = results.read_json(os.path.join(root, "result.json"), "result")
-      if record.get("kind") == recompute_lib.RESULT_KIND:
-        found.append(record | {"folder": os.path.relpath(root, results_dir)})
-  return found
+  return _find(results_dir, "result.json", recompute_lib.RESULT_KIND)
+
+
+def find_attack_results(results_dir: str) -> list[dict]:
+  """Every attack summary (summary.json of forging-attack) under `results_dir`, with its folder."""
+  return _find(results_dir, attack_trace_lib.SUMMARY, attack_trace_lib.RESULTS_KIND)
 
 
 def platform_label(fingerprint: dict) -> str:
@@ -173,6 +212,142 @@ def table2(records: list[dict], part: str) -> Table:
                         [r["recomputer_platform"] for r in chosen])))
 
 
+def largest_reproduction_error(reproduction: list[dict], model: str) -> float | None:
+  """The largest eps_repr measured for `model` over every platform pair: the threshold."""
+  return max((r["eps_repr"] for r in reproduction if r["trace"]["model"] == model), default=None)
+
+
+def _attack_entries(attack_records: list[dict], model: str, batch_size: int) -> list[dict]:
+  """Per-step, per-fraction entries of every attack on (model, b), with the attack's name."""
+  return [entry | {"attack": record["attack"], "folder": record["folder"],
+                   "trace_steps": record["trace"]["steps"]}
+          for record in attack_records
+          if record["trace"]["model"] == model and record["trace"]["batch_size"] == batch_size
+          for entry in record["results"]]
+
+
+def table3(reproduction: list[dict], attack_records: list[dict]) -> Table:
+  """Table III: smallest re-scored approximation error early / late x fraction 1/b / 1."""
+  columns = ("early, 1/b", "early, 1", "late, 1/b", "late, 1")
+  rows, notes = [], []
+  pairs = sorted({(r["trace"]["model"], r["trace"]["dataset"], r["trace"]["batch_size"])
+                  for r in attack_records})
+  for model, dataset, b in pairs:
+    entries = [e for e in _attack_entries(attack_records, model, b)
+               if e["num_replaced"] in (1, b)]
+    if not entries:
+      continue
+    steps = sorted({e["step"] for e in entries})
+    if len(steps) < 2:
+      continue  # Early and late need two attacked steps.
+    threshold = largest_reproduction_error(reproduction, model)
+    cells = []
+    for step in (steps[0], steps[-1]):
+      for replaced in (1, b):
+        chosen = [e for e in entries if e["step"] == step and e["num_replaced"] == replaced]
+        best = min(chosen, key=lambda e: e["min_approximation_error"], default=None)
+        cells.append(StealthCell(
+            None if best is None else best["min_approximation_error"],
+            tuple(sorted({e["folder"] for e in chosen})), threshold,
+            None if best is None else best["attack"]))
+    label = f"{model} / {dataset}, b = {b}"
+    rows.append((label, tuple(cells)))
+    notes.append(f"{label}: early = step {steps[0]}, late = step {steps[-1]} of T = "
+                 f"{entries[0]['trace_steps']}; threshold = largest reproduction error measured "
+                 f"for {model}: " + ("none measured" if threshold is None else f"{threshold:.3e}"))
+  settings = sorted({(r["attack"], r["settings"]["runs"], r["settings"]["M"], r["settings"]["n"])
+                     for r in attack_records})
+  notes.append("attacks: " + "; ".join(
+      f"{a}: {runs} runs" + (f", M={m}, n={n}" if m else "") for a, runs, m, n in settings))
+  notes += _platform_notes([r["platform"] for r in attack_records])
+  return Table("table3", "Table III: smallest approximation error (re-scored with the SGD step) "
+               "early and late in training at forging fractions 1/b and 1; stealthy iff <= the "
+               "largest reproduction error measured for the model", "model / dataset, b",
+               columns, tuple(rows), tuple(notes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+  """One line of a figure: x [k], the minimum, mean and maximum over runs [k], and its label."""
+  label: str
+  x: tuple[float, ...]
+  minimum: tuple[float, ...]
+  mean: tuple[float, ...]
+  maximum: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+  """One panel of a figure: its title, lines, and the verifier threshold to draw (if measured)."""
+  title: str
+  series: tuple[Series, ...]
+  threshold: float | None
+
+
+def _series(label: str, entries: list[dict], x_key: str) -> Series:
+  entries = sorted(entries, key=lambda e: e[x_key])
+  return Series(label, tuple(e[x_key] for e in entries),
+                tuple(e["min_approximation_error"] for e in entries),
+                tuple(e["mean_approximation_error"] for e in entries),
+                tuple(e["max_approximation_error"] for e in entries))
+
+
+def _model_label(model: str) -> str:
+  return {"lenet": "LeNet / MNIST", "vggmini": "VGGmini / CIFAR-10"}.get(model, model)
+
+
+def figure2_panels(reproduction: list[dict], attack_records: list[dict]) -> list[Panel]:
+  """Fig. 2: Thudi's error vs forging fraction at the middle step, one line per b, per model."""
+  panels = []
+  for model in sorted({r["trace"]["model"] for r in attack_records}):
+    lines = []
+    for b in sorted({r["trace"]["batch_size"] for r in attack_records
+                     if r["trace"]["model"] == model}):
+      middle = [e for e in _attack_entries(attack_records, model, b)
+                if e["attack"] == "thudi" and e["step"] == e["trace_steps"] // 2]
+      if middle:
+        lines.append(_series(f"b = {b} (step {middle[0]['step']})", middle, "forging_fraction"))
+    if lines:
+      panels.append(Panel(_model_label(model), tuple(lines),
+                          largest_reproduction_error(reproduction, model)))
+  return panels
+
+
+def figure3_panels(reproduction: list[dict], attack_records: list[dict]) -> list[Panel]:
+  """Fig. 3: Thudi's error at every attacked stage, fractions 1/b and 1, at the largest b that
+  was attacked at three or more steps, per model."""
+  panels = []
+  for model in sorted({r["trace"]["model"] for r in attack_records}):
+    for b in sorted({r["trace"]["batch_size"] for r in attack_records
+                     if r["trace"]["model"] == model}, reverse=True):
+      entries = [e for e in _attack_entries(attack_records, model, b) if e["attack"] == "thudi"]
+      if len({e["step"] for e in entries}) < 3:
+        continue
+      lines = tuple(_series(f"fraction {label}", chosen, "step")
+                    for label, replaced in (("1/b", 1), ("1", b))
+                    if (chosen := [e for e in entries if e["num_replaced"] == replaced]))
+      panels.append(Panel(f"{_model_label(model)}, b = {b}", lines,
+                          largest_reproduction_error(reproduction, model)))
+      break
+  return panels
+
+
+def figure6_panels(reproduction: list[dict], attack_records: list[dict]) -> list[Panel]:
+  """Fig. 6: Thudi vs Zhang at the middle step, vs forging fraction, per model and b."""
+  panels = []
+  for model, b in sorted({(r["trace"]["model"], r["trace"]["batch_size"])
+                          for r in attack_records}):
+    middle = [e for e in _attack_entries(attack_records, model, b)
+              if e["step"] == e["trace_steps"] // 2]
+    lines = tuple(_series(attack.capitalize(), chosen, "forging_fraction")
+                  for attack in ("thudi", "zhang")
+                  if (chosen := [e for e in middle if e["attack"] == attack]))
+    if len(lines) == 2:
+      panels.append(Panel(f"{_model_label(model)}, b = {b}", lines,
+                          largest_reproduction_error(reproduction, model)))
+  return panels
+
+
 def to_markdown(table: Table) -> str:
   lines = [f"**{table.title}**", "", "| " + " | ".join((table.corner, *table.columns)) + " |",
            "|" + "---|" * (len(table.columns) + 1)]
@@ -204,12 +379,20 @@ def to_latex(table: Table) -> str:
 
 
 def to_csv(table: Table) -> str:
-  """Full-precision numbers; an empty field is a cell that was not measured."""
+  """Full-precision numbers; an empty field is a cell that was not measured. Tables judged
+  against a threshold add a column per cell column with the threshold and one with the verdict."""
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  writer.writerow((table.corner, *table.columns))
+  judged = any(isinstance(c, StealthCell) for _, cells in table.rows for c in cells)
+  extra = [f"{c} {what}" for c in table.columns for what in ("threshold", "stealthy")]
+  writer.writerow((table.corner, *table.columns, *(extra if judged else ())))
   for label, cells in table.rows:
-    writer.writerow((label, *("" if c.value is None else repr(c.value) for c in cells)))
+    row = [label, *("" if c.value is None else repr(c.value) for c in cells)]
+    if judged:
+      for c in cells:
+        row += ["" if c.threshold is None else repr(c.threshold),
+                "" if c.stealthy is None else str(c.stealthy).lower()]
+    writer.writerow(row)
   return out.getvalue()
 
 
@@ -225,11 +408,16 @@ def write_table(table: Table, out_dir: str) -> list[str]:
 
 def render_tables(results_dir: str, out_dir: str) -> list[Table]:
   """Renders every table the saved results allow into out_dir (and tables.md, all of them)."""
-  records = find_reproduction_results(results_dir)
-  if not records:
-    raise errors.ConfigError(f"no reproduction-error results under {results_dir}; run "
-                             "forging-recompute first")
-  tables = [table1(records), table2(records, "a"), table2(records, "b"), table2(records, "c")]
+  reproduction = find_reproduction_results(results_dir)
+  attack_records = find_attack_results(results_dir)
+  if not reproduction and not attack_records:
+    raise errors.ConfigError(f"no reproduction-error or attack results under {results_dir}; run "
+                             "forging-recompute or forging-attack first")
+  tables = []
+  if reproduction:
+    tables += [table1(reproduction), *(table2(reproduction, part) for part in "abc")]
+  if attack_records:
+    tables.append(table3(reproduction, attack_records))
   for table in tables:
     write_table(table, out_dir)
   results.write_text(os.path.join(out_dir, "tables.md"),

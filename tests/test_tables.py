@@ -92,5 +92,48 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
     for extension in ("md", "tex", "csv"):
       assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 0
   assert "4.00e-08" in (tmp_path / "report" / "tables.md").read_text()
-  with pytest.raises(errors.ConfigError, match="no reproduction-error results"):
+  with pytest.raises(errors.ConfigError, match="no reproduction-error or attack results"):
     tables_lib.render_tables(str(tmp_path / "report"), str(tmp_path / "other"))
+
+
+def _attack(folder, attack, model, b, steps, fractions, errors_by_step):
+  """An attack summary as forging-attack writes it; errors_by_step[step][k]: min error at
+  fractions[k] (mean = 2 x min, max = 3 x min)."""
+  return {"kind": "forging_tf.attack_results", "folder": folder, "attack": attack,
+          "settings": {"runs": 3, "M": 300 if attack == "thudi" else None,
+                       "n": 3000 if attack == "thudi" else None},
+          "trace": {"model": model, "dataset": "mnist", "batch_size": b, "steps": 1200},
+          "platform": None, "steps": steps,
+          "results": [{"step": step, "num_replaced": m, "forging_fraction": m / b,
+                       "min_approximation_error": e, "mean_approximation_error": 2 * e,
+                       "max_approximation_error": 3 * e}
+                      for step in steps for m, e in zip(fractions, errors_by_step[step])]}
+
+
+def test_table3_marks_cells_stealthy_against_the_largest_reproduction_error(fingerprints):
+  a, c = fingerprints["a"], fingerprints["c"]
+  reproduction = [_record("r1", "lenet", 100, a, a, 0.0), _record("r2", "lenet", 100, a, c, 5e-5)]
+  stages = _attack("s", "thudi", "lenet", 1000, [0, 600, 1199], [1, 1000],
+                   {0: [1e-5, 1e-3], 600: [1e-6, 2e-3], 1199: [2e-6, 6e-3]})
+  middle = _attack("m", "zhang", "lenet", 1000, [600], [1, 1000], {600: [5e-7, 1e-3]})
+  records = [stages | {"platform": a}, middle | {"platform": a}]
+  table = tables_lib.table3(reproduction, records)
+  (label, cells), = table.rows
+  assert label == "lenet / mnist, b = 1000"
+  assert [c.value for c in cells] == [1e-5, 1e-3, 2e-6, 6e-3]
+  assert [c.stealthy for c in cells] == [True, False, True, False]
+  assert all(c.threshold == 5e-5 for c in cells)
+  assert "stealthy (thudi)" in tables_lib.to_markdown(table)
+  assert "early = step 0, late = step 1199" in tables_lib.to_markdown(table)
+  rows = list(csv.reader(io.StringIO(tables_lib.to_csv(table))))
+  assert rows[0][5:7] == ["early, 1/b threshold", "early, 1/b stealthy"]
+  assert rows[1][5:7] == [repr(5e-5), "true"]
+
+  fig2 = tables_lib.figure2_panels(reproduction, records)
+  (series,) = fig2[0].series
+  assert series.x == (0.001, 1.0) and series.minimum == (1e-6, 2e-3) and fig2[0].threshold == 5e-5
+  (fig3,) = tables_lib.figure3_panels(reproduction, records)
+  assert [s.x for s in fig3.series] == [(0, 600, 1199)] * 2
+  (fig6,) = tables_lib.figure6_panels(reproduction, records)
+  assert [s.label for s in fig6.series] == ["Thudi", "Zhang"]
+  assert fig6.series[1].minimum == (5e-7, 1e-3)
