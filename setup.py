@@ -44,6 +44,8 @@ setuptools.setup(
             "forging-tables=forging_tf.tables:run",
             "forging-attack=forging_tf.attack_trace:run",
             "forging-verify=forging_tf.verify:run",
+            "forging-exact=forging_tf.exact_forging:run",
+            "forging-bruteforce=forging_tf.bruteforce:run",
         ],
     },
 )

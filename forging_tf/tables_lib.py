@@ -13,7 +13,11 @@ Each is written as Markdown, LaTeX and CSV.
             fractions 1/b and 1, each cell marked stealthy iff it is <= the largest reproduction
             error measured for that model (the loosest threshold a verifier could justify).
 
-Figures 2, 3 and 6 take their series from attack results here and are drawn by plotting.py.
+  Table IV  brute force: for logreg and the L = 2 FCN, pixel levels v x batch size b, whether any
+            other batch has the true batch's gradient, and the nearest miss (forging-bruteforce).
+
+Figures 2, 3 and 6 take their series from attack results here, Figures 4 and 5 their batches from
+forging-exact's data.npz; plotting.py draws them.
 """
 
 import csv
@@ -22,8 +26,12 @@ import io
 import math
 import os
 
+import numpy as np
+
 from forging_tf import attack_trace_lib
 from forging_tf import errors
+from forging_tf import exact_forging_lib
+from forging_tf import plotting
 from forging_tf import recompute_lib
 from forging_tf import results
 
@@ -104,6 +112,30 @@ def _find(results_dir: str, file_name: str, kind: str) -> list[dict]:
 def find_reproduction_results(results_dir: str) -> list[dict]:
   """Every reproduction-error record (result.json) under `results_dir`, with its folder."""
   return _find(results_dir, "result.json", recompute_lib.RESULT_KIND)
+
+
+def find_exact_results(results_dir: str) -> list[dict]:
+  """Every forging-exact summary (fig4, fig5, domain) under `results_dir`, with its folder."""
+  return _find(results_dir, "summary.json", exact_forging_lib.RESULT_KIND)
+
+
+def find_table4(results_dir: str) -> dict | None:
+  """The newest forging-bruteforce document (a JSON with "table": "IV") under `results_dir`."""
+  found = []
+  for root, _, names in os.walk(results_dir):
+    for name in names:
+      if name.endswith(".json"):
+        path = os.path.join(root, name)
+        try:
+          document = results.read_json(path, "result")
+        except errors.ForgingError:
+          continue
+        if document.get("table") == "IV" and isinstance(document.get("cells"), list):
+          found.append((os.path.getmtime(path), path, document))
+  if not found:
+    return None
+  _, path, document = max(found, key=lambda item: item[0])
+  return document | {"path": path}
 
 
 def find_attack_results(results_dir: str) -> list[dict]:
@@ -348,6 +380,57 @@ def figure6_panels(reproduction: list[dict], attack_records: list[dict]) -> list
   return panels
 
 
+@dataclasses.dataclass(frozen=True)
+class BruteForceCell(Cell):
+  """A Table IV cell: value is the nearest miss (l2 between mean gradients)."""
+  batches: int = 0
+  decided: bool = False
+  found: bool = False
+  exact: bool = True
+
+  def text(self) -> str:
+    if self.value is None and not self.decided:
+      return "undecided"
+    verdict = "FOUND" if self.found else "none"
+    miss = "" if self.value is None else (f", miss {'' if self.exact else '<= '}"
+                                          f"{self.value:.2e}")
+    count = f"{self.batches:,}" if self.batches < 10**7 else f"{self.batches:.2e}"
+    return f"{verdict} of {count}{miss}" if self.decided else f"undecided{miss}"
+
+  def latex(self) -> str:
+    return self.text().replace("<=", "$\\le$")
+
+
+def table4(document: dict) -> Table:
+  """Table IV from forging-bruteforce's JSON: rows (model, v), columns b."""
+  cells = document["cells"]
+  batch_sizes = sorted({c["b"] for c in cells})
+  rows = []
+  for model in dict.fromkeys(c["model"] for c in cells):
+    for v in sorted({c["v"] for c in cells if c["model"] == model}):
+      by_b = {c["b"]: c for c in cells if c["model"] == model and c["v"] == v}
+      rows.append((f"{model}, v = {v}", tuple(
+          BruteForceCell(by_b[b]["nearest_miss"], (), by_b[b]["batches"], by_b[b]["decided"],
+                         by_b[b]["found"], by_b[b].get("nearest_miss_exact", True))
+          if b in by_b else Cell(None) for b in batch_sizes)))
+  settings = document.get("settings", {})
+  decided = sum(c["decided"] for c in cells)
+  found = sum(c["found"] for c in cells)
+  notes = (f"{decided} of {len(cells)} cells decided, {found} with a distinct batch of the same "
+           f"gradient; {document.get('seconds', 0):.0f} s in all",
+           f"cell: FOUND or none of the C(v^d n, b) batches (the true batch and its reorderings "
+           f"excluded), and the nearest miss, {settings.get('distances', 'l2 between mean gradients')}"
+           "; '<=' marks an upper bound where the search proved only that nothing lies closer "
+           "than the collision tolerance",
+           f"d = {settings.get('pixels')} pixels, n = {settings.get('classes')} classes, FCN with "
+           f"{settings.get('fcn_hidden_units')} ReLU hidden units, seed {settings.get('seed')}, "
+           f"tolerance {settings.get('tolerance')}",
+           *_platform_notes([document["platform"]] if "platform" in document else []))
+  return Table("table4", "Table IV: brute force, is there a distinct batch with the true batch's "
+               "gradient?", "model, pixel levels", tuple(f"b = {b}" for b in batch_sizes),
+               tuple(rows), notes)
+
+
 def to_markdown(table: Table) -> str:
   lines = [f"**{table.title}**", "", "| " + " | ".join((table.corner, *table.columns)) + " |",
            "|" + "---|" * (len(table.columns) + 1)]
@@ -406,20 +489,57 @@ def write_table(table: Table, out_dir: str) -> list[str]:
   return paths
 
 
-def render_tables(results_dir: str, out_dir: str) -> list[Table]:
-  """Renders every table the saved results allow into out_dir (and tables.md, all of them)."""
-  reproduction = find_reproduction_results(results_dir)
-  attack_records = find_attack_results(results_dir)
-  if not reproduction and not attack_records:
-    raise errors.ConfigError(f"no reproduction-error or attack results under {results_dir}; run "
-                             "forging-recompute or forging-attack first")
+def render_report(results_dirs: list[str], out_dir: str) -> tuple[list[Table], list[str]]:
+  """Renders every table and figure the saved results under `results_dirs` allow into out_dir
+  (tables as .md/.tex/.csv plus tables.md with all of them; figures as .png/.pdf)."""
+  reproduction, attack_records, exact, table4_document = [], [], [], None
+  for results_dir in results_dirs:
+    reproduction += find_reproduction_results(results_dir)
+    attack_records += find_attack_results(results_dir)
+    exact += find_exact_results(results_dir)
+    table4_document = table4_document or find_table4(results_dir)
+  if not (reproduction or attack_records or exact or table4_document):
+    raise errors.ConfigError(f"no results under {', '.join(results_dirs)}; run forging-recompute, "
+                             "forging-attack, forging-exact or forging-bruteforce first")
   tables = []
   if reproduction:
     tables += [table1(reproduction), *(table2(reproduction, part) for part in "abc")]
   if attack_records:
     tables.append(table3(reproduction, attack_records))
+  if table4_document:
+    tables.append(table4(table4_document))
   for table in tables:
     write_table(table, out_dir)
   results.write_text(os.path.join(out_dir, "tables.md"),
                      "\n".join(to_markdown(table) for table in tables))
-  return tables
+  return tables, _render_figures(reproduction, attack_records, exact, results_dirs, out_dir)
+
+
+def _render_figures(reproduction: list[dict], attack_records: list[dict], exact: list[dict],
+                    results_dirs: list[str], out_dir: str) -> list[str]:
+  figures = []
+  if attack_records:
+    settings = sorted({(r["attack"], r["settings"]["runs"], r["settings"]["M"])
+                       for r in attack_records})
+    platforms = ", ".join(sorted({r["platform"]["id"] for r in attack_records}))
+    caption = ("Approximation error re-scored with the SGD step, on platform " + platforms + "; "
+               + "; ".join(f"{a}: {runs} runs" + (f", M = {m}" if m else "")
+                           for a, runs, m in settings)
+               + ". Line: mean over runs, band: min..max, dashed: min; dotted: the largest "
+               "reproduction error measured for the model (forging-recompute).")
+    for name, panels, x_label, log_x in (
+        ("fig2", figure2_panels(reproduction, attack_records), "forging fraction", True),
+        ("fig3", figure3_panels(reproduction, attack_records), "training step", False),
+        ("fig6", figure6_panels(reproduction, attack_records), "forging fraction", True)):
+      if panels:
+        figures += plotting.approximation_error_figure(panels, os.path.join(out_dir, name),
+                                                       x_label, log_x, caption)
+  for summary in exact:
+    draw = {"fig4": plotting.fig4, "fig5": plotting.fig5}.get(summary["experiment"])
+    if draw is None:
+      continue
+    folder = next(os.path.join(d, summary["folder"]) for d in results_dirs
+                  if os.path.exists(os.path.join(d, summary["folder"], "data.npz")))
+    with np.load(os.path.join(folder, "data.npz"), allow_pickle=False) as arrays:
+      figures += draw(dict(arrays), summary, os.path.join(out_dir, summary["experiment"]))
+  return figures

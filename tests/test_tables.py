@@ -86,14 +86,16 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
     os.makedirs(tmp_path / "results" / name)
     with open(tmp_path / "results" / name / "result.json", "w") as f:
       json.dump({k: v for k, v in record.items() if k != "folder"}, f)
-  tables = tables_lib.render_tables(str(tmp_path / "results"), str(tmp_path / "report"))
+  tables, figures = tables_lib.render_report([str(tmp_path / "results")],
+                                             str(tmp_path / "report"))
+  assert figures == []
   assert [t.name for t in tables] == ["table1", "table2a", "table2b", "table2c"]
   for name in ("table1", "table2b"):
     for extension in ("md", "tex", "csv"):
       assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 0
   assert "4.00e-08" in (tmp_path / "report" / "tables.md").read_text()
-  with pytest.raises(errors.ConfigError, match="no reproduction-error or attack results"):
-    tables_lib.render_tables(str(tmp_path / "report"), str(tmp_path / "other"))
+  with pytest.raises(errors.ConfigError, match="no results under"):
+    tables_lib.render_report([str(tmp_path / "report")], str(tmp_path / "other"))
 
 
 def _attack(folder, attack, model, b, steps, fractions, errors_by_step):

@@ -1,0 +1,139 @@
+"""Figures, drawn from saved results only (the arrays and summary an experiment wrote), so that a
+figure can be redrawn without re-running anything. Each figure is written as PNG and PDF.
+
+Fig. 2, 3 and 6: approximation error of the greedy attacks (series from tables_lib), with the
+largest measured reproduction error as the verifier's threshold.
+Fig. 4 and Fig. 5: original batch against forged batch, the measured approximation error in the
+caption. Images are shown clipped to [0, 1]; how far the forged pixels leave [0, 1] is in the
+caption, since clipping hides it.
+"""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+
+def _save(figure, path_prefix: str) -> list[str]:
+  os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
+  paths = [f"{path_prefix}.png", f"{path_prefix}.pdf"]
+  figure.savefig(paths[0], dpi=150, bbox_inches="tight")
+  figure.savefig(paths[1], bbox_inches="tight")
+  plt.close(figure)
+  return paths
+
+
+def _show(axis, image: np.ndarray, title: str | None = None) -> None:
+  """image [h, w, c] float: grey for c = 1, RGB for c = 3, clipped to [0, 1]."""
+  image = np.clip(image, 0.0, 1.0)
+  if image.shape[-1] == 1:
+    axis.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  else:
+    axis.imshow(image)
+  axis.set_xticks([])
+  axis.set_yticks([])
+  if title is not None:
+    axis.set_title(title, fontsize=6, pad=2)
+
+
+def _grid(figure, cell, images: np.ndarray, columns: int, heading: str, titles=None) -> None:
+  """Draws images [k, h, w, c] as a grid with `columns` columns inside one gridspec cell."""
+  rows = -(-len(images) // columns)
+  inner = cell.subgridspec(rows, columns, wspace=0.05, hspace=0.25 if titles else 0.05)
+  for i, image in enumerate(images):
+    axis = figure.add_subplot(inner[i // columns, i % columns])
+    _show(axis, image, None if titles is None else titles[i])
+    if i == 0:
+      axis.text(0.0, 1.35 if titles else 1.08, heading, transform=axis.transAxes, fontsize=8,
+                fontweight="bold", va="bottom")
+
+
+def fig4(arrays, summary: dict, path_prefix: str, columns: int = 8) -> list[str]:
+  """Fig. 4: a batch and its mini-batch perturbation (Prop. 2).
+
+  arrays: "original" and "forged" [b, h, w, c] float32, "labels" [b] int (as saved by
+  forging-exact --experiment=fig4); summary: its summary.json. Returns the files written.
+  """
+  original, forged = arrays["original"], arrays["forged"]
+  labels = [f"y={int(label)}" for label in arrays["labels"]]
+  rows = -(-len(original) // columns)
+  figure = plt.figure(figsize=(2 * 0.9 * columns, 0.95 * rows + 1.2))
+  cells = figure.add_gridspec(1, 2, wspace=0.08)
+  _grid(figure, cells[0], original, columns, "original batch", labels)
+  _grid(figure, cells[1], forged, columns, "forged batch (same labels)", labels)
+  space = summary["solution_space"]
+  figure.text(
+      0.5, -0.02,
+      f"Mini-batch perturbation (Prop. 2), {summary['dataset']}, b = {summary['batch_size']}, "
+      f"L = 2 ReLU network with {space['d1']} hidden units; solution space of dimension "
+      f"{space['dimension']:,}.\nApproximation error {summary['approximation_error']:.2e} "
+      f"(float32 SGD step, eta = {summary['learning_rate']}), "
+      f"{summary['approximation_error_float64']:.1e} in float64. Forged pixels leave [0, 1] by up "
+      f"to {summary['domain_box']:.2f} (shown clipped).",
+      ha="center", va="top", fontsize=8)
+  return _save(figure, path_prefix)
+
+
+def fig5(arrays, summary: dict, path_prefix: str, examples: int = 8) -> list[str]:
+  """Fig. 5: error-matrix sampling (Prop. 3) with softmax regression, one row pair per dataset.
+
+  arrays: "<dataset>_original", "<dataset>_forged" [b, h, w, c] float32, "<dataset>_labels" [b]
+  int, "<dataset>_forged_labels" [b, n] float32 (as saved by forging-exact --experiment=fig5);
+  summary: its summary.json. Shows the first `examples` examples. Returns the files written.
+  """
+  names = list(summary["datasets"])
+  figure = plt.figure(figsize=(0.95 * examples, 2.3 * len(names) + 0.8))
+  cells = figure.add_gridspec(2 * len(names), 1, hspace=0.5)
+  lines = []
+  for row, name in enumerate(names):
+    result = summary["datasets"][name]
+    forged_labels = arrays[f"{name}_forged_labels"][:examples]
+    original_titles = [f"y={int(label)}" for label in arrays[f"{name}_labels"][:examples]]
+    forged_titles = [f"argmax y'={int(np.argmax(y))}" for y in forged_labels]
+    _grid(figure, cells[2 * row], arrays[f"{name}_original"][:examples], examples,
+          f"{name}: original", original_titles)
+    _grid(figure, cells[2 * row + 1], arrays[f"{name}_forged"][:examples], examples,
+          f"{name}: forged (labels y' not one-hot)", forged_titles)
+    lines.append(
+        f"{name}: approximation error {result['approximation_error']:.2e} (float32 SGD step), "
+        f"{result['approximation_error_float64']:.1e} in float64; pixels leave [0, 1] by up to "
+        f"{result['domain_box']:.2f}, labels are up to {result['domain_label']:.2f} from one-hot.")
+  figure.text(0.5, 0.02, f"Error-matrix sampling (Prop. 3), softmax regression, b = "
+              f"{summary['datasets'][names[0]]['batch_size']}.\n" + "\n".join(lines),
+              ha="center", va="top", fontsize=8)
+  return _save(figure, path_prefix)
+
+
+# Figures 2, 3 and 6: approximation error of the greedy attacks ------------------------------
+
+
+def approximation_error_figure(panels, path_prefix: str, x_label: str, log_x: bool,
+                               caption: str) -> list[str]:
+  """One panel per tables_lib.Panel: the mean over runs as a line, min..max as a band, the
+  minimum dashed, and the verifier threshold (largest measured eps_repr) dotted."""
+  figure, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
+  for axis, panel in zip(axes[0], panels):
+    for series in panel.series:
+      line, = axis.plot(series.x, series.mean, marker="o", markersize=3,
+                        label=f"{series.label} (mean)")
+      axis.fill_between(series.x, series.minimum, series.maximum, color=line.get_color(),
+                        alpha=0.2, linewidth=0)
+      axis.plot(series.x, series.minimum, linestyle="--", linewidth=0.8, color=line.get_color(),
+                label=f"{series.label} (min)")
+    if panel.threshold:  # A threshold of 0 (bitwise reproduction) has no place on a log axis.
+      axis.axhline(panel.threshold, color="black", linestyle=":", linewidth=1,
+                   label=f"largest eps_repr {panel.threshold:.2e}")
+    axis.set_yscale("log")
+    if log_x:
+      axis.set_xscale("log")
+    axis.set_title(panel.title, fontsize=9)
+    axis.set_xlabel(x_label, fontsize=8)
+    axis.set_ylabel("approximation error (l2)", fontsize=8)
+    axis.tick_params(labelsize=7)
+    axis.legend(fontsize=6)
+  figure.tight_layout()
+  figure.text(0.01, -0.02, caption, ha="left", va="top", fontsize=6, wrap=True)
+  return _save(figure, path_prefix)
