@@ -508,6 +508,7 @@ def render_report(results_dirs: list[str], out_dir: str) -> tuple[list[Table], l
     tables.append(table3(reproduction, attack_records))
   if table4_document:
     tables.append(table4(table4_document))
+  tables = [table for table in tables if table.rows]  # Nothing measured: no table.
   for table in tables:
     write_table(table, out_dir)
   results.write_text(os.path.join(out_dir, "tables.md"),
