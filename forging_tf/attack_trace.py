@@ -56,7 +56,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.honour_onednn_flag()
   trace = trace_lib.Trace(_TRACE.value)
-  dataset = data.load_described(trace.manifest["dataset"], _DATA_DIR.value, _DOWNLOAD.value)
+  # The fingerprint is checked later, after the cheaper checks of the other flags.
+  dataset = data.load_dataset(trace.manifest["dataset"]["name"], _DATA_DIR.value,
+                              _DOWNLOAD.value)
   summary = attack_trace_lib.run_attacks(
       _TRACE.value, dataset, _ATTACK.value, _STEPS.value, _FRACTIONS.value, _OUT.value,
       runs=_RUNS.value, M=_M.value, n=_N.value, seed=_SEED.value, engine=_ENGINE.value,

@@ -77,7 +77,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.honour_onednn_flag()
   trace = trace_lib.Trace(_TRACE.value)
-  dataset = data.load_described(trace.manifest["dataset"], _DATA_DIR.value, _DOWNLOAD.value)
+  # The fingerprint is checked later, after the cheaper checks of the other flags.
+  dataset = data.load_dataset(trace.manifest["dataset"]["name"], _DATA_DIR.value,
+                              _DOWNLOAD.value)
   x, y = _forged_examples(dataset)
   platform = cli.platform_from_flags()
   platform_lib.apply_platform(platform)
