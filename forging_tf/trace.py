@@ -106,6 +106,7 @@ class Trace:
     self.complete = m["complete"]
     self._checkpoints = _array(group, "checkpoints", np.float32,
                                (len(self.checkpoint_steps), self.num_parameters), self.path)
+    self._chunk_files = _plain_chunk_files(self._checkpoints, self.num_parameters)
     stored = _array(group, "checkpoint_steps", np.int64, (len(self.checkpoint_steps),),
                     self.path)
     if not np.array_equal(_read(stored, slice(None), self.path, "checkpoint_steps"),
@@ -132,8 +133,11 @@ class Trace:
       raise errors.TraceError(f"{self.path}: checkpoint of step {step} has not been written "
                               f"(the trace is unfinished: {len(self._digests)} of "
                               f"{len(self.checkpoint_steps)} checkpoints)")
-    theta = _read(self._checkpoints, row, self.path, f"checkpoint of step {step}")
-    if sha256_hex(theta) != self._digests[row]:
+    if self._chunk_files:
+      theta = self._read_chunk_file(row)
+    else:
+      theta = _read(self._checkpoints, row, self.path, f"checkpoint of step {step}")
+    if theta is None or sha256_hex(theta) != self._digests[row]:
       raise errors.TraceError(f"{self.path}: checkpoint of step {step} fails its sha256: its "
                               "chunk is missing, truncated or altered")
     return theta
@@ -143,6 +147,18 @@ class Trace:
     if not 0 <= step < self.steps:
       raise errors.TraceError(f"step {step} is outside the trace's steps 0..{self.steps - 1}")
     return self.batches[step]
+
+  def _read_chunk_file(self, row: int) -> np.ndarray | None:
+    """The row's chunk file, or None if it is missing or has the wrong size.
+
+    The layout TraceWriter writes (one raw little-endian row per file) is read without zarr: a
+    third of the time, and no I/O thread competing with TensorFlow's for the cores.
+    """
+    try:
+      theta = np.fromfile(os.path.join(self.path, "checkpoints", "c", str(row), "0"), "<f4")
+    except OSError:
+      return None
+    return theta.astype(np.float32, copy=False) if theta.size == self.num_parameters else None
 
   def _row(self, step: int) -> int:
     row = int(np.searchsorted(self.checkpoint_steps, step))
@@ -182,6 +198,16 @@ def _array(group, name: str, dtype, shape: tuple, path: str):
     raise errors.TraceError(f"{path}: array '{name}' uses codecs {codecs}; only "
                             f"{sorted(_ALLOWED_CODECS)} are read")
   return array
+
+
+def _plain_chunk_files(array, num_parameters: int) -> bool:
+  """Whether each checkpoint is one raw little-endian file at checkpoints/c/<row>/0."""
+  metadata = array.metadata
+  return ([codec.to_dict() for codec in metadata.codecs] ==
+          [{"name": "bytes", "configuration": {"endian": "little"}}]
+          and metadata.chunk_key_encoding.to_dict() == {"name": "default",
+                                                        "configuration": {"separator": "/"}}
+          and tuple(array.chunks) == (1, num_parameters))
 
 
 def _read(array, selection, path: str, what: str) -> np.ndarray:
