@@ -24,13 +24,13 @@ the replacements of cell (s, f, r) are forged_batches[s, f, r][deleted_mask[s, f
 deleted examples U are trace.batch(steps[s])[deleted_mask[s, f, r]].
 
 summary.json holds: "kind" ("forging_tf.attack_results"), "format_version" (1), "created",
-"package_version", "attack", "settings" (M, n, runs, seed, engine, memory budget, neighbours file
-and metric for zhang, how U is drawn), "trace" (path, manifest_sha256, model and config, dataset
-name and fingerprint, batch_size, learning_rate, steps T, k, keep_pairs, the trace's platform
-id), "platform" (the attacking platform's fingerprint), "steps", "forging_fractions" (label as
-given, num_replaced m, forging_fraction m/b), "files" (the arrays above), "seconds", and
-"results": one entry per step and fraction with min/mean/max over runs of the re-scored
-approximation error, min/mean of the engine error (null for zhang), and the step's
+"package_version", "command", "attack", "settings" (M, n, runs, seed, engine, memory budget,
+neighbours file and metric for zhang, how U is drawn), "trace" (path, manifest_sha256, model
+and config, dataset name and fingerprint, batch_size, learning_rate, steps T, k, keep_pairs, the
+trace's platform id), "platform" (the attacking platform's fingerprint), "steps",
+"forging_fractions" (label as given, num_replaced m, forging_fraction m/b), "files" (the arrays
+above), "seconds", and "results": one entry per step and fraction with min/mean/max over runs of
+the re-scored approximation error, min/mean of the engine error (null for zhang), and the step's
 reproduction_error.
 """
 
@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import tempfile
+import sys
 import time
 
 import numpy as np
@@ -279,6 +280,7 @@ def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
       "format_version": FORMAT_VERSION,
       "package_version": forging_tf.__version__,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": " ".join(sys.argv),
       "attack": attack,
       "settings": {
           "runs": runs, "seed": seed,

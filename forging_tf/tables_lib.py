@@ -418,10 +418,11 @@ def table4(document: dict) -> Table:
   found = sum(c["found"] for c in cells)
   notes = (f"{decided} of {len(cells)} cells decided, {found} with a distinct batch of the same "
            f"gradient; {document.get('seconds', 0):.0f} s in all",
-           f"cell: FOUND or none of the C(v^d n, b) batches (the true batch and its reorderings "
-           f"excluded), and the nearest miss, {settings.get('distances', 'l2 between mean gradients')}"
-           "; '<=' marks an upper bound where the search proved only that nothing lies closer "
-           "than the collision tolerance",
+           "cell: FOUND or none of the C(v^d n, b) batches (the true batch and its reorderings "
+           "excluded), and the nearest miss, "
+           f"{settings.get('distances', 'l2 between mean gradients')}; '<=' marks an upper "
+           "bound where the search proved only that nothing lies closer than the collision "
+           "tolerance",
            f"d = {settings.get('pixels')} pixels, n = {settings.get('classes')} classes, FCN with "
            f"{settings.get('fcn_hidden_units')} ReLU hidden units, seed {settings.get('seed')}, "
            f"tolerance {settings.get('tolerance')}",
