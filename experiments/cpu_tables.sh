@@ -6,7 +6,9 @@
 #   FORGING_TF_DATA=../shared/data bash experiments/cpu_tables.sh [RUNS_DIR] [RESULTS_DIR]
 #
 # Platforms (all CPU, XLA off): threads t2 (TensorFlow's default here: 2 intra-op threads) or t1,
-# oneDNN on (dnn) or off (nodnn), op determinism on (det) or off (nodet).
+# i1 (1 inter-op thread), oneDNN on (dnn) or off (nodnn), op determinism on (det) or off (nodet).
+# Settings used for the committed tables (benchmarks/results/cpu_study): R_SAME=3 R_CROSS=2
+# R_CROSS_C=2 R_VGG=2 VGG_T=20 (LeNet b=100 same-platform Table I cell: R=5).
 set -euo pipefail
 RUNS=${1:-runs/cpu_tables}
 RESULTS=${2:-results}
@@ -19,6 +21,7 @@ R_VGG=${R_VGG:-3}
 flags_of() {  # platform name -> forging_tf platform flags
   local f=""
   [[ $1 == *-t1-* ]] && f+=" --intra_op_threads=1"
+  [[ $1 == *-i1-* ]] && f+=" --inter_op_threads=1"
   [[ $1 == *-nodnn-* ]] && f+=" --onednn=off" || f+=" --onednn=on"
   [[ $1 == *-nodet ]] && f+=" --nodeterministic" || f+=" --deterministic"
   echo "$f"
@@ -64,3 +67,6 @@ done
 matrix table2a 100 cpu-t2-dnn-nodet cpu-t2-nodnn-nodet
 # Table II (c): LeNet b=1000, op determinism off.
 R_CROSS=${R_CROSS_C:-2} matrix table2c 1000 cpu-t2-dnn-nodet cpu-t2-nodnn-nodet
+# A setting that does not change the float order (inter-op threads), and VGGmini across oneDNN.
+recompute "$(train lenet mnist 100 "$LENET_T" cpu-t2-dnn-det)" platforms 2 cpu-t2-i1-dnn-det
+recompute "$(train vggmini cifar10 100 "$VGG_T" cpu-t2-dnn-det)" vgg_cross 1 cpu-t2-nodnn-det

@@ -126,10 +126,8 @@ def recompute_repeat(trace_path: str, platform: platform_lib.Platform, steps: np
   try:
     for s, i in enumerate(steps):
       recomputed = train_trace_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
-                                           int(i) + trace.k, progress_every_s=math.inf).numpy()
-      logged = reader.get(i + trace.k)
-      l2[s] = sgd_step.l2_distance(recomputed, logged)
-      linf[s] = sgd_step.linf_distance(recomputed, logged)
+                                           int(i) + trace.k, progress_every_s=math.inf)
+      l2[s], linf[s] = sgd_step.distances(recomputed, reader.get(i + trace.k))
       now = time.perf_counter()
       if now - last_report >= progress_every_s:
         last_report, rate = now, (s + 1) / (now - began)

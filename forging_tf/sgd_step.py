@@ -89,20 +89,29 @@ def step_for_trace(trace: trace_lib.Trace, dataset: data.Dataset) -> SGDStep:
   return step_fn
 
 
-def l2_distance(theta_a: np.ndarray, theta_b: np.ndarray) -> float:
-  """||theta_a - theta_b||_2 of two [P] vectors in float64: the one distance of SPEC 2 and 4.
+@tf.function(jit_compile=False,
+             input_signature=[tf.TensorSpec([None], tf.float32)] * 2)
+def _distances(theta_a, theta_b):
+  difference = tf.cast(theta_a, tf.float64) - tf.cast(theta_b, tf.float64)
+  return tf.sqrt(tf.reduce_sum(tf.square(difference))), tf.reduce_max(tf.abs(difference))
 
-  Reproduction and approximation errors are both this distance; float64 keeps the sum of P
-  squares from rounding away differences of one float32 ulp.
+
+def distances(theta_a, theta_b) -> tuple[float, float]:
+  """(||a - b||_2, max_j |a_j - b_j|) of two [P] float32 vectors: the one distance of SPEC 2, 4.
+
+  Reproduction and approximation errors are both this l2 distance. It is taken in float64, so
+  that the sum of P squares does not round away differences of one float32 ulp, and in
+  TensorFlow, so that a recomputation loop hands TensorFlow's thread pool no numpy work to
+  compete with (on 2 cores that tripled the cost of the distance).
   """
-  difference = np.asarray(theta_a, np.float64) - np.asarray(theta_b, np.float64)
-  return float(np.sqrt(np.dot(difference, difference)))
+  l2, linf = _distances(tf.convert_to_tensor(theta_a, tf.float32),
+                        tf.convert_to_tensor(theta_b, tf.float32))
+  return float(l2), float(linf)
 
 
-def linf_distance(theta_a: np.ndarray, theta_b: np.ndarray) -> float:
-  """max_j |theta_a[j] - theta_b[j]| of two [P] vectors, in float64."""
-  difference = np.asarray(theta_a, np.float64) - np.asarray(theta_b, np.float64)
-  return float(np.max(np.abs(difference), initial=0.0))
+def l2_distance(theta_a, theta_b) -> float:
+  """||theta_a - theta_b||_2 of two [P] float32 vectors (see `distances`)."""
+  return distances(theta_a, theta_b)[0]
 
 
 @tf.function(jit_compile=False, reduce_retracing=True)
