@@ -20,6 +20,7 @@ def _replace_atomically(path: str, write) -> None:
   try:
     with os.fdopen(handle, "wb") as f:
       write(f)
+    os.chmod(staging, 0o644)  # mkstemp makes 0600; results are meant to be shared.
     os.replace(staging, path)
   except BaseException:
     os.unlink(staging)

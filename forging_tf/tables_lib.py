@@ -540,8 +540,10 @@ def _render_figures(reproduction: list[dict], attack_records: list[dict], exact:
     draw = {"fig4": plotting.fig4, "fig5": plotting.fig5}.get(summary["experiment"])
     if draw is None:
       continue
-    folder = next(os.path.join(d, summary["folder"]) for d in results_dirs
-                  if os.path.exists(os.path.join(d, summary["folder"], "data.npz")))
+    folder = next((os.path.join(d, summary["folder"]) for d in results_dirs
+                   if os.path.exists(os.path.join(d, summary["folder"], "data.npz"))), None)
+    if folder is None:
+      continue  # The batches were not kept (e.g. dataset images left out of git).
     with np.load(os.path.join(folder, "data.npz"), allow_pickle=False) as arrays:
       figures += draw(dict(arrays), summary, os.path.join(out_dir, summary["experiment"]))
   return figures
