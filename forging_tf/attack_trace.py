@@ -17,7 +17,6 @@ from forging_tf import attack_trace_lib
 from forging_tf import attacks
 from forging_tf import cli
 from forging_tf import data
-from forging_tf import trace as trace_lib
 
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory to attack.")
 _ATTACK = flags.DEFINE_enum("attack", attacks.THUDI, list(attacks.ATTACKS),
@@ -55,10 +54,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.honour_onednn_flag()
-  trace = trace_lib.Trace(_TRACE.value)
-  # The fingerprint is checked later, after the cheaper checks of the other flags.
-  dataset = data.load_dataset(trace.manifest["dataset"]["name"], _DATA_DIR.value,
-                              _DOWNLOAD.value)
+  _, dataset = cli.trace_and_dataset(_TRACE.value, _DATA_DIR.value, _DOWNLOAD.value)
   summary = attack_trace_lib.run_attacks(
       _TRACE.value, dataset, _ATTACK.value, _STEPS.value, _FRACTIONS.value, _OUT.value,
       runs=_RUNS.value, M=_M.value, n=_N.value, seed=_SEED.value, engine=_ENGINE.value,

@@ -31,13 +31,13 @@ and reports that number as the approximation error.
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
 from forging_tf import attack_engine
 from forging_tf import data
 from forging_tf import errors
+from forging_tf import results
 
 THUDI = "thudi"
 ZHANG = "zhang"
@@ -220,9 +220,6 @@ def load_or_compute_neighbours(dataset: data.Dataset, k: int, directory: str) ->
     except (OSError, ValueError, KeyError, EOFError):
       pass  # A damaged cache is recomputed below.
   indices, distances = nearest_neighbours(dataset.x_train, dataset.y_train, k)
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as tmp:
-    np.savez(tmp, indices=indices, distances=distances, metric=NEIGHBOUR_METRIC,
-             fingerprint=dataset.fingerprint, dataset=dataset.name)
-  os.replace(tmp.name, path)
+  results.write_npz(path, indices=indices, distances=distances, metric=NEIGHBOUR_METRIC,
+                    fingerprint=dataset.fingerprint, dataset=dataset.name)
   return indices, path

@@ -9,8 +9,10 @@ import sys
 from absl import app
 from absl import flags
 
+from forging_tf import data
 from forging_tf import errors
 from forging_tf import platform as platform_lib
+from forging_tf import trace as trace_lib
 
 DEVICE = flags.DEFINE_string("device", "cpu", "Device to compute on: cpu or gpu:N.")
 DETERMINISTIC = flags.DEFINE_boolean(
@@ -52,6 +54,13 @@ def honour_onednn_flag() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def trace_and_dataset(trace_path: str, data_dir: str | None, download: bool):
+  """The trace at trace_path and the dataset it names. The fingerprint is checked later, by the
+  library, so that cheaper flag errors are reported first."""
+  trace = trace_lib.Trace(trace_path)
+  return trace, data.load_dataset(trace.manifest["dataset"]["name"], data_dir, download)
 
 
 def run(main) -> None:

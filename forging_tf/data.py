@@ -21,11 +21,11 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 
 import numpy as np
 
 from forging_tf import errors
+from forging_tf import results
 
 DATA_DIR_ENV = "FORGING_TF_DATA"
 CACHE_DIR_ENV = "FORGING_TF_CACHE"
@@ -240,11 +240,8 @@ def decode_cifar10_jpeg_npz(path: str):
   except (OSError, ValueError, KeyError, EOFError) as e:
     raise errors.DatasetError(f"cannot read CIFAR-10 npz {path} ({e}); replace the file") from e
   try:
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=os.path.dirname(cache), suffix=".npz",
-                                     delete=False) as tmp:
-      np.savez(tmp, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
-    os.replace(tmp.name, cache)
+    results.write_npz(cache, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2],
+                      y_test=arrays[3])
   except OSError:
     pass  # No writable cache: decode again next time.
   return tuple(arrays)

@@ -81,8 +81,8 @@ def examples_from_arrays(images: np.ndarray, labels: np.ndarray,
                          num_classes: int) -> tuple[np.ndarray, np.ndarray]:
   """Explicit examples -> (x, y) as the game sees them, without judging the domain.
 
-  images: [b, h, w, c] uint8 levels q (fed as PIXEL_VALUES[q], in the domain by construction) or
-  float pixels (kept as given, float32 or float64, for the domain check to judge).
+  images: [b, h, w, c] uint8 levels q (fed as domain.PIXEL_VALUES[q], in the domain by
+  construction) or float pixels (kept as given, float32 or float64, for the domain check to judge).
   labels: [b] class ids (-> one-hot float32 rows) or [b, n] float rows (kept as given).
   """
   images, labels = np.asarray(images), np.asarray(labels)

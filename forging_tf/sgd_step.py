@@ -20,15 +20,12 @@ from forging_tf import errors
 from forging_tf import models
 from forging_tf import trace as trace_lib
 
-# The model input is looked up in this table rather than computed, because TensorFlow turns
-# x / 255 into x * (1 / 255), which is one ulp off for some q and may differ between kernels; a
-# table gives the same inputs on every platform, and exactly the grid of the domain check.
-PIXEL_VALUES = domain.PIXEL_VALUES
-
 
 def _to_model_input(images, labels, num_classes: int):
   """uint8 pixels [b, h, w, c] -> q / 255 float32; class ids [b] -> one-hot float32 [b, n]."""
-  x = tf.gather(tf.constant(PIXEL_VALUES), tf.cast(images, tf.int32))
+  # Looked up in the domain's table rather than computed: TensorFlow turns x / 255 into
+  # x * (1 / 255), one ulp off for some q; the table gives the same inputs on every platform.
+  x = tf.gather(tf.constant(domain.PIXEL_VALUES), tf.cast(images, tf.int32))
   y = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
   return x, y
 

@@ -24,7 +24,6 @@ from forging_tf import errors
 from forging_tf import forging_game
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
-from forging_tf import trace as trace_lib
 
 EXIT_REJECT = 3
 
@@ -76,10 +75,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.honour_onednn_flag()
-  trace = trace_lib.Trace(_TRACE.value)
-  # The fingerprint is checked later, after the cheaper checks of the other flags.
-  dataset = data.load_dataset(trace.manifest["dataset"]["name"], _DATA_DIR.value,
-                              _DOWNLOAD.value)
+  trace, dataset = cli.trace_and_dataset(_TRACE.value, _DATA_DIR.value, _DOWNLOAD.value)
   x, y = _forged_examples(dataset)
   platform = cli.platform_from_flags()
   platform_lib.apply_platform(platform)
