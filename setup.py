@@ -46,6 +46,7 @@ setuptools.setup(
             "forging-verify=forging_tf.verify:run",
             "forging-exact=forging_tf.exact_forging:run",
             "forging-bruteforce=forging_tf.bruteforce:run",
+            "forging-reproduce=forging_tf.reproduce:run",
         ],
     },
 )

@@ -55,6 +55,9 @@ flags.mark_flags_as_required(["out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.honour_onednn_flag()
+  platform = cli.platform_from_flags()
+  platform_lib.apply_platform(platform)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   began = time.perf_counter()
   document = {
@@ -71,7 +74,8 @@ def main(argv):
           "distances": "l2 between mean gradients (float64)",
           "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
       },
-      "platform": platform_lib.platform_fingerprint(platform_lib.Platform()),
+      "platform": platform_lib.platform_fingerprint(platform),
+      "complete": False,
       "cells": [],
   }
 
@@ -84,6 +88,8 @@ def main(argv):
       _MODELS.value, [int(v) for v in _LEVELS.value], [int(b) for b in _BATCH_SIZES.value],
       _SEED.value, _METHOD.value, _TOLERANCE.value, _EXHAUSTIVE_LIMIT.value,
       _LOOKUP_BUDGET.value, _TIME_LIMIT.value, on_cell)
+  document["complete"] = True  # The file is rewritten after each cell; this marks the last.
+  results_io.write_json(_OUT.value, document)
   for name in _MODELS.value:
     cells = [r for r in results if r.model == name]
     print(f"{name}: {sum(r.decided for r in cells)}/{len(cells)} cells decided, "

@@ -1,10 +1,11 @@
-r"""Renders the paper's tables and figures from saved results.
+r"""Renders the paper's tables and figures, and REPORT.md, from saved results.
 
   forging-tables --results=results[,benchmarks/results] --out=report
 
 Reads every result under the --results folders (recursively) and writes, as far as the results
-allow, Tables I, II (a-c), III and IV as report/NAME.{md,tex,csv} plus report/tables.md, and
-Figures 2-6 as report/figN.{png,pdf}. Nothing is recomputed: rerun it after adding results.
+allow, Tables I, II (a-c), III and IV as report/NAME.{md,tex,csv} plus report/tables.md, Figures
+2-6 as report/figN.{png,pdf}, and report/REPORT.md around them (report_lib). Nothing is
+recomputed: rerun it after adding results.
 """
 
 import os
@@ -13,20 +14,20 @@ from absl import app
 from absl import flags
 
 from forging_tf import cli
-from forging_tf import tables_lib
+from forging_tf import report_lib
 
 _RESULTS = flags.DEFINE_list("results", ["results"], "Folders holding saved results.")
-_OUT = flags.DEFINE_string("out", "report", "Folder to write the tables to.")
+_OUT = flags.DEFINE_string("out", "report", "Folder to write the tables, figures and REPORT.md "
+                           "to.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  tables, figures = tables_lib.render_report(_RESULTS.value, _OUT.value)
-  for table in tables:
-    print(tables_lib.to_markdown(table))
-  print(f"written to {_OUT.value}/: {len(tables)} tables, "
-        f"{', '.join(sorted({os.path.basename(f) for f in figures})) or 'no figures'}")
+  report = report_lib.write_report(_RESULTS.value, _OUT.value,
+                                   os.path.join(_OUT.value, "REPORT.md"))
+  written = sorted(name for name in os.listdir(_OUT.value) if not name.startswith("."))
+  print(f"written to {_OUT.value}/: {', '.join(written)}\nread {report} first")
 
 
 def run():

@@ -39,6 +39,15 @@ _TABLE1_ROWS = (("lenet", "mnist", "LeNet / MNIST"), ("vggmini", "cifar10", "VGG
 _TABLE1_BATCHES = (100, 500, 1000)
 
 
+def format_error(value: float | None) -> str:
+  """An error as the tables print it: 'n/a', '0 (bitwise)' or '1.23e-05 (1e-05)'."""
+  if value is None:
+    return "n/a"
+  if value == 0:
+    return "0 (bitwise)"
+  return f"{value:.2e} (1e{math.floor(math.log10(value)):+03d})"
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """A measured number (None: not measured) and where it came from."""
@@ -46,11 +55,7 @@ class Cell:
   sources: tuple[str, ...] = ()
 
   def text(self) -> str:
-    if self.value is None:
-      return "n/a"
-    if self.value == 0:
-      return "0 (bitwise)"
-    return f"{self.value:.2e} (1e{math.floor(math.log10(self.value)):+03d})"
+    return format_error(self.value)
 
   def latex(self) -> str:
     if self.value is None:
@@ -162,7 +167,7 @@ def platform_label(fingerprint: dict) -> str:
   return "/".join(parts)
 
 
-def _unique_labels(fingerprints: list[dict]) -> dict[str, str]:
+def platform_labels(fingerprints: list[dict]) -> dict[str, str]:
   """Platform id -> label; platforms that share a label get their id appended."""
   by_id = {f["id"]: f for f in fingerprints}
   labels = {platform_id: platform_label(f) for platform_id, f in by_id.items()}
@@ -171,9 +176,9 @@ def _unique_labels(fingerprints: list[dict]) -> dict[str, str]:
           for platform_id, label in labels.items()}
 
 
-def _platform_notes(fingerprints: list[dict]) -> list[str]:
+def platform_notes(fingerprints: list[dict]) -> list[str]:
   seen = {f["id"]: f for f in fingerprints}
-  labels = _unique_labels(fingerprints)
+  labels = platform_labels(fingerprints)
   return [f"{labels[f['id']]} = platform {f['id']}: {f['hardware']['cpu']['model']}, "
           f"TensorFlow {f['software']['tensorflow']}, intra/inter-op threads "
           f"{f['in_force']['intra_op_threads']}/{f['in_force']['inter_op_threads']} "
@@ -207,7 +212,7 @@ def table1(records: list[dict]) -> Table:
       "repeats) recomputing on the generating platform", "model / dataset",
       tuple(f"b = {b}" for b in _TABLE1_BATCHES), tuple(rows),
       (_runs_note(used) if used else "runs: none found",
-       *_platform_notes([r["generator_platform"] for r in used])))
+       *platform_notes([r["generator_platform"] for r in used])))
 
 
 def table2(records: list[dict], part: str) -> Table:
@@ -222,7 +227,7 @@ def table2(records: list[dict], part: str) -> Table:
     raise errors.ConfigError(f"Table II has parts a, b and c, not {part!r}")
   chosen = [r for r in records if r["trace"]["model"] == "lenet" and pick(
       r["trace"]["batch_size"], r["generator_platform"]["in_force"]["op_determinism"])]
-  labels = _unique_labels([r[side] for r in chosen
+  labels = platform_labels([r[side] for r in chosen
                            for side in ("generator_platform", "recomputer_platform")])
   generators = sorted({r["generator_platform"]["id"] for r in chosen}, key=labels.get)
   recomputers = sorted({r["recomputer_platform"]["id"] for r in chosen}, key=labels.get)
@@ -240,7 +245,7 @@ def table2(records: list[dict], part: str) -> Table:
       "recomputing platform", "generated on \\ recomputed on",
       tuple(labels[r] for r in recomputers), tuple(rows),
       (_runs_note(chosen) if chosen else "runs: none found",
-       *_platform_notes([r["generator_platform"] for r in chosen] +
+       *platform_notes([r["generator_platform"] for r in chosen] +
                         [r["recomputer_platform"] for r in chosen])))
 
 
@@ -291,7 +296,7 @@ def table3(reproduction: list[dict], attack_records: list[dict]) -> Table:
                      for r in attack_records})
   notes.append("attacks: " + "; ".join(
       f"{a}: {runs} runs" + (f", M={m}, n={n}" if m else "") for a, runs, m, n in settings))
-  notes += _platform_notes([r["platform"] for r in attack_records])
+  notes += platform_notes([r["platform"] for r in attack_records])
   return Table("table3", "Table III: smallest approximation error (re-scored with the SGD step) "
                "early and late in training at forging fractions 1/b and 1; stealthy iff <= the "
                "largest reproduction error measured for the model", "model / dataset, b",
@@ -426,7 +431,7 @@ def table4(document: dict) -> Table:
            f"d = {settings.get('pixels')} pixels, n = {settings.get('classes')} classes, FCN with "
            f"{settings.get('fcn_hidden_units')} ReLU hidden units, seed {settings.get('seed')}, "
            f"tolerance {settings.get('tolerance')}",
-           *_platform_notes([document["platform"]] if "platform" in document else []))
+           *platform_notes([document["platform"]] if "platform" in document else []))
   return Table("table4", "Table IV: brute force, is there a distinct batch with the true batch's "
                "gradient?", "model, pixel levels", tuple(f"b = {b}" for b in batch_sizes),
                tuple(rows), notes)
@@ -490,9 +495,18 @@ def write_table(table: Table, out_dir: str) -> list[str]:
   return paths
 
 
-def render_report(results_dirs: list[str], out_dir: str) -> tuple[list[Table], list[str]]:
-  """Renders every table and figure the saved results under `results_dirs` allow into out_dir
-  (tables as .md/.tex/.csv plus tables.md with all of them; figures as .png/.pdf)."""
+@dataclasses.dataclass(frozen=True)
+class FoundResults:
+  """Every saved result under some results folders (records carry their folder)."""
+  dirs: tuple[str, ...]
+  reproduction: list[dict]
+  attacks: list[dict]
+  exact: list[dict]
+  table4: dict | None
+
+
+def find_results(results_dirs: list[str]) -> FoundResults:
+  """Reads every result under `results_dirs`; none at all is an error that says what to run."""
   reproduction, attack_records, exact, table4_document = [], [], [], None
   for results_dir in results_dirs:
     reproduction += find_reproduction_results(results_dir)
@@ -502,19 +516,27 @@ def render_report(results_dirs: list[str], out_dir: str) -> tuple[list[Table], l
   if not (reproduction or attack_records or exact or table4_document):
     raise errors.ConfigError(f"no results under {', '.join(results_dirs)}; run forging-recompute, "
                              "forging-attack, forging-exact or forging-bruteforce first")
+  return FoundResults(tuple(results_dirs), reproduction, attack_records, exact, table4_document)
+
+
+def render_tables_and_figures(found: FoundResults, out_dir: str
+                              ) -> tuple[list[Table], list[str]]:
+  """Renders every table and figure `found` allows into out_dir (tables as .md/.tex/.csv plus
+  tables.md with all of them; figures as .png/.pdf)."""
   tables = []
-  if reproduction:
-    tables += [table1(reproduction), *(table2(reproduction, part) for part in "abc")]
-  if attack_records:
-    tables.append(table3(reproduction, attack_records))
-  if table4_document:
-    tables.append(table4(table4_document))
+  if found.reproduction:
+    tables += [table1(found.reproduction), *(table2(found.reproduction, part) for part in "abc")]
+  if found.attacks:
+    tables.append(table3(found.reproduction, found.attacks))
+  if found.table4:
+    tables.append(table4(found.table4))
   tables = [table for table in tables if table.rows]  # Nothing measured: no table.
   for table in tables:
     write_table(table, out_dir)
   results.write_text(os.path.join(out_dir, "tables.md"),
                      "\n".join(to_markdown(table) for table in tables))
-  return tables, _render_figures(reproduction, attack_records, exact, results_dirs, out_dir)
+  return tables, _render_figures(found.reproduction, found.attacks, found.exact, found.dirs,
+                                 out_dir)
 
 
 def _render_figures(reproduction: list[dict], attack_records: list[dict], exact: list[dict],

@@ -75,7 +75,7 @@ def test_platforms_sharing_a_label_are_told_apart(fingerprints):
   a = fingerprints["a"]
   twin = copy.deepcopy(a)
   twin["id"] = "e" * 12
-  labels = tables_lib._unique_labels([a, twin])
+  labels = tables_lib.platform_labels([a, twin])
   assert labels[a["id"]] != labels[twin["id"]]
 
 
@@ -86,8 +86,8 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
     os.makedirs(tmp_path / "results" / name)
     with open(tmp_path / "results" / name / "result.json", "w") as f:
       json.dump({k: v for k, v in record.items() if k != "folder"}, f)
-  tables, figures = tables_lib.render_report([str(tmp_path / "results")],
-                                             str(tmp_path / "report"))
+  tables, figures = tables_lib.render_tables_and_figures(
+      tables_lib.find_results([str(tmp_path / "results")]), str(tmp_path / "report"))
   assert figures == []
   assert [t.name for t in tables] == ["table1", "table2b"]  # nothing measured for 2a, 2c
   for name in ("table1", "table2b"):
@@ -95,7 +95,7 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
       assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 0
   assert "4.00e-08" in (tmp_path / "report" / "tables.md").read_text()
   with pytest.raises(errors.ConfigError, match="no results under"):
-    tables_lib.render_report([str(tmp_path / "report")], str(tmp_path / "other"))
+    tables_lib.find_results([str(tmp_path / "report")])
 
 
 def _attack(folder, attack, model, b, steps, fractions, errors_by_step):

@@ -1,0 +1,248 @@
+"""REPORT.md: the tables, the figures, and what they say, from saved results only.
+
+write_report renders Tables I-IV and Figures 2-6 (tables_lib) and writes one Markdown report
+around them that answers the questions a reader brings: how large benign reproduction errors are
+on each platform pair, how large the attacks' approximation errors are, which of those a verifier
+would accept at which threshold, and what exact forging achieved. Every number in it is read from
+a result file, and every platform is spelled out from its fingerprint.
+"""
+
+import collections
+import os
+
+from forging_tf import results
+from forging_tf import tables_lib
+
+_fmt = tables_lib.format_error
+
+
+def write_report(results_dirs: list[str], report_dir: str, report_path: str,
+                 title: str = "Data forging: reproduction and approximation errors",
+                 preamble: tuple[str, ...] | list[str] = ()) -> str:
+  """Renders the tables and figures into report_dir and writes report_path; returns it."""
+  found = tables_lib.find_results(results_dirs)
+  tables, figures = tables_lib.render_tables_and_figures(found, report_dir)
+  by_name = {table.name: table for table in tables}
+  link = os.path.relpath(report_dir, os.path.dirname(os.path.abspath(report_path)))
+
+  def figure(name: str, caption: str) -> list[str]:
+    if os.path.join(report_dir, f"{name}.png") not in figures:
+      return []
+    return [f"![{caption}]({link}/{name}.png)", "", f"*{caption}* ([PDF]({link}/{name}.pdf))", ""]
+
+  def table(name: str) -> list[str]:
+    if name not in by_name:
+      return []
+    return [tables_lib.to_markdown(by_name[name]),
+            f"([LaTeX]({link}/{name}.tex), [CSV]({link}/{name}.csv))", ""]
+
+  lines = [f"# {title}", "", *preamble, ""]
+  lines += ["## Findings", ""]
+  lines += _reproduction_findings(found.reproduction)
+  lines += _attack_findings(found.reproduction, found.attacks)
+  lines += _exact_findings(found.exact, found.table4)
+  lines += ["## Platforms", ""] + _platforms(found) + [""]
+  lines += ["## Benign reproduction errors (Tables I and II)", ""]
+  lines += [line for name in ("table1", "table2a", "table2b", "table2c") for line in table(name)]
+  lines += ["## Approximation errors of the attacks (Table III, Figures 2, 3 and 6)", ""]
+  lines += table("table3")
+  lines += figure("fig2", "Figure 2: approximation error vs forging fraction at the middle step "
+                  "(Thudi et al.)")
+  lines += figure("fig3", "Figure 3: approximation error over training (Thudi et al.)")
+  lines += figure("fig6", "Figure 6: Thudi et al. vs Zhang et al. at the middle step")
+  lines += ["## Exact forging (Figures 4 and 5, Table IV)", ""]
+  lines += figure("fig4", "Figure 4: mini-batch perturbation (Prop. 2)")
+  lines += figure("fig5", "Figure 5: error-matrix sampling (Prop. 3)")
+  lines += table("table4")
+  lines += ["## Where the numbers come from", ""] + _sources(found) + [""]
+  results.write_text(report_path, "\n".join(lines))
+  return report_path
+
+
+def _model(record_trace: dict) -> str:
+  return {"lenet": "LeNet/MNIST", "vggmini": "VGGmini/CIFAR-10"}.get(
+      record_trace["model"], f"{record_trace['model']}/{record_trace['dataset']}")
+
+
+def _same_platform(record: dict) -> bool:
+  return record["generator_platform"]["id"] == record["recomputer_platform"]["id"]
+
+
+def _reproduction_findings(reproduction: list[dict]) -> list[str]:
+  if not reproduction:
+    return ["- **Reproduction errors:** none measured (no forging-recompute results).", ""]
+  labels = _labels(reproduction, [])
+  lines = ["- **Benign reproduction error on the generating platform** (the verifier recomputes "
+           "on the hardware and settings that trained):"]
+  by_model = collections.defaultdict(list)
+  for record in reproduction:
+    if _same_platform(record):
+      by_model[_model(record["trace"])].append(record)
+  for model, records in sorted(by_model.items()):
+    bitwise = sum(r["eps_repr"] == 0 for r in records)
+    lines.append(f"  - {model}: largest eps_repr {_fmt(max(r['eps_repr'] for r in records))} "
+                 f"over {len(records)} results ({bitwise} bitwise), "
+                 f"b = {', '.join(str(b) for b in sorted({r['trace']['batch_size'] for r in records}))}, "
+                 f"on {', '.join(sorted({labels[r['generator_platform']['id']] for r in records}))}.")
+  pairs = collections.defaultdict(list)
+  for record in reproduction:
+    if not _same_platform(record):
+      pairs[(labels[record["generator_platform"]["id"]],
+             labels[record["recomputer_platform"]["id"]])].append(record)
+  if pairs:
+    lines.append("- **Benign reproduction error across platforms** (generated on -> recomputed "
+                 "on: largest eps_repr, and what was recomputed):")
+    for (generator, recomputer), records in sorted(pairs.items()):
+      what = ", ".join(sorted({f"{_model(r['trace'])} b={r['trace']['batch_size']}"
+                               for r in records}))
+      lines.append(f"  - {generator} -> {recomputer}: "
+                   f"{_fmt(max(r['eps_repr'] for r in records))} ({what})")
+  else:
+    lines.append("- **Across platforms:** not measured (every result recomputed on its "
+                 "generating platform).")
+  return lines + [""]
+
+
+def _thresholds(reproduction: list[dict], model: str) -> list[tuple[str, float]]:
+  """The verifier thresholds a reader can justify for `model` from what was measured."""
+  same = [r["eps_repr"] for r in reproduction
+          if r["trace"]["model"] == model and _same_platform(r)]
+  every = [r["eps_repr"] for r in reproduction if r["trace"]["model"] == model]
+  found = []
+  if same:
+    found.append(("same platform (largest eps_repr recomputing on the generating platform)",
+                  max(same)))
+  if every and len(every) > len(same):
+    found.append(("any measured platform pair (largest eps_repr over all pairs; Table III's)",
+                  max(every)))
+  return found
+
+
+def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]:
+  if not attacks:
+    return ["- **Attacks:** none run (no forging-attack results).", ""]
+  lines = ["- **Approximation errors of the attacks** (smallest over runs, re-scored with the "
+           "SGD step; per model, attack and forging fraction, over the attacked steps):"]
+  # (model, b, attack, fraction label) -> [(error, step)]
+  best = collections.defaultdict(list)
+  for record in attacks:
+    for entry in record["results"]:
+      if entry["min_approximation_error"] is not None:
+        best[(_model(record["trace"]), record["trace"]["model"], record["trace"]["batch_size"],
+              record["attack"], entry["label"])].append(
+                  (entry["min_approximation_error"], entry["step"]))
+  for (model, _, b, attack, fraction), values in sorted(
+      best.items(), key=lambda item: (item[0][0], item[0][2], item[0][3],
+                                      min(v for v, _ in item[1]))):
+    error, step = min(values)
+    lines.append(f"  - {model} b={b}, {attack}, fraction {fraction}: {_fmt(error)} "
+                 f"(step {step}; {len(values)} step(s) attacked)")
+  lines.append("- **Stealth** (an attack result is stealthy at a threshold when its error is at "
+               "or below it; the verifier cannot then tell the forged step from benign noise):")
+  for model_name in sorted({key[1] for key in best}):
+    cells = {key: min(values) for key, values in best.items() if key[1] == model_name}
+    model = next(iter(cells))[0]
+    thresholds = _thresholds(reproduction, model_name)
+    if not thresholds:
+      lines.append(f"  - {model}: no reproduction error measured, so no threshold to judge by.")
+    for what, threshold in thresholds:
+      stealthy = [f"{attack} b={b} fraction {fraction} ({_fmt(error)})"
+                  for (_, _, b, attack, fraction), (error, _) in sorted(cells.items())
+                  if error <= threshold]
+      lines.append(f"  - {model}, threshold {_fmt(threshold)} = {what}: {len(stealthy)} of "
+                   f"{len(cells)} stealthy" + (f": {'; '.join(stealthy)}." if stealthy else "."))
+  return lines + [""]
+
+
+def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
+  lines = []
+  for summary in sorted(exact, key=lambda s: s["experiment"]):
+    if summary["experiment"] == "fig4":
+      space = summary["solution_space"]
+      lines.append(
+          f"- **Exact forging by mini-batch perturbation (Prop. 2, Fig. 4):** {summary['model']} "
+          f"with {summary['hidden']} hidden units on {summary['dataset']}, b = "
+          f"{summary['batch_size']}: a distinct batch (distinct: {summary['distinct']}) with "
+          f"approximation error {_fmt(summary['approximation_error'])} in the float32 SGD step "
+          f"and {_fmt(summary['approximation_error_float64'])} in float64; solution space of "
+          f"dimension {space['dimension']}. In the data domain: {summary['in_domain']} (pixels "
+          f"leave [0, 1] by up to {summary['domain_box']:.3g}, the 8-bit grid by "
+          f"{summary['domain_grid']:.3g}).")
+    elif summary["experiment"] == "fig5":
+      parts = [f"{name}: error {_fmt(d['approximation_error'])} (float64 "
+               f"{_fmt(d['approximation_error_float64'])}), in the domain: {d['in_domain']} "
+               f"(labels off one-hot by {d['domain_label']:.3g})"
+               for name, d in summary["datasets"].items()]
+      lines.append("- **Exact forging by error-matrix sampling (Prop. 3, Fig. 5)**, softmax "
+                   "regression: " + "; ".join(parts) + ".")
+    elif summary["experiment"] == "domain":
+      best = summary.get("best")
+      if best and best.get("in_domain") and best.get("distinct"):
+        lines.append(
+            f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, b = "
+            f"{summary['batch_size']}, at {summary['theta']}): the {best['method']} search found "
+            f"a valid, distinct batch ({best.get('pixels_changed', '?')} pixels changed) with "
+            f"approximation error {_fmt(best['approximation_error'])}.")
+      else:
+        lines.append(f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, "
+                     f"b = {summary['batch_size']}): no valid distinct batch found.")
+  if table4:
+    cells = table4["cells"]
+    lines.append(f"- **Brute force (Table IV):** {sum(c['decided'] for c in cells)} of "
+                 f"{len(cells)} cells decided; {sum(c['found'] for c in cells)} with a distinct "
+                 "batch of exactly the true batch's gradient.")
+  if not lines:
+    lines = ["- **Exact forging:** not run (no forging-exact or forging-bruteforce results)."]
+  return lines + [""]
+
+
+def _labels(reproduction: list[dict], others: list[dict]) -> dict[str, str]:
+  return tables_lib.platform_labels(
+      [r[side] for r in reproduction for side in ("generator_platform", "recomputer_platform")]
+      + others)
+
+
+def _platforms(found: tables_lib.FoundResults) -> list[str]:
+  fingerprints = ([r[side] for r in found.reproduction
+                   for side in ("generator_platform", "recomputer_platform")]
+                  + [r["platform"] for r in found.attacks + found.exact if "platform" in r]
+                  + ([found.table4["platform"]] if found.table4 and "platform" in found.table4
+                     else []))
+  labels = tables_lib.platform_labels(fingerprints)
+  lines = []
+  for platform_id, fingerprint in sorted({f["id"]: f for f in fingerprints}.items(),
+                                         key=lambda item: labels[item[0]]):
+    in_force, software = fingerprint["in_force"], fingerprint["software"]
+    gpus = [d.get("device_name", d["name"]) for d in fingerprint["hardware"]["devices"]
+            if d["type"] == "GPU"]
+    lines.append(
+        f"- `{labels[platform_id]}` (id {platform_id}): device {in_force.get('device')}; CPU "
+        f"{fingerprint['hardware']['cpu']['model']} ({fingerprint['hardware']['cpu']['logical_cores']} "
+        f"logical cores){'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
+        f"{software['tensorflow']}" + (f", CUDA {software['cuda_version']}, cuDNN "
+                                       f"{software['cudnn_version']}"
+                                       if software.get("cuda_build") else "")
+        + f"; op determinism {'on' if in_force['op_determinism'] else 'off'}, oneDNN "
+        f"{'on' if in_force['onednn'] else 'off'}, intra/inter-op threads "
+        f"{in_force['intra_op_threads']}/{in_force['inter_op_threads']} (0: TensorFlow's "
+        f"default), TF32 {'on' if in_force['tf32'] else 'off'}, XLA "
+        f"{'on' if in_force.get('xla_auto_jit') else 'off'}.")
+  return lines
+
+
+def _sources(found: tables_lib.FoundResults) -> list[str]:
+  """Each result folder and the command that wrote it."""
+  lines = [f"Results read from {', '.join(f'`{d}`' for d in found.dirs)}:", ""]
+  for record in found.reproduction + found.attacks + found.exact:
+    lines.append(f"- `{record['folder']}`: `{_short_command(record.get('command', '?'))}`")
+  if found.table4:
+    lines.append(f"- `{found.table4['path']}`: forging-bruteforce")
+  return lines
+
+
+def _short_command(command: str) -> str:
+  """The command without the interpreter's path, which says nothing about the result."""
+  words = command.split()
+  while words and (os.path.basename(words[0]).startswith("python") or words[0] == "-m"):
+    words = words[1:]
+  return " ".join([os.path.basename(words[0]), *words[1:]]) if words else command

@@ -1,0 +1,44 @@
+r"""The whole study in one command: traces, reproduction errors, attacks, exact forging, report.
+
+  forging-reproduce --preset=quick --out=runs/quick       # about 20 minutes on a 2-core CPU
+  forging-reproduce --preset=paper --out=runs/paper       # the paper's settings, for a GPU
+  forging-reproduce --preset=quick --dry_run              # list the stages and their commands
+
+Runs every stage of the preset (reproduce_lib.PRESETS) in order, each as a command of this
+package's binaries in a process of its own, and writes OUT/REPORT.md with Tables I-IV and
+Figures 2-6. Interrupted (Ctrl-C, a crash, a kill)? Run the same command again: finished stages
+are skipped and the interrupted one continues.
+"""
+
+from absl import flags
+
+from forging_tf import cli
+from forging_tf import errors
+from forging_tf import reproduce_lib
+
+_PRESET = flags.DEFINE_enum("preset", "quick", sorted(reproduce_lib.PRESETS),
+                            "quick: reduced settings for a CPU; paper: the paper's, for a GPU.")
+_OUT = flags.DEFINE_string("out", None, "Folder to write everything into.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory (default: "
+                                "$FORGING_TF_DATA, then tensorflow-datasets' own).")
+_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
+                                 "datasets if they are not found locally.")
+_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "List the stages and their commands, run "
+                                "nothing.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise errors.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _OUT.value is None and not _DRY_RUN.value:
+    raise errors.ConfigError("--out is required: the folder to write the study into")
+  reproduce_lib.reproduce(_PRESET.value, _OUT.value, _DATA_DIR.value, _DOWNLOAD.value,
+                          _DRY_RUN.value, echo=lambda line: print(line, flush=True))
+
+
+def run():
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,161 @@
+"""forging-reproduce: the plans of the presets, the whole pipeline end to end, and its resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from forging_tf import errors
+from forging_tf import reproduce_lib
+from forging_tf import trace as trace_lib
+
+
+def _command(out, data_dir, *extra):
+  return [sys.executable, "-m", "forging_tf.reproduce", "--preset=smoke", f"--out={out}",
+          f"--data_dir={data_dir}", "--nodownload", *extra]
+
+
+def _flag(stage, name):
+  return next(f.split("=", 1)[1] for f in stage.flags if f.startswith(f"--{name}="))
+
+
+def test_paper_preset_has_the_papers_settings():
+  stages = reproduce_lib.plan(reproduce_lib.PRESETS["paper"])
+  trains = [s for s in stages if s.module == "forging_tf.train_trace"]
+  lengths = {(_flag(s, "model"), int(_flag(s, "batch_size"))): int(_flag(s, "steps"))
+             for s in trains}
+  assert lengths == {("lenet", 100): 1200, ("lenet", 500): 1200, ("lenet", 1000): 1200,
+                     ("vggmini", 100): 2500, ("vggmini", 500): 2500, ("vggmini", 1000): 2500}
+  assert all("--k=" not in " ".join(s.flags) for s in trains)  # k = 1, the default
+  thudi = [s for s in stages if "--attack=thudi" in s.flags]
+  assert thudi and all("--M=300" in s.flags and "--n=3000" in s.flags for s in thudi)
+  assert all("--device=gpu:0" in s.flags for s in trains
+             if "--deterministic" in s.flags and s.output.endswith("_gpu"))
+
+
+@pytest.mark.parametrize("name", sorted(reproduce_lib.PRESETS))
+def test_every_stage_runs_after_what_it_reads(name):
+  stages = reproduce_lib.plan(reproduce_lib.PRESETS[name])
+  outputs = [s.output for s in stages]
+  assert len(set(outputs)) == len(outputs)
+  written = set()
+  for stage in stages:
+    trace = next((f.split("=", 1)[1] for f in stage.flags if f.startswith("--trace=")), None)
+    assert trace is None or trace in written, f"{stage.name} reads {trace} before it is trained"
+    written.add(stage.output)
+  # Table II: every deterministic platform's LeNet b=100 trace is recomputed on every one of them.
+  preset = reproduce_lib.PRESETS[name]
+  deterministic = [p for p in preset.platforms if "--deterministic" in reproduce_lib.PLATFORMS[p]]
+  t = next(steps for model, _, b, steps in preset.steps if (model, b) == ("lenet", 100))
+  for generator in deterministic:
+    for recomputer in deterministic:
+      assert f"results/repro/lenet_b100_T{t}_{generator}__on__{recomputer}" in outputs
+
+
+def test_bad_requests_are_one_line_errors(tmp_path):
+  with pytest.raises(errors.ConfigError, match="unknown preset"):
+    reproduce_lib.reproduce("fast", str(tmp_path / "a"))
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "notes.txt").write_text("mine")
+  with pytest.raises(errors.ConfigError, match="does not hold a forging-reproduce run"):
+    reproduce_lib.reproduce("smoke", str(tmp_path / "other"))
+  assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+  bad = reproduce_lib.Preset("bad", "", ("cpu", "tpu"), (("lenet", "mnist", 100, 2),), 1, 1, (),
+                             (), ())
+  with pytest.raises(errors.ConfigError, match="unknown platform 'tpu'"):
+    reproduce_lib.reproduce(bad, str(tmp_path / "b"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+  """The smoke preset run once, uninterrupted."""
+  out = tmp_path_factory.mktemp("reference") / "study"
+  result = subprocess.run(_command(out, data_dir), capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout[-3000:]
+  return out, result.stdout
+
+
+def test_smoke_preset_writes_the_whole_report(reference, data_dir):
+  out, stdout = reference
+  assert "[9/9] bruteforce table4: done" in stdout
+  report = (out / "REPORT.md").read_text()
+  for heading in ("## Findings", "## Platforms", "**Table I:", "**Table II (b)", "**Table III:",
+                  "**Table IV:", "Figure 3", "Figure 5", "## Where the numbers come from"):
+    assert heading in report, heading
+  # The numbers in it are the saved results' own.
+  same = json.loads((out / "results/repro/lenet_b100_T6_cpu__on__cpu/result.json").read_text())
+  cross = json.loads(
+      (out / "results/repro/lenet_b100_T6_cpu__on__cpu-nodnn/result.json").read_text())
+  assert same["eps_repr"] == 0 and "0 (bitwise)" in report
+  assert f"{cross['eps_repr']:.2e}" in report
+  for name in ("table1", "table2b", "table3", "table4"):
+    for extension in ("md", "tex", "csv"):
+      assert (out / "report" / f"{name}.{extension}").stat().st_size > 0
+  assert (out / "report" / "fig5.png").stat().st_size > 0
+  # Run again: every stage is skipped, the report is rendered again.
+  again = subprocess.run(_command(out, data_dir), capture_output=True, text=True)
+  assert again.returncode == 0, again.stdout[-3000:]
+  assert again.stdout.count("done before, skipped") == 9
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path, data_dir):
+  expected, _ = reference
+  out = tmp_path / "study"
+  process = subprocess.Popen(_command(out, data_dir), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  # Kill it inside the first recomputation, after both traces are trained.
+  started = out / "results/repro/lenet_b100_T6_cpu__on__cpu/request.json"
+  deadline = time.time() + 300
+  while not started.exists() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert process.poll() is None, "the run ended before it could be killed"
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  for name in ("lenet_b100_T6_cpu", "lenet_b100_T6_cpu-nodnn"):  # no checkpoint half-written
+    trace = trace_lib.Trace(str(out / "traces" / name))
+    for step in trace.checkpoint_steps[:trace.num_written]:
+      trace.checkpoint(int(step))
+  resumed = subprocess.run(_command(out, data_dir), capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stdout[-3000:]
+  assert resumed.stdout.count("done before, skipped") == 2
+
+  for name in ("lenet_b100_T6_cpu", "lenet_b100_T6_cpu-nodnn"):
+    a, b = (trace_lib.Trace(str(root / "traces" / name)) for root in (expected, out))
+    assert a.complete and b.complete
+    np.testing.assert_array_equal(a.batches, b.batches)
+    for step in a.checkpoint_steps:
+      assert a.checkpoint(int(step)).tobytes() == b.checkpoint(int(step)).tobytes()
+  for folder in sorted(os.listdir(expected / "results/repro")):
+    with np.load(expected / "results/repro" / folder / "distances.npz") as a, \
+         np.load(out / "results/repro" / folder / "distances.npz") as b:
+      for key in a.files:
+        if key != "seconds":
+          assert a[key].tobytes() == b[key].tobytes(), (folder, key)
+  attack = "results/attacks/lenet_b100_T6_cpu_thudi_stages3_1overb_1"
+  for name in ("approximation_error", "forged_batches", "deleted_mask", "candidate_errors"):
+    assert (np.load(expected / attack / f"{name}.npy").tobytes()
+            == np.load(out / attack / f"{name}.npy").tobytes()), name
+  for name in ("table1.csv", "table2b.csv", "table3.csv"):
+    assert (expected / "report" / name).read_text() == (out / "report" / name).read_text()
+
+
+def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
+  empty = tmp_path / "no_data"
+  empty.mkdir()
+  out = tmp_path / "study"
+  result = subprocess.run(_command(out, empty), capture_output=True, text=True)
+  assert result.returncode != 0
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith("reproduce.py: error: stage 'train lenet_b100_T6_cpu' failed:")
+  assert "mnist" in lines[-1] and "logs/" in lines[-1] and "Traceback" not in result.stderr
+  assert (out / "reproduce.json").exists()
+  other = subprocess.run([sys.executable, "-m", "forging_tf.reproduce", "--preset=quick",
+                          f"--out={out}"], capture_output=True, text=True)
+  assert other.returncode != 0
+  assert other.stderr.strip().splitlines()[-1].startswith("reproduce.py: error: ")
+  assert "preset 'smoke'" in other.stderr
