@@ -6,7 +6,8 @@ import pytest
 
 from forging_tf import data
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# realpath: under Bazel this file is a symlink in the runfiles tree to the one in the checkout.
+_REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 @pytest.fixture(scope="session")
