@@ -11,6 +11,7 @@ import pytest
 from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import recompute_lib
+from forging_tf import report_lib
 from forging_tf import tables_lib
 
 
@@ -139,3 +140,20 @@ def test_table3_marks_cells_stealthy_against_the_largest_reproduction_error(fing
   (fig6,) = tables_lib.figure6_panels(reproduction, records)
   assert [s.label for s in fig6.series] == ["Thudi", "Zhang"]
   assert fig6.series[1].minimum == (5e-7, 1e-3)
+
+
+def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_threshold(
+    fingerprints):
+  a, c = fingerprints["a"], fingerprints["c"]
+  reproduction = [_record("r1", "lenet", 100, a, a, 1e-7), _record("r2", "lenet", 100, a, c, 5e-5)]
+  attack = _attack("s", "thudi", "lenet", 1000, [0, 1199], [1, 1000],
+                   {0: [1e-5, 1e-3], 1199: [5e-8, 6e-3]}) | {"platform": a}
+  for entry in attack["results"]:
+    entry["label"] = "1/b" if entry["num_replaced"] == 1 else "1"
+  lines = "\n".join(report_lib._attack_findings(reproduction, [attack]))
+  assert "fraction 1/b: 5.00e-08 (1e-08) (step 1199; 2 step(s) attacked)" in lines
+  assert "threshold 1.00e-07 (1e-07) = same platform" in lines
+  assert "1 of 2 stealthy: thudi b=1000 fraction 1/b (5.00e-08 (1e-08))." in lines
+  assert "threshold 5.00e-05 (1e-05) = any measured platform pair" in lines
+  findings = "\n".join(report_lib._reproduction_findings(reproduction))
+  assert f"{tables_lib.platform_label(a)} -> {tables_lib.platform_label(c)}: 5.00e-05" in findings
