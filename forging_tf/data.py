@@ -108,12 +108,18 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
 
 def check_described(dataset: Dataset, description: dict) -> None:
   """Raises DatasetError unless `dataset` is the data `description` (Dataset.describe(), as a
-  trace records it) names, by fingerprint."""
+  trace records it) names: by fingerprint, then by the name and shapes the description states,
+  which a model is built from."""
   if dataset.fingerprint != description["fingerprint"]:
     raise errors.DatasetError(
         f"{dataset.name} from {dataset.source} has fingerprint {dataset.fingerprint[:12]}..., "
         f"but the trace was trained on {description['fingerprint'][:12]}... (source "
         f"{description.get('source')!r}); point --data_dir at the data the trace was trained on")
+  actual = dataset.describe()
+  for key in ("name", "num_examples", "image_shape", "num_classes"):
+    if description.get(key) != actual[key]:
+      raise errors.DatasetError(f"the trace describes {key} {description.get(key)!r:.60} of its "
+                                f"data, which are {actual[key]!r}; the trace was edited")
 
 
 def load_described(description: dict, data_dir: str | None = None,

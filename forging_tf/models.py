@@ -6,6 +6,8 @@ each flattened in C order. `parameter_layout` says where each variable sits in t
 """
 
 import dataclasses
+import inspect
+import math
 from typing import Callable
 
 import keras
@@ -81,6 +83,34 @@ def build_model(name: str, input_shape, num_classes: int, **config) -> keras.Mod
   except (TypeError, ValueError) as e:
     raise errors.ConfigError(f"cannot build {name} for inputs {tuple(input_shape)} with "
                              f"options {config}: {e}") from e
+
+
+def config_problem(name: str, config: dict, input_shape, num_classes: int,
+                   num_parameters: int) -> str | None:
+  """Why `config` cannot be the options of model `name` with `num_parameters` parameters on
+  inputs `input_shape` and `num_classes` classes, or None if it can.
+
+  Traces come from an adversary and a model is built from a trace's options before its layout
+  can be compared: options must be the model's own, with their types, and the dense widths,
+  which decide a logreg's or an fcn's size, must add up to the trace's parameter count.
+  """
+  options = inspect.signature(MODELS[name]).parameters
+  unknown = sorted(set(config) - set(options) | set(config) & {"input_shape", "num_classes"})
+  if unknown:
+    return f"unknown options {unknown!r:.60}"
+  if type(config.get("use_bias", True)) is not bool:
+    return "use_bias is not true/false"
+  if name not in ("logreg", "fcn"):
+    return None
+  hidden = config.get("hidden", list(options["hidden"].default)) if name == "fcn" else []
+  if not (isinstance(hidden, list) and len(hidden) <= 100
+          and all(type(w) is int and 0 < w <= num_parameters for w in hidden)):
+    return f"hidden is {hidden!r:.60}, not a list of positive widths"
+  widths = [math.prod(input_shape), *hidden, num_classes]
+  count = sum(a * b + b * config.get("use_bias", True) for a, b in zip(widths, widths[1:]))
+  if count != num_parameters:
+    return f"widths {widths} make {count} parameters, not {num_parameters}"
+  return None
 
 
 @dataclasses.dataclass(frozen=True)

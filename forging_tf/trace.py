@@ -41,6 +41,9 @@ _IDENTITY_FIELDS = ("format_version", "package_version", "created", "model", "da
                     "batch_size", "learning_rate", "seed", "steps", "k", "keep_pairs",
                     "num_parameters", "parameter_layout", "platform", "batches_sha256")
 _ALLOWED_CODECS = {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose"}
+# checkpoint_steps and batches are read whole on open: uncompressed, so that what is read is no
+# larger than what the files hold.
+_UNCOMPRESSED_CODECS = {"bytes", "crc32c", "transpose"}
 _MAX_PARAMETERS = 10**9
 _MAX_STEPS = 10**8
 _MAX_BATCH = 10**6
@@ -80,8 +83,8 @@ def is_trace(path: str) -> bool:
   try:
     with open(os.path.join(path, "zarr.json"), encoding="utf-8") as f:
       return MANIFEST_KEY in json.load(f).get("attributes", {})
-  except (OSError, ValueError, AttributeError):
-    return False
+  except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+    return False  # Unreadable, not JSON, nested too deep, or JSON of another shape.
 
 
 # Reading -------------------------------------------------------------------------------------
@@ -101,19 +104,25 @@ class Trace:
     self.layout = tuple(
         models.ParameterSpec(p["name"], tuple(p["shape"]), p["offset"], p["size"])
         for p in m["parameter_layout"])
-    self.checkpoint_steps = checkpoint_steps(self.steps, self.k, self.keep_pairs)
-    self._digests = m["checkpoint_sha256"]
     self.complete = m["complete"]
+    # Nothing in proportion to the manifest's sizes is allocated before the files are known to
+    # hold that much: a few bytes of manifest must not buy gigabytes of memory.
+    stored_bytes = _stored_bytes(self.path)
+    batches = _array(group, "batches", np.int32, (self.steps, self.batch_size), self.path,
+                     _UNCOMPRESSED_CODECS)
+    _check_stored(stored_bytes, "batches", 4 * self.steps * self.batch_size, self.path)
+    self.checkpoint_steps = _checkpoint_steps_of(m, self.path)
+    self._digests = m["checkpoint_sha256"]
     self._checkpoints = _array(group, "checkpoints", np.float32,
                                (len(self.checkpoint_steps), self.num_parameters), self.path)
     self._chunk_files = _plain_chunk_files(self._checkpoints, self.num_parameters)
     stored = _array(group, "checkpoint_steps", np.int64, (len(self.checkpoint_steps),),
-                    self.path)
+                    self.path, _UNCOMPRESSED_CODECS)
+    _check_stored(stored_bytes, "checkpoint_steps", 8 * len(self.checkpoint_steps), self.path)
     if not np.array_equal(_read(stored, slice(None), self.path, "checkpoint_steps"),
                           self.checkpoint_steps):
       raise errors.TraceError(f"{self.path}: checkpoint_steps do not match steps={self.steps}, "
                               f"k={self.k}, keep_pairs={self.keep_pairs} of the manifest")
-    batches = _array(group, "batches", np.int32, (self.steps, self.batch_size), self.path)
     self.batches = _read(batches, slice(None), self.path, "batches")
     if sha256_hex(self.batches) != m["batches_sha256"]:
       raise errors.TraceError(f"{self.path}: the batches array fails its sha256: it was truncated "
@@ -154,8 +163,11 @@ class Trace:
     The layout TraceWriter writes (one raw little-endian row per file) is read without zarr: a
     third of the time, and no I/O thread competing with TensorFlow's for the cores.
     """
+    chunk = os.path.join(self.path, "checkpoints", "c", str(row), "0")
     try:
-      theta = np.fromfile(os.path.join(self.path, "checkpoints", "c", str(row), "0"), "<f4")
+      if os.path.getsize(chunk) != 4 * self.num_parameters:
+        return None
+      theta = np.fromfile(chunk, "<f4")
     except OSError:
       return None
     return theta.astype(np.float32, copy=False) if theta.size == self.num_parameters else None
@@ -181,7 +193,37 @@ def _open_group(path: str):
     raise errors.TraceError(f"{path}: unreadable zarr group ({type(e).__name__}: {e})") from e
 
 
-def _array(group, name: str, dtype, shape: tuple, path: str):
+def _stored_bytes(path: str) -> dict[str, int]:
+  """Bytes held by each array folder of the trace at `path` (its chunk files, not zarr.json).
+
+  A trace is a folder of folders and regular files: a symbolic link could lead a reader out of
+  the trace, and a device or pipe could be read forever, so either is refused.
+  """
+  totals, pending = {}, [(path, None)]
+  try:
+    while pending:
+      folder, top = pending.pop()
+      with os.scandir(folder) as entries:
+        for entry in entries:
+          if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
+            raise errors.TraceError(f"{path}: {os.path.relpath(entry.path, path)} is a link or a "
+                                    "special file; a trace holds only folders and regular files")
+          if entry.is_dir():
+            pending.append((entry.path, top or entry.name))
+          elif top and not (entry.name == "zarr.json" and folder == os.path.join(path, top)):
+            totals[top] = totals.get(top, 0) + entry.stat().st_size
+  except OSError as e:
+    raise errors.TraceError(f"{path}: cannot list the trace's files ({e})") from e
+  return totals
+
+
+def _check_stored(stored_bytes: dict[str, int], name: str, needed: int, path: str) -> None:
+  if stored_bytes.get(name, 0) < needed:
+    raise errors.TraceError(f"{path}: array '{name}' holds {stored_bytes.get(name, 0)} bytes, the "
+                            f"manifest implies {needed}: chunks are missing or truncated")
+
+
+def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed=_ALLOWED_CODECS):
   try:
     array = group[name]
     codecs = [codec.to_dict()["name"] for codec in array.metadata.codecs]
@@ -194,9 +236,9 @@ def _array(group, name: str, dtype, shape: tuple, path: str):
   if actual_dtype != np.dtype(dtype) or actual_shape != shape:
     raise errors.TraceError(f"{path}: array '{name}' is {actual_dtype} {list(actual_shape)}, the "
                             f"manifest implies {np.dtype(dtype)} {list(shape)}")
-  if not set(codecs) <= _ALLOWED_CODECS:
-    raise errors.TraceError(f"{path}: array '{name}' uses codecs {codecs}; only "
-                            f"{sorted(_ALLOWED_CODECS)} are read")
+  if not set(codecs) <= codecs_allowed:
+    raise errors.TraceError(f"{path}: array '{name}' uses codecs {_show(codecs)}; only "
+                            f"{sorted(codecs_allowed)} are read")
   return array
 
 
@@ -223,6 +265,12 @@ def _check(condition: bool, path: str, message: str) -> None:
     raise errors.TraceError(f"{path}: manifest {message}")
 
 
+def _show(value) -> str:
+  """repr(value), cut short: error messages quote hostile values and stay one short line."""
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_int(value, low: int, high: int) -> bool:
   return type(value) is int and low <= value <= high
 
@@ -236,49 +284,68 @@ def _validate_manifest(m, path: str) -> dict:
   """Checks every field a reader relies on; returns the manifest unchanged."""
   _check(isinstance(m, dict), path, "is missing or not a JSON object")
   _check(m.get("format_version") == FORMAT_VERSION and type(m.get("format_version")) is int,
-         path, f"format_version is {m.get('format_version')!r}; this reader reads "
+         path, f"format_version is {_show(m.get('format_version'))}; this reader reads "
          f"{FORMAT_VERSION}")
   _check(manifest_digest(m) == m.get("manifest_sha256"), path,
          "fails its manifest_sha256: a field was edited after the trace was created")
   for key in ("package_version", "created"):
     _check(isinstance(m.get(key), str), path, f"{key} is not a string")
-  model = m.get("model")
-  _check(isinstance(model, dict) and isinstance(model.get("name"), str)
-         and isinstance(model.get("config"), dict), path, "model is not {name, config}")
-  _check(model["name"] in models.MODELS, path, f"names unknown model {model['name']!r}")
   dataset = m.get("dataset")
   _check(isinstance(dataset, dict), path, "dataset is not an object")
   _check(isinstance(dataset.get("name"), str) and _is_hex64(dataset.get("fingerprint")), path,
          "dataset has no name or no sha256 fingerprint")
   _check(_is_int(dataset.get("num_examples"), 1, _MAX_EXAMPLES), path,
-         f"dataset.num_examples is {dataset.get('num_examples')!r}")
-  _check(_is_int(m.get("steps"), 1, _MAX_STEPS), path, f"steps is {m.get('steps')!r}")
+         f"dataset.num_examples is {_show(dataset.get('num_examples'))}")
+  image_shape = dataset.get("image_shape")
+  _check(isinstance(image_shape, list) and 1 <= len(image_shape) <= 3
+         and all(_is_int(d, 1, 2**16) for d in image_shape), path,
+         f"dataset.image_shape is {_show(image_shape)}")
+  _check(_is_int(dataset.get("num_classes"), 1, 2**16), path,
+         f"dataset.num_classes is {_show(dataset.get('num_classes'))}")
+  _check(_is_int(m.get("steps"), 1, _MAX_STEPS), path, f"steps is {_show(m.get('steps'))}")
   _check(_is_int(m.get("batch_size"), 1, min(_MAX_BATCH, dataset["num_examples"])), path,
-         f"batch_size is {m.get('batch_size')!r}")
-  _check(_is_int(m.get("k"), 1, m["steps"]), path, f"k is {m.get('k')!r}")
+         f"batch_size is {_show(m.get('batch_size'))}")
+  _check(_is_int(m.get("k"), 1, m["steps"]), path, f"k is {_show(m.get('k'))}")
   _check(_is_int(m.get("keep_pairs"), 0, m["steps"]), path,
-         f"keep_pairs is {m.get('keep_pairs')!r}")
-  _check(_is_int(m.get("seed"), 0, 2**63 - 1), path, f"seed is {m.get('seed')!r}")
+         f"keep_pairs is {_show(m.get('keep_pairs'))}")
+  _check(_is_int(m.get("seed"), 0, 2**63 - 1), path, f"seed is {_show(m.get('seed'))}")
   lr = m.get("learning_rate")
   _check(type(lr) is float and math.isfinite(lr) and lr > 0, path,
-         f"learning_rate is {lr!r}")
+         f"learning_rate is {_show(lr)}")
   _check(_is_int(m.get("num_parameters"), 1, _MAX_PARAMETERS), path,
-         f"num_parameters is {m.get('num_parameters')!r}")
+         f"num_parameters is {_show(m.get('num_parameters'))}")
   _validate_layout(m.get("parameter_layout"), m["num_parameters"], path)
-  _check(isinstance(m.get("platform"), dict), path, "platform is not an object")
+  model = m.get("model")
+  _check(isinstance(model, dict) and isinstance(model.get("name"), str)
+         and isinstance(model.get("config"), dict), path, "model is not {name, config}")
+  _check(model["name"] in models.MODELS, path, f"names unknown model {_show(model['name'])}")
+  problem = models.config_problem(model["name"], model["config"], image_shape,
+                                  dataset["num_classes"], m["num_parameters"])
+  _check(problem is None, path, f"model {model['name']}: {problem}")
+  platform = m.get("platform")
+  _check(isinstance(platform, dict) and isinstance(platform.get("id"), str), path,
+         "platform is not an object with an id")
   _check(_is_hex64(m.get("batches_sha256")), path, "batches_sha256 is not a sha256")
+  digests = m.get("checkpoint_sha256")
+  _check(isinstance(digests, list) and all(_is_hex64(d) for d in digests), path,
+         "checkpoint_sha256 is not a list of sha256 digests")
+  _check(isinstance(m.get("complete"), bool), path, "complete is not true/false")
+  return m
+
+
+def _checkpoint_steps_of(m: dict, path: str) -> np.ndarray:
+  """The stored steps a valid manifest implies, checked against its checkpoint digests. Called
+  once the batches array is known to hold T * b entries, so that T is no bluff."""
   try:
-    expected = len(checkpoint_steps(m["steps"], m["k"], m["keep_pairs"]))
+    steps = checkpoint_steps(m["steps"], m["k"], m["keep_pairs"])
   except errors.ConfigError as e:
     raise errors.TraceError(f"{path}: manifest steps/k/keep_pairs contradict each other: {e}")
-  digests = m.get("checkpoint_sha256")
-  _check(isinstance(digests, list) and len(digests) <= expected
-         and all(_is_hex64(d) for d in digests), path,
-         f"checkpoint_sha256 is not a list of at most {expected} sha256 digests")
-  _check(isinstance(m.get("complete"), bool), path, "complete is not true/false")
-  _check(not m["complete"] or len(digests) == expected, path,
-         f"says complete but records {len(digests)} of {expected} checkpoints")
-  return m
+  written = len(m["checkpoint_sha256"])
+  _check(written <= len(steps), path,
+         f"checkpoint_sha256 records {written} digests for {len(steps)} checkpoints")
+  _check(not m["complete"] or written == len(steps), path,
+         f"says complete but records {written} of {len(steps)} checkpoints")
+  return steps
 
 
 def _validate_layout(layout, num_parameters: int, path: str) -> None:
@@ -291,11 +358,11 @@ def _validate_layout(layout, num_parameters: int, path: str) -> None:
     shape = spec.get("shape")
     _check(isinstance(shape, list) and len(shape) <= 8
            and all(_is_int(d, 1, _MAX_PARAMETERS) for d in shape), path,
-           f"parameter_layout[{i}].shape is {shape!r}")
+           f"parameter_layout[{i}].shape is {_show(shape)}")
     size = math.prod(shape)
-    _check(spec.get("size") == size and spec.get("offset") == offset, path,
-           f"parameter_layout[{i}] ({spec['name']}) has offset/size "
-           f"{spec.get('offset')!r}/{spec.get('size')!r}, expected {offset}/{size}")
+    _check(_is_int(spec.get("size"), size, size) and _is_int(spec.get("offset"), offset, offset),
+           path, f"parameter_layout[{i}] ({_show(spec['name'])}) has offset/size "
+           f"{_show(spec.get('offset'))}/{_show(spec.get('size'))}, expected {offset}/{size}")
     offset += size
   _check(offset == num_parameters, path,
          f"parameter_layout covers {offset} parameters, num_parameters is {num_parameters}")
@@ -341,8 +408,11 @@ class TraceWriter:
                     batches_sha256=sha256_hex(batches), checkpoint_sha256=[], complete=False)
     manifest["manifest_sha256"] = manifest_digest(manifest)
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.creating-", dir=parent)
+    try:
+      os.makedirs(parent, exist_ok=True)
+      staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.creating-", dir=parent)
+    except OSError as e:
+      raise errors.TraceError(f"cannot create the trace {path}: {e.strerror} ({parent})") from e
     try:
       group = zarr.open_group(store=zarr.storage.LocalStore(staging), mode="w", zarr_format=3)
       num_parameters = manifest["num_parameters"]
@@ -354,10 +424,14 @@ class TraceWriter:
                                                    "configuration": {"endian": "little"}},
                          chunk_key_encoding={"name": "default", "separator": "/"},
                          fill_value=np.nan)
-      group.create_array("checkpoint_steps", data=steps, compressors=None)
+      # Every chunk is written, even one that equals the fill value: the reader counts the
+      # bytes of these arrays before it reads them.
+      group.create_array("checkpoint_steps", data=steps, compressors=None,
+                         config={"write_empty_chunks": True})
       group.create_array("batches", data=batches.astype(np.int32),
                          chunks=(min(len(batches), max(1, 2**20 // batches.shape[1])),
-                                 batches.shape[1]), compressors=None)
+                                 batches.shape[1]), compressors=None,
+                         config={"write_empty_chunks": True})
       for row in range(len(steps)):  # chunk folders up front: one mkdir less per step
         os.makedirs(os.path.join(staging, "checkpoints", "c", str(row)))
       group.attrs[MANIFEST_KEY] = manifest

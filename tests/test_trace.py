@@ -2,9 +2,16 @@
 
 import json
 import os
+import shutil
+import tempfile
+import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from forging_tf import errors
 from forging_tf import trace as trace_lib
@@ -107,6 +114,13 @@ def test_create_never_replaces_existing_data(tmp_path):
   assert [p for p in os.listdir(tmp_path) if p != "t"] == []  # no staging folder left behind
 
 
+def test_a_trace_that_cannot_be_created_is_a_trace_error(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(errors.TraceError, match="cannot create the trace"):
+    trace_lib.TraceWriter.create(str(tmp_path / "file" / "t"), _manifest(),
+                                 np.zeros((6, 2), np.int32))
+
+
 def test_flipped_byte_in_a_checkpoint_names_the_step(tmp_path):
   _write(tmp_path / "t")
   chunk = tmp_path / "t" / "checkpoints" / "c" / "4" / "0"
@@ -149,7 +163,7 @@ def test_edited_manifest_fails_its_digest(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m.update(steps=-1), "steps is -1"),
     (lambda m: m.update(steps=True), "steps is True"),
-    (lambda m: m.update(steps=7), "records 7 of 8 checkpoints"),
+    (lambda m: m.update(steps=7), r"the manifest implies int32 \[7, 2\]"),
     (lambda m: m.update(num_parameters=10**12), "num_parameters"),
     (lambda m: m.update(batch_size=10**7), "batch_size"),
     (lambda m: m["model"].update(name="../../etc/passwd"), "unknown model"),
@@ -164,6 +178,20 @@ def test_edited_manifest_fails_its_digest(tmp_path):
     (lambda m: m.update(k=4), "contradict"),
     (lambda m: m.pop("platform"), "platform"),
     (lambda m: m["dataset"].update(num_examples=1), "batch_size"),
+    (lambda m: m.update(steps=10**8), r"implies int32 \[100000000, 2\]"),
+    (lambda m: m.update(platform={"settings": {}}), "platform is not an object with an id"),
+    (lambda m: m["parameter_layout"][1].update(offset=12.0), "offset/size 12.0/3"),
+    (lambda m: m["parameter_layout"][1].update(shape=[1], size=True), "offset/size 12/True"),
+    (lambda m: m["dataset"].update(image_shape="28x28"), "image_shape"),
+    (lambda m: m["dataset"].update(num_classes=4), r"widths \[4, 4\] make 20 parameters"),
+    (lambda m: m.update(model={"name": "fcn", "config": {"hidden": [10**6, 10**6]}}),
+     "hidden is"),
+    (lambda m: m.update(model={"name": "fcn", "config": {"hidden": [2]}}),
+     r"widths \[4, 2, 3\] make 19 parameters, not 15"),
+    (lambda m: m.update(model={"name": "lenet", "config": {"filters": 6}}),
+     "unknown options"),
+    (lambda m: m.update(model={"name": "logreg", "config": {"use_bias": "yes"}}), "use_bias"),
+    (lambda m: m.update(steps="x" * 10**5), r"steps is 'x+\.\.\.$"),
 ])
 def test_hostile_manifests_are_rejected(tmp_path, edit, message):
   _write(tmp_path / "t")
@@ -176,6 +204,237 @@ def test_not_a_trace(tmp_path):
   with pytest.raises(errors.TraceError, match="does not exist"):
     trace_lib.Trace(str(tmp_path / "nothing"))
   (tmp_path / "folder").mkdir()
-  (tmp_path / "folder" / "zarr.json").write_text("{not json")
-  with pytest.raises(errors.TraceError, match="not a forging_tf trace"):
-    trace_lib.Trace(str(tmp_path / "folder"))
+  for text in ("{not json", '{"attributes": 5}', '{"attributes": ' + "[" * 10**5 + "]" * 10**5
+               + "}"):
+    (tmp_path / "folder" / "zarr.json").write_text(text)
+    with pytest.raises(errors.TraceError, match="not a forging_tf trace"):
+      trace_lib.Trace(str(tmp_path / "folder"))
+
+
+def test_a_size_bluff_allocates_nothing(tmp_path):
+  """A manifest and array metadata that agree on 10^8 steps, over 48 bytes of batches."""
+  _write(tmp_path / "t")
+  _edit_manifest(str(tmp_path / "t"), lambda m: m.update(steps=10**8, complete=False))
+  meta = json.loads((tmp_path / "t" / "batches" / "zarr.json").read_text())
+  meta["shape"] = [10**8, 2]
+  (tmp_path / "t" / "batches" / "zarr.json").write_text(json.dumps(meta))
+  tracemalloc.start()
+  try:
+    with pytest.raises(errors.TraceError, match="'batches' holds 48 bytes, the manifest implies "
+                       "800000000"):
+      trace_lib.Trace(str(tmp_path / "t"))
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 2**20
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "outside"])
+def test_links_out_of_the_trace_are_refused(tmp_path, target):
+  _write(tmp_path / "t")
+  (tmp_path / "outside").write_bytes(bytes(60))
+  chunk = tmp_path / "t" / "checkpoints" / "c" / "3" / "0"
+  chunk.unlink()
+  chunk.symlink_to(target if target.startswith("/") else tmp_path / target)
+  with pytest.raises(errors.TraceError, match="checkpoints/c/3/0 is a link or a special file"):
+    trace_lib.Trace(str(tmp_path / "t"))
+
+
+# Fuzzing: a trace comes from the adversary and may hold anything; only TraceError may come out,
+# with a one-line message, and nothing large may be allocated. ------------------------------------
+
+_HOSTILE_INTS = (-(10**30), -1, 0, 1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 2**31, 10**7, 10**8,
+                 10**8 + 1, 10**9, 2**63 - 1, 2**63, 10**30)
+_HOSTILE_STRINGS = ("", "../../etc/passwd", "/etc/passwd", "..", "resnet", "lenet", "fcn", "logreg",
+                    "mnist", "0" * 64, "x" * 1000, "\n", "NaN")
+_JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.sampled_from(_HOSTILE_INTS + _HOSTILE_STRINGS + (float("nan"), float("inf"))),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=8)
+
+
+def _like(value) -> st.SearchStrategy:
+  """Wrong values of the same type as `value`: what gets past a type check."""
+  if isinstance(value, bool):
+    return st.sampled_from([not value, 0, 1])
+  if isinstance(value, int):
+    return st.sampled_from(_HOSTILE_INTS) | st.integers() | st.sampled_from([float(value), True])
+  if isinstance(value, float):
+    return st.floats() | st.sampled_from([0.0, -value, float("nan"), float("inf"), 1e308])
+  if isinstance(value, str):
+    return st.sampled_from(_HOSTILE_STRINGS) | st.text(max_size=12)
+  if isinstance(value, list):
+    return st.lists(_like(value[0]) if value else _JUNK, max_size=5)
+  return _JUNK
+
+
+# Values a zarr reader takes for well-formed but wrong array metadata.
+_ARRAY_METADATA = st.sampled_from((
+    [7, 15], [6, 2], [7], [1, 15], [1, 1], [10**9], [1, 10**9], [10**9, 10**9], [0], [], "float64",
+    "int64", "uint32", "float16", "bool", "NaN", 0, -1, 2**40,
+    [{"name": "bytes", "configuration": {"endian": "big"}}],
+    [{"name": "bytes"}, {"name": "gzip", "configuration": {"level": 1}}],
+    [{"name": "sharding_indexed", "configuration": {"chunk_shape": [1, 15]}}],
+    {"name": "v2", "configuration": {"separator": "."}},
+    {"name": "default", "configuration": {"separator": "."}}))
+_FUZZ = settings(max_examples=150, deadline=None, database=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> str:
+  path = tmp_path_factory.mktemp("fuzz") / "t"
+  _write(path)
+  return str(path)
+
+
+def _paths(value, prefix=()):
+  """Every place in a JSON document: key / index tuples, the root () first."""
+  yield prefix
+  children = (value.items() if isinstance(value, dict)
+              else enumerate(value) if isinstance(value, list) else ())
+  for key, child in children:
+    yield from _paths(child, prefix + (key,))
+
+
+def _mutate_json(data, path: str, under: tuple = (), values=_JUNK) -> None:
+  """Deletes or replaces one value of the JSON file `path` at or below `under`, or garbles the
+  file's text."""
+  try:
+    with open(path) as f:
+      document = json.load(f)
+  except ValueError:
+    return  # Garbled by an earlier edit already.
+  places = [p for p in _paths(document) if p[:len(under)] == under] or [()]
+  fields = [p for p in places if len(p) == len(under) + 1]  # Half the edits hit a field itself.
+  place = data.draw(st.sampled_from(fields) if fields and data.draw(st.booleans())
+                    else st.sampled_from(places))
+  action = data.draw(st.sampled_from(["replace"] * 6 + ["delete"] * 3 + ["text"]))
+  if action == "text":
+    text = json.dumps(document)
+    cut = data.draw(st.integers(0, len(text)))
+    with open(path, "w") as f:
+      f.write(text[:cut] + data.draw(st.text(max_size=4)))
+    return
+  if not place:
+    document = data.draw(values)
+  else:
+    parent = document
+    for key in place[:-1]:
+      parent = parent[key]
+    if action == "delete":
+      del parent[place[-1]]
+    else:
+      parent[place[-1]] = data.draw(_like(parent[place[-1]]) | values)
+  with open(path, "w") as f:
+    json.dump(document, f)
+
+
+def _mutate_chunk(data, path: str) -> None:
+  """Flips a byte of, truncates, extends or deletes the file `path`."""
+  with open(path, "rb") as f:
+    raw = f.read()
+  action = data.draw(st.sampled_from(["flip", "truncate", "append", "delete"]))
+  if action == "delete":
+    os.remove(path)
+    return
+  if action == "flip" and raw:
+    at = data.draw(st.integers(0, len(raw) - 1))
+    raw = raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
+  elif action == "truncate":
+    raw = raw[:data.draw(st.integers(0, max(0, len(raw) - 1)))]
+  else:
+    raw += data.draw(st.binary(min_size=1, max_size=16))
+  with open(path, "wb") as f:
+    f.write(raw)
+
+
+def _bluff(data, path: str) -> None:
+  """The adversary's cheapest threat: claim a huge (or absurd) size in a few bytes of manifest."""
+  meta_path = os.path.join(path, "zarr.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  manifest = meta["attributes"][trace_lib.MANIFEST_KEY]
+  field = data.draw(st.sampled_from(["steps", "batch_size", "num_parameters", "k", "keep_pairs"]))
+  manifest[field] = data.draw(st.sampled_from([-1, 0, 7, 2**31, 10**7, 10**8, 10**9, 2**63]))
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+
+
+def _redigest(path: str) -> None:
+  """What an adversary does after an edit: recompute manifest_sha256 so the digest passes."""
+  meta_path = os.path.join(path, "zarr.json")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+    manifest = meta["attributes"][trace_lib.MANIFEST_KEY]
+    manifest["manifest_sha256"] = trace_lib.manifest_digest(manifest)
+  except (ValueError, KeyError, TypeError, AttributeError):
+    return  # Not a dict any more: nothing to recompute.
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+
+
+def _read_everything(path: str) -> None:
+  """Opens the trace and reads what a recomputation would read; only TraceError may escape and
+  nothing large may be allocated on the strength of a few hundred bytes of metadata."""
+  tracemalloc.start()
+  try:
+    trace = trace_lib.Trace(path)
+    for step in trace.checkpoint_steps[:trace.num_written][:20]:
+      assert trace.checkpoint(int(step)).shape == (trace.num_parameters,)
+    for step in range(min(trace.steps, 20)):
+      assert trace.batch(step).shape == (trace.batch_size,)
+  except errors.TraceError as e:
+    assert "\n" not in str(e), str(e)
+  finally:
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+  assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB allocated"
+
+
+def _fuzz_copy(pristine: str) -> str:
+  folder = tempfile.mkdtemp(prefix="fuzz-")
+  shutil.copytree(pristine, os.path.join(folder, "t"))
+  return os.path.join(folder, "t")
+
+
+@_FUZZ
+@given(data=st.data())
+def test_fuzzed_manifests_raise_only_trace_errors(pristine, data):
+  path = _fuzz_copy(pristine)
+  manifest = ("attributes", trace_lib.MANIFEST_KEY)
+  try:
+    if data.draw(st.booleans()):
+      _bluff(data, path)
+    for _ in range(data.draw(st.integers(0, 3))):
+      _mutate_json(data, os.path.join(path, "zarr.json"),
+                   under=data.draw(st.sampled_from([manifest] * 9 + [()])))
+    if data.draw(st.integers(0, 4)):
+      _redigest(path)
+    _read_everything(path)
+  finally:
+    shutil.rmtree(os.path.dirname(path))
+
+
+@_FUZZ
+@given(data=st.data())
+def test_fuzzed_arrays_and_chunks_raise_only_trace_errors(pristine, data):
+  path = _fuzz_copy(pristine)
+  files = sorted(os.path.relpath(os.path.join(root, name), path)
+                 for root, _, names in os.walk(path) for name in names if root != path)
+  try:
+    for _ in range(data.draw(st.integers(1, 3))):
+      name = data.draw(st.sampled_from(files))
+      if not os.path.exists(os.path.join(path, name)):
+        continue
+      if name.endswith("zarr.json"):
+        _mutate_json(data, os.path.join(path, name),
+                     values=data.draw(st.sampled_from([_JUNK, _ARRAY_METADATA])))
+      else:
+        _mutate_chunk(data, os.path.join(path, name))
+    _read_everything(path)
+  finally:
+    shutil.rmtree(os.path.dirname(path))
