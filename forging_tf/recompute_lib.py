@@ -215,6 +215,7 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
       "platform": dataclasses.asdict(platform),
   }
   _prepare_out(out, request, overwrite)
+  _remove_leftovers(out)
   done = _finished_repeats(out, repeats, steps)
   missing = [r for r in range(repeats) if r not in done]
   logging.info("recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
@@ -263,6 +264,17 @@ def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
     results.write_json(request_path, request)
 
 
+def _remove_leftovers(out: str) -> None:
+  """Removes what a killed run left: its worker folders and unfinished temporary files, all
+  hidden (results.py and _fresh_process_repeat name them with a leading dot)."""
+  for folder in (out, os.path.join(out, "repeats")):
+    if os.path.isdir(folder):
+      for name in os.listdir(folder):
+        if name.startswith("."):
+          path = os.path.join(folder, name)
+          shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def _repeat_path(out: str, repeat: int) -> str:
   return os.path.join(out, "repeats", f"{repeat:03d}.npz")
 
@@ -300,13 +312,17 @@ def _fresh_process_repeat(spec: dict, out: str, repeat: int) -> RepeatResult:
     spec_path = os.path.join(work, "spec.json")
     result_path = os.path.join(work, "result.npz")
     results.write_json(spec_path, spec)
+    # The worker holds the read end of a pipe whose write end only this process has: if this
+    # process dies (even by SIGKILL) the worker reads end-of-file and stops too.
     worker = subprocess.Popen(
         [sys.executable, "-m", "forging_tf.recompute_worker", spec_path, result_path], env=env,
-        stderr=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last_line = ""
     for line in worker.stderr:  # Passed through, so the worker's progress stays visible.
-      sys.stderr.write(line)
+      if not line.startswith("error: "):  # The worker's own error is raised here, once.
+        sys.stderr.write(line)
       last_line = line.strip() or last_line
+    worker.stdin.close()
     if worker.wait() != 0:
       message = last_line.removeprefix("error: ") if last_line.startswith("error: ") else (
           f"the worker process of repeat {repeat} failed (exit {worker.returncode}): "

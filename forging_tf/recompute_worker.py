@@ -3,11 +3,16 @@
   python -m forging_tf.recompute_worker SPEC.json RESULT.npz
 
 A ForgingError is printed as a last line `error: ...` and exits with status 2, which the parent
-turns back into its own one-line error.
+turns back into its own one-line error. The parent holds the other end of this process's stdin
+(a pipe) while it waits: end-of-file there means the parent is gone, and the worker stops
+instead of computing a result nobody will read.
 """
 
 import json
+import os
+import stat
 import sys
+import threading
 
 import numpy as np
 
@@ -25,7 +30,14 @@ def main(spec_path: str, result_path: str) -> None:
   recompute_lib.save_repeat(result_path, result)
 
 
+def _exit_when_orphaned() -> None:
+  sys.stdin.read()
+  os._exit(1)
+
+
 if __name__ == "__main__":
+  if stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
   try:
     main(*sys.argv[1:])
   except errors.ForgingError as e:

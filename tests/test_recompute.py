@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -198,3 +200,93 @@ def test_missing_trace_binary_error(data_dir, tmp_path):
        f"--out={tmp_path / 'r'}"], capture_output=True, text=True)
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "no trace at" in result.stderr.strip().splitlines()[-1]
+
+
+def _recompute_command(trace, out, data_dir, *flags_):
+  return [sys.executable, "-m", "forging_tf.recompute", f"--trace={trace}",
+          f"--data_dir={data_dir}", f"--out={out}", *flags_]
+
+
+def _files(folder) -> list[str]:
+  return sorted(os.path.relpath(os.path.join(root, name), folder)
+                for root, _, names in os.walk(folder) for name in names)
+
+
+def _running_in_group(group: int) -> list[int]:
+  """Processes (not zombies) in process group `group`, from /proc."""
+  pids = []
+  for entry in os.listdir("/proc"):
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+    except (OSError, ValueError):
+      continue
+    if int(pgrp) == group and state != "Z":
+      pids.append(int(entry))
+  return pids
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir, tmp_path):
+  # A forged checkpoint gives nonzero distances, so that "equal" compares numbers, not zeros.
+  path = str(tmp_path / "tampered")
+  shutil.copytree(lenet_trace, path)
+  theta = trace_lib.Trace(path).checkpoint(5)
+  theta[:100] += 1e-3
+  _rewrite_checkpoint(path, 5, theta)
+  out = str(tmp_path / "killed")
+  command = _recompute_command(path, out, data_dir, "--repeats=2")
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+  try:
+    deadline = time.monotonic() + 120
+    while (not os.path.exists(os.path.join(out, "repeats", "000.npz"))
+           and process.poll() is None and time.monotonic() < deadline):
+      time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # while repeat 1 runs in its worker process
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while _running_in_group(process.pid) and time.monotonic() < deadline:
+      time.sleep(0.1)
+  finally:
+    if _running_in_group(process.pid):
+      os.killpg(process.pid, signal.SIGKILL)
+  # The orphaned worker of repeat 1 noticed that its parent was gone and stopped before it
+  # wrote a result; what the killed run finished is whole, the rest is hidden litter.
+  assert not [name for name in _files(out) if name.endswith("result.npz")]
+  finished = [name for name in _files(out)
+              if not any(part.startswith(".") for part in name.split(os.sep))]
+  assert finished == ["repeats/000.npz", "request.json"]
+  recompute_lib.load_repeat(os.path.join(out, "repeats", "000.npz"), "repeat 0")  # whole
+  resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "(1 run now" in resumed.stdout
+  reference = str(tmp_path / "uninterrupted")
+  _recompute(path, reference, data_dir, repeats=2)
+  assert _files(out) == _files(reference)  # nothing left over from the killed run
+  killed, uninterrupted = _distances(out), _distances(reference)
+  assert killed["l2"].any()
+  for name in ("steps", "l2", "linf"):
+    np.testing.assert_array_equal(killed[name], uninterrupted[name])
+  with open(os.path.join(out, "summary.json")) as f, \
+      open(os.path.join(reference, "summary.json")) as g:
+    assert json.load(f) == json.load(g)
+
+
+def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, data_dir,
+                                                                 tmp_path):
+  """The error comes from the worker process of repeat 0 and is reported once, on one line."""
+  path = str(tmp_path / "flipped")
+  shutil.copytree(lenet_trace, path)
+  with open(os.path.join(path, "checkpoints", "c", "7", "0"), "r+b") as f:
+    f.seek(1000)
+    byte = f.read(1)
+    f.seek(1000)
+    f.write(bytes([byte[0] ^ 0x01]))
+  result = subprocess.run(_recompute_command(path, tmp_path / "r", data_dir), capture_output=True,
+                          text=True, timeout=300)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert lines[-1].startswith(f"recompute.py: error: {path}: checkpoint of step 7 fails its "
+                              "sha256"), lines[-1]
+  assert sum("error:" in line for line in lines) == 1, result.stderr[-2000:]
