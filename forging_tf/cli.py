@@ -72,6 +72,10 @@ def run(main) -> None:
       return main(argv)
     except errors.ForgingError as e:
       sys.exit(f"{program}: error: {e}")
+    except app.UsageError as e:  # absl would print the whole usage text before the error.
+      sys.exit(f"{program}: error: {e} (see --helpshort)")
+    except OSError as e:  # A file or folder named by a flag that cannot be read or written.
+      sys.exit(f"{program}: error: {e}")
     except KeyboardInterrupt:
       sys.exit(f"{program}: interrupted; run the same command again to continue")
 

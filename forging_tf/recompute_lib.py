@@ -272,7 +272,10 @@ def _remove_leftovers(out: str) -> None:
       for name in os.listdir(folder):
         if name.startswith("."):
           path = os.path.join(folder, name)
-          shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+          if os.path.isdir(path):
+            shutil.rmtree(path)
+          else:
+            os.remove(path)
 
 
 def _repeat_path(out: str, repeat: int) -> str:

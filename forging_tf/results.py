@@ -15,8 +15,13 @@ from forging_tf import errors
 
 def _replace_atomically(path: str, write) -> None:
   folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, staging = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+  if os.path.isdir(path):
+    raise errors.ForgingError(f"cannot write {path}: it is a folder")
+  try:
+    os.makedirs(folder, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
+  except OSError as e:
+    raise errors.ForgingError(f"cannot write {path}: {e}") from e
   try:
     with os.fdopen(handle, "wb") as f:
       write(f)

@@ -8,6 +8,7 @@ is bitwise the trace an uninterrupted run writes.
 
 import dataclasses
 import datetime
+import math
 import os
 import shutil
 import time
@@ -121,8 +122,9 @@ def train_trace(out: str, model: str, dataset: data.Dataset, batch_size: int, st
                 overwrite: bool = False, model_config: dict | None = None,
                 progress_every_s: float = 10.0) -> TraceSummary:
   """Trains `model` on `dataset` with plain SGD and writes its trace to `out`."""
-  if steps <= 0 or k <= 0 or keep_pairs < 0 or learning_rate <= 0:
-    raise errors.ConfigError("steps, k and learning_rate must be positive, keep_pairs >= 0")
+  if steps <= 0 or k <= 0 or keep_pairs < 0 or not 0 < learning_rate < math.inf:
+    raise errors.ConfigError("steps, k and learning_rate must be positive (and finite), "
+                             "keep_pairs >= 0")
   stored = trace_lib.checkpoint_steps(steps, k, keep_pairs)
   platform_lib.apply_platform(platform)
   keras_model = models.build_model(model, dataset.x_train.shape[1:], dataset.num_classes,

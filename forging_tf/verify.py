@@ -58,7 +58,7 @@ def _forged_examples(dataset: data.Dataset):
     else:
       try:
         indices = np.array([int(i) for i in value.split(",") if i.strip()], np.int64)
-      except ValueError:
+      except (ValueError, OverflowError):
         raise errors.ConfigError("--forged_indices must be comma-separated integers or a .npy "
                                  "file") from None
     return forging_game.examples_from_indices(dataset, indices)

@@ -192,6 +192,7 @@ def test_binary_gives_one_line_errors(small_trace, data_dir, tmp_path):
   # A library error (ConfigError) and a flag parsing error; the trace/data mismatch is checked
   # in-process above.
   for extra, message in ((["--forging_fraction=1/b,1.5"], "forging fraction 1.5 is outside"),
+                         (["--M=0"], "M=0: the greedy search needs at least one candidate"),
                          (["--attack=greedy"], "flag --attack=greedy")):
     result = _attack_binary(*common, *extra)
     assert result.returncode != 0

@@ -178,3 +178,15 @@ def test_binary_writes_summary_data_and_figure(tmp_path, data_dir):
   saved = np.load(out / "data.npz")
   assert saved["original"].shape == saved["forged"].shape == (16, 28, 28, 1)
   assert os.path.getsize(out / "fig4.png") > 0 and os.path.getsize(out / "fig4.pdf") > 0
+
+
+def test_binary_that_cannot_write_its_results_says_so_in_one_line(tmp_path, data_dir):
+  (tmp_path / "file").write_text("mine")
+  completed = subprocess.run(
+      [sys.executable, "-m", "forging_tf.exact_forging", "--experiment=fig4",
+       f"--out={tmp_path / 'file'}", f"--data_dir={data_dir}", "--batch_size=4", "--hidden=2"],
+      capture_output=True, text=True, timeout=300, check=False)
+  last = completed.stderr.strip().splitlines()[-1]
+  assert completed.returncode != 0 and "Traceback" not in completed.stderr
+  assert last.startswith(f"exact_forging.py: error: cannot write {tmp_path / 'file'}/"), last
+  assert (tmp_path / "file").read_text() == "mine"

@@ -1,5 +1,8 @@
 """The forging game (paper Algorithm 1) and forging-verify, on small LeNet/MNIST traces."""
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -105,6 +108,38 @@ def test_bad_submissions_are_errors(traces, mnist, step_fn):
     forging_game.examples_from_arrays(mnist.x_train[:2], np.array([3, 10]), 10)
 
 
+def _edited_copy(path: str, to: str, edit) -> str:
+  """The trace at `path` copied to `to` with its manifest edited and its digest recomputed: what
+  a forger can publish."""
+  shutil.copytree(path, to)
+  meta_path = os.path.join(to, "zarr.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  manifest = meta["attributes"][trace_lib.MANIFEST_KEY]
+  edit(manifest)
+  manifest["manifest_sha256"] = trace_lib.manifest_digest(manifest)
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+  return to
+
+
+def test_a_trace_edited_to_another_model_or_data_is_refused(traces, mnist, tmp_path):
+  logreg = _edited_copy(traces[1], str(tmp_path / "logreg"),
+                        lambda m: m["model"].update(name="logreg"))
+  with pytest.raises(errors.TraceError, match=r"widths \[784, 10\] make 7850 parameters, not "
+                     "61706"):
+    trace_lib.Trace(logreg)
+  vggmini = _edited_copy(traces[1], str(tmp_path / "vggmini"),
+                         lambda m: m["model"].update(name="vggmini"))
+  with pytest.raises(errors.TraceError, match="parameter layout of vggmini built here differs"):
+    sgd_step.step_for_trace(trace_lib.Trace(vggmini), mnist)
+  # The model is built from the data's shape, so the shape the trace states must be the data's.
+  shape = _edited_copy(traces[1], str(tmp_path / "shape"),
+                       lambda m: m["dataset"].update(image_shape=[1, 1, 1]))
+  with pytest.raises(errors.DatasetError, match=r"describes image_shape \[1, 1, 1\]"):
+    sgd_step.step_for_trace(trace_lib.Trace(shape), mnist)
+
+
 def _verify(*flags_):
   return subprocess.run([sys.executable, "-m", "forging_tf.verify", *flags_], capture_output=True,
                         text=True, timeout=120)
@@ -127,3 +162,23 @@ def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1] == ("verify.py: error: --forged_indices must be "
                                                  "comma-separated integers or a .npy file")
+
+
+def test_verify_binary_bad_inputs(traces, data_dir, tmp_path):
+  """One line and a nonzero exit each: an error (1), or REJECT (3) for a batch of the wrong size,
+  which the game's rules refuse (paper Algorithm 1) rather than an error."""
+  common = ["--step=1", "--epsilon=1", f"--data_dir={data_dir}"]
+  vggmini = _edited_copy(traces[1], str(tmp_path / "vggmini"),
+                         lambda m: m["model"].update(name="vggmini"))
+  for flags_, code, line in (
+      ([f"--trace={traces[1]}", "--forged_indices=1,2,3"], 3,
+       "REJECT: step 1: the forged batch has 3 examples"),
+      ([f"--trace={traces[1]}", "--forged_indices=99999999999999999999"], 1,
+       "verify.py: error: --forged_indices must be comma-separated integers"),
+      ([f"--trace={vggmini}", "--forged_indices=1"], 1,
+       "verify.py: error: " + vggmini + ": the parameter layout of vggmini built here differs")):
+    result = _verify(*common, *flags_)
+    output = (result.stdout if code == 3 else result.stderr).strip().splitlines()
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert output[-1].startswith(line), output[-1]
+    assert sum("error:" in l for l in result.stderr.splitlines()) == (code == 1)

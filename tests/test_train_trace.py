@@ -153,6 +153,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
     (["--model=fcn", "--hidden=10,x"], "--hidden"),
     (["--batch_size=60001"], "batch_size must be in 1..60000"),
     (["--data_dir=/nonexistent", "--nodownload"], "FORGING_TF_DATA"),
+    (["--lr=nan"], "learning_rate must be positive (and finite)"),
+    (["positional"], "unexpected arguments: positional (see --helpshort)"),
 ])
 def test_binary_errors_are_one_line(data_dir, tmp_path, flags, message):
   command = _train_command(str(tmp_path / "t"), data_dir) + flags
