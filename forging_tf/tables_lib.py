@@ -100,6 +100,30 @@ class Table:
   notes: tuple[str, ...]
 
 
+# What the tables and REPORT.md read of each kind of result: a record without one of these was
+# edited or written by another version, and is refused by name rather than failing in a table.
+_REQUIRED_FIELDS = {
+    recompute_lib.RESULT_KIND: (
+        "eps_repr", "updates", "repeats", "trace.model", "trace.dataset", "trace.batch_size",
+        "trace.steps", "trace.k", "generator_platform.id", "generator_platform.in_force",
+        "recomputer_platform.id", "recomputer_platform.in_force"),
+    attack_trace_lib.RESULTS_KIND: (
+        "attack", "results", "settings.runs", "settings.M", "settings.n", "trace.model",
+        "trace.dataset", "trace.batch_size", "trace.steps", "platform.id"),
+    exact_forging_lib.RESULT_KIND: ("experiment",),
+}
+
+
+def _missing_field(record: dict, fields: tuple[str, ...]) -> str | None:
+  for field in fields:
+    node = record
+    for key in field.split("."):
+      if not isinstance(node, dict) or key not in node:
+        return field
+      node = node[key]
+  return None
+
+
 def _find(results_dir: str, file_name: str, kind: str) -> list[dict]:
   if not os.path.isdir(results_dir):
     raise errors.ConfigError(f"no results folder at {results_dir}; run the experiments first or "
@@ -108,8 +132,14 @@ def _find(results_dir: str, file_name: str, kind: str) -> list[dict]:
   for root, folders, names in os.walk(results_dir):
     folders.sort()
     if file_name in names:
-      record = results.read_json(os.path.join(root, file_name), "result")
+      path = os.path.join(root, file_name)
+      record = results.read_json(path, "result")
       if record.get("kind") == kind:
+        missing = _missing_field(record, _REQUIRED_FIELDS[kind])
+        if missing:
+          raise errors.ForgingError(f"{path} has no {missing}: it was edited or written by another "
+                                    "version of forging_tf; run its experiment again or move it "
+                                    "out of --results")
         found.append(record | {"folder": os.path.relpath(root, results_dir)})
   return sorted(found, key=lambda record: record["folder"])
 

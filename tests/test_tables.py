@@ -157,3 +157,13 @@ def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_thres
   assert "threshold 5.00e-05 (1e-05) = any measured platform pair" in lines
   findings = "\n".join(report_lib._reproduction_findings(reproduction))
   assert f"{tables_lib.platform_label(a)} -> {tables_lib.platform_label(c)}: 5.00e-05" in findings
+
+
+def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
+  record = _record("r", "lenet", 100, fingerprints["a"], copy.deepcopy(fingerprints["a"]), 0.0)
+  del record["folder"], record["recomputer_platform"]["id"]
+  (tmp_path / "r").mkdir()
+  (tmp_path / "r" / "result.json").write_text(json.dumps(record))
+  with pytest.raises(errors.ForgingError, match=r"r/result.json has no recomputer_platform.id: "
+                     "it was edited"):
+    tables_lib.find_results([str(tmp_path)])
