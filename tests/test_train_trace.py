@@ -155,6 +155,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
     (["--data_dir=/nonexistent", "--nodownload"], "FORGING_TF_DATA"),
     (["--lr=nan"], "learning_rate must be positive (and finite)"),
     (["positional"], "unexpected arguments: positional (see --helpshort)"),
+    (["--bogus=1"], "Unknown command line flag 'bogus'"),
 ])
 def test_binary_errors_are_one_line(data_dir, tmp_path, flags, message):
   command = _train_command(str(tmp_path / "t"), data_dir) + flags
