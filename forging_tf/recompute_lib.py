@@ -248,12 +248,7 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
 def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
   """Creates `out`, resumes the same request there, or refuses to touch other data."""
   request_path = os.path.join(out, "request.json")
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise errors.ConfigError(f"{out} is a file; choose another --out")
-  if os.path.isdir(out) and os.listdir(out):
-    if not os.path.exists(request_path):
-      raise errors.ConfigError(f"{out} exists and does not hold a reproduction-error result; "
-                               "choose another --out")
+  if results.claimed_folder(out, "request.json", "a reproduction-error result"):
     if overwrite:
       shutil.rmtree(out)
     elif results.read_json(request_path, "reproduction-error request") != request:

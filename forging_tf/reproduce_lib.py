@@ -117,19 +117,20 @@ PRESETS = {
     "quick": Preset(
         name="quick",
         purpose=(
-            "a reduced study for a 2-core CPU (about 20 minutes): LeNet T=300 at b=100 and T=100 "
+            "a reduced study for a 2-core CPU (about 15 minutes): LeNet T=300 at b=100 and T=100 "
             "at b=500 and 1000, VGGmini T=10 at b=100 only; 2 repeats on the generating platform "
-            "and 2 across; Thudi with M=100 (VGGmini: M=30) and 2 runs, Zhang with 2 runs; "
-            "Table IV for v <= 4 and b <= 4. The paper's settings are --preset=paper"),
+            "and 2 across; Thudi with M=300 and 3 runs (VGGmini: M=100 at 1/b, M=30 at 1, 1 "
+            "run), Zhang with 3 runs; Table IV for v <= 4 and b <= 4. The paper's settings are "
+            "--preset=paper"),
         platforms=("cpu", "cpu-nodnn", "cpu-nodet", "cpu-nodnn-nodet"),
         steps=(("lenet", "mnist", 100, 300), ("lenet", "mnist", 500, 100),
                ("lenet", "mnist", 1000, 100), ("vggmini", "cifar10", 100, 10)),
         repeats_same=2, repeats_cross=2,
         attacks=(
-            AttackPlan("lenet", 100, "thudi", "middle", ("1/b", "0.1", "0.5", "1"), 2, M=100),
-            AttackPlan("lenet", 100, "zhang", "middle", ("1/b", "0.1", "0.5", "1"), 2),
-            AttackPlan("lenet", 1000, "thudi", "stages:3", ("1/b", "1"), 2, M=100),
-            AttackPlan("vggmini", 100, "thudi", "stages:2", ("1/b",), 1, M=30),
+            AttackPlan("lenet", 100, "thudi", "middle", ("1/b", "0.1", "0.5", "1"), 3),
+            AttackPlan("lenet", 100, "zhang", "middle", ("1/b", "0.1", "0.5", "1"), 3),
+            AttackPlan("lenet", 1000, "thudi", "stages:3", ("1/b", "1"), 3),
+            AttackPlan("vggmini", 100, "thudi", "stages:2", ("1/b",), 1, M=100),
             AttackPlan("vggmini", 100, "thudi", "stages:2", ("1",), 1, M=30,
                        engine="sequential"),
         ),
@@ -330,12 +331,7 @@ class _Lock:
 def _check_out(out: str, request: dict) -> None:
   """Creates OUT for `request`, or accepts it if it holds the same request; refuses otherwise."""
   path = os.path.join(out, "reproduce.json")
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise errors.ConfigError(f"{out} is a file; choose another --out")
-  if os.path.isdir(out) and os.listdir(out):
-    if not os.path.exists(path):
-      raise errors.ConfigError(f"{out} exists and does not hold a forging-reproduce run; choose "
-                               "another --out")
+  if results.claimed_folder(out, "reproduce.json", "a forging-reproduce run"):
     existing = results.read_json(path, "reproduction request")
     if existing.get("kind") != KIND or existing.get("preset") != request["preset"]:
       name = existing.get("preset", {}).get("name") if isinstance(existing.get("preset"),

@@ -47,6 +47,19 @@ def write_npz(path: str, **arrays: np.ndarray) -> None:
   _replace_atomically(path, lambda f: np.savez(f, **arrays))
 
 
+def claimed_folder(out: str, marker: str, what: str) -> bool:
+  """Whether `out` already holds `what` (its file `marker` exists). A file at `out`, or a
+  non-empty folder without `marker` (someone else's data), is refused, so that it is never
+  written into."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise errors.ConfigError(f"{out} is a file; choose another --out")
+  if os.path.isdir(out) and os.listdir(out):
+    if not os.path.exists(os.path.join(out, marker)):
+      raise errors.ConfigError(f"{out} exists and does not hold {what}; choose another --out")
+    return True
+  return False
+
+
 def read_json(path: str, what: str) -> dict:
   """Reads a result JSON object; a missing or corrupt file is a ForgingError naming `what`."""
   try:

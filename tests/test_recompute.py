@@ -103,12 +103,18 @@ def _rewrite_checkpoint(path: str, step: int, theta: np.ndarray) -> None:
     json.dump(meta, f)
 
 
-def test_tampered_checkpoint_shows_at_its_step_and_only_there(lenet_trace, data_dir, tmp_path):
+def _tampered_copy(trace_path, tmp_path) -> str:
+  """A copy of the trace whose checkpoint 5 was moved (with its digest): a valid, forged trace."""
   path = str(tmp_path / "tampered")
-  shutil.copytree(lenet_trace, path)
+  shutil.copytree(trace_path, path)
   theta = trace_lib.Trace(path).checkpoint(5)
   theta[:100] += 1e-3
   _rewrite_checkpoint(path, 5, theta)
+  return path
+
+
+def test_tampered_checkpoint_shows_at_its_step_and_only_there(lenet_trace, data_dir, tmp_path):
+  path = _tampered_copy(lenet_trace, tmp_path)
   summary = _recompute(path, tmp_path / "r", data_dir, repeats=1)
   l2 = _distances(tmp_path / "r")["l2"][0]
   assert l2[4] > 9e-3 and l2[5] > 9e-3  # theta_5 is the end of update 4 and the start of 5
@@ -228,11 +234,7 @@ def _running_in_group(group: int) -> list[int]:
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir, tmp_path):
   # A forged checkpoint gives nonzero distances, so that "equal" compares numbers, not zeros.
-  path = str(tmp_path / "tampered")
-  shutil.copytree(lenet_trace, path)
-  theta = trace_lib.Trace(path).checkpoint(5)
-  theta[:100] += 1e-3
-  _rewrite_checkpoint(path, 5, theta)
+  path = _tampered_copy(lenet_trace, tmp_path)
   out = str(tmp_path / "killed")
   command = _recompute_command(path, out, data_dir, "--repeats=2")
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
