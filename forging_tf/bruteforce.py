@@ -2,7 +2,7 @@ r"""Fills Table IV: for each model, pixel levels v and batch size b, does any ot
 true batch's gradient? Meet-in-the-middle decides every cell; plain enumeration cross-checks the
 cells with at most --exhaustive_limit batches.
 
-  forging-bruteforce --out=benchmarks/results/table4.json [--models=logreg,fcn] \
+  forging-bruteforce --out=results/table4.json [--models=logreg,fcn] \
       [--levels=2,3,4,5,6] [--batch_sizes=1,2,3,4,5] [--seed=0] [--method=both|mitm|exhaustive]
 
 The JSON is rewritten after every cell: {"settings", "platform", "seconds", "cells": [...]}, one

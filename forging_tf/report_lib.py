@@ -130,24 +130,23 @@ def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]
       if entry["min_approximation_error"] is not None:
         best[(_model(record["trace"]), record["trace"]["model"], record["trace"]["batch_size"],
               record["attack"], entry["label"])].append(
-                  (entry["min_approximation_error"], entry["step"]))
+                  (entry["min_approximation_error"], entry["step"], entry["forging_fraction"]))
   for (model, _, b, attack, fraction), values in sorted(
-      best.items(), key=lambda item: (item[0][0], item[0][2], item[0][3],
-                                      min(v for v, _ in item[1]))):
-    error, step = min(values)
+      best.items(), key=lambda item: (*item[0][:4], item[1][0][2])):
+    error, step, _ = min(values)
     lines.append(f"  - {model} b={b}, {attack}, fraction {fraction}: {_fmt(error)} "
                  f"(step {step}; {len(values)} step(s) attacked)")
   lines.append("- **Stealth** (an attack result is stealthy at a threshold when its error is at "
                "or below it; the verifier cannot then tell the forged step from benign noise):")
   for model_name in sorted({key[1] for key in best}):
-    cells = {key: min(values) for key, values in best.items() if key[1] == model_name}
+    cells = {key: min(values)[0] for key, values in best.items() if key[1] == model_name}
     model = next(iter(cells))[0]
     thresholds = _thresholds(reproduction, model_name)
     if not thresholds:
       lines.append(f"  - {model}: no reproduction error measured, so no threshold to judge by.")
     for what, threshold in thresholds:
       stealthy = [f"{attack} b={b} fraction {fraction} ({_fmt(error)})"
-                  for (_, _, b, attack, fraction), (error, _) in sorted(cells.items())
+                  for (_, _, b, attack, fraction), error in sorted(cells.items())
                   if error <= threshold]
       lines.append(f"  - {model}, threshold {_fmt(threshold)} = {what}: {len(stealthy)} of "
                    f"{len(cells)} stealthy" + (f": {'; '.join(stealthy)}." if stealthy else "."))

@@ -118,7 +118,7 @@ PRESETS = {
     "quick": Preset(
         name="quick",
         purpose=(
-            "a reduced study for a 2-core CPU (about 15 minutes): LeNet T=300 at b=100 and T=100 "
+            "a reduced study for a 2-core CPU (about 11 minutes): LeNet T=300 at b=100 and T=100 "
             "at b=500 and 1000, VGGmini T=10 at b=100 only; 2 repeats on the generating platform "
             "and 2 across; Thudi with M=300 and 3 runs (VGGmini: M=100 at 1/b, M=30 at 1, 1 "
             "run), Zhang with 3 runs; Table IV for v <= 4 and b <= 4. The paper's settings are "

@@ -151,6 +151,7 @@ def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_thres
   for entry in attack["results"]:
     entry["label"] = "1/b" if entry["num_replaced"] == 1 else "1"
   lines = "\n".join(report_lib._attack_findings(reproduction, [attack]))
+  assert lines.index("fraction 1/b: 5.00e-08") < lines.index("fraction 1: 1.00e-03 (1e-03) (step 0")
   assert "fraction 1/b: 5.00e-08 (1e-08) (step 1199; 2 step(s) attacked)" in lines
   assert "threshold 1.00e-07 (1e-07) = same platform" in lines
   assert "1 of 2 stealthy: thudi b=1000 fraction 1/b (5.00e-08 (1e-08))." in lines
