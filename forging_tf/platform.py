@@ -80,6 +80,10 @@ def apply_platform(platform: Platform) -> None:
 def _apply_devices(platform: Platform) -> None:
   gpus = tf.config.list_physical_devices("GPU")
   wanted = [] if platform.device == "cpu" else [int(platform.device.split(":")[1])]
+  if wanted and not gpus:
+    raise errors.PlatformError(f"device {platform.device} asked for, but this process sees no "
+                               "GPU; use --device=cpu, or install forging_tf[gpu] on a machine "
+                               "with a GPU and its driver")
   if any(n >= len(gpus) for n in wanted):
     raise errors.PlatformError(f"device {platform.device} asked for, but this process sees "
                                f"{len(gpus)} GPU(s); use --device=cpu or a GPU index below "

@@ -348,9 +348,16 @@ def _check_out(out: str, request: dict) -> None:
   results.write_json(path, request)
 
 
-# The child's own progress lines (absl logging from Python and the one-line results they print);
-# TensorFlow's C++ start-up chatter goes to the log only.
-_ECHO = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w./-]+\.py:\d+\]|^[\w.-]+: error: ")
+# Echoed to the console: the stage's own progress (absl log lines of this package's modules) and
+# its one-line error; TensorFlow's own lines go to the log only.
+_ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.-]+\.py):\d+\]")
+_PACKAGE_FILES = frozenset(name for name in os.listdir(os.path.dirname(os.path.abspath(__file__)))
+                           if name.endswith(".py"))
+
+
+def _echoed(line: str) -> bool:
+  match = _ABSL_LINE.match(line)
+  return (match is not None and match.group(1) in _PACKAGE_FILES) or ": error: " in line
 
 
 def _run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
@@ -378,7 +385,7 @@ def _run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
         log.flush()
         line = line.rstrip("\n")
         last_lines = (last_lines + [line])[-20:]
-        if _ECHO.match(line):
+        if _echoed(line):
           echo("    " + line)
       code = process.wait()
     except BaseException:

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import zarr
 
 from forging_tf import errors
@@ -173,6 +174,9 @@ def test_platform_fingerprint_records_settings():
   assert fingerprint["in_force"]["xla_auto_jit"] is False and len(fingerprint["id"]) == 12
   with pytest.raises(errors.PlatformError, match="TF_ENABLE_ONEDNN_OPTS"):
     platform_lib.apply_platform(platform_lib.Platform(onednn=not platform_lib.onednn_enabled()))
+  if not tf.config.list_physical_devices("GPU"):
+    with pytest.raises(errors.PlatformError, match="sees no GPU; use --device=cpu"):
+      platform_lib.apply_platform(platform_lib.Platform(device="gpu:0"))
 
 
 def test_binary_applies_and_records_platform_flags(data_dir, tmp_path):
