@@ -159,3 +159,17 @@ def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
   assert other.returncode != 0
   assert other.stderr.strip().splitlines()[-1].startswith("reproduce.py: error: ")
   assert "preset 'smoke'" in other.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--preset=fast", "--out=x"], "flag --preset=fast: value should be one of"),
+    (["--preset=quick"], "--out is required"),
+    (["--preset=quick", "--out=x", "extra"], "unexpected arguments: extra"),
+])
+def test_binary_flag_errors_are_one_line(tmp_path, flags, message):
+  result = subprocess.run([sys.executable, "-m", "forging_tf.reproduce", *flags],
+                          capture_output=True, text=True, cwd=tmp_path)
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert last.startswith("reproduce.py: error:") and message in last, last
+  assert not os.path.exists(tmp_path / "x")
