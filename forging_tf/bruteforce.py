@@ -55,9 +55,7 @@ flags.mark_flags_as_required(["out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.honour_onednn_flag()
-  platform = cli.platform_from_flags()
-  platform_lib.apply_platform(platform)
+  platform = cli.applied_platform()
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   began = time.perf_counter()
   document = {

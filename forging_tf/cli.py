@@ -56,6 +56,14 @@ def honour_onednn_flag() -> None:
   os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+def applied_platform() -> platform_lib.Platform:
+  """The platform the flags ask for, applied to this process (re-executing it for --onednn)."""
+  honour_onednn_flag()
+  platform = platform_from_flags()
+  platform_lib.apply_platform(platform)
+  return platform
+
+
 def trace_and_dataset(trace_path: str, data_dir: str | None, download: bool):
   """The trace at trace_path and the dataset it names. The fingerprint is checked later, by the
   library, so that cheaper flag errors are reported first."""

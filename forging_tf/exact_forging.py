@@ -87,9 +87,7 @@ def _run(experiment: str) -> exact_forging_lib.ExperimentResult:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.honour_onednn_flag()
-  platform = cli.platform_from_flags()
-  platform_lib.apply_platform(platform)
+  platform = cli.applied_platform()
   experiment = _EXPERIMENT.value
   result = _run(experiment)
   summary = {"kind": exact_forging_lib.RESULT_KIND, **result.summary,
