@@ -16,7 +16,6 @@ from forging_tf import attack_engine
 from forging_tf import attack_trace_lib
 from forging_tf import attacks
 from forging_tf import cli
-from forging_tf import data
 
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory to attack.")
 _ATTACK = flags.DEFINE_enum("attack", attacks.THUDI, list(attacks.ATTACKS),
@@ -43,10 +42,7 @@ _MEMORY_MB = flags.DEFINE_integer("memory_budget_mb",
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the deletion sets and candidate draws.")
 _OUT = flags.DEFINE_string("out", None, "Results folder to write, e.g. results/attacks/NAME.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace results already at --out.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                f"Local data directory (default: ${data.DATA_DIR_ENV}).")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
-                                 "dataset when no local copy is found.")
+_DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 flags.mark_flags_as_required(["trace", "out"])
 
 

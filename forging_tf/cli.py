@@ -32,6 +32,16 @@ TF32 = flags.DEFINE_boolean("tf32", False, "TensorFloat-32 on GPUs (off: full fl
 _REEXEC_GUARD = "FORGING_TF_ONEDNN_REEXEC"
 
 
+def define_data_flags():
+  """--data_dir and --download, for the binaries that load a dataset; returns their holders."""
+  data_dir = flags.DEFINE_string(
+      "data_dir", None, f"Local data directory (default: ${data.DATA_DIR_ENV}, then "
+      "tensorflow-datasets' own).")
+  download = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download a dataset "
+                                  "when no local copy is found.")
+  return data_dir, download
+
+
 def platform_from_flags() -> platform_lib.Platform:
   onednn = {"default": None, "on": True, "off": False}[ONEDNN.value]
   return platform_lib.Platform(device=DEVICE.value, deterministic=DETERMINISTIC.value,

@@ -28,10 +28,7 @@ from forging_tf import results
 _EXPERIMENT = flags.DEFINE_enum("experiment", None, ["fig4", "fig5", "domain"],
                                 "Experiment to run.")
 _OUT = flags.DEFINE_string("out", None, "Directory to write the results into.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                f"Local data directory (default: ${data.DATA_DIR_ENV}).")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download a dataset "
-                                 "when no local copy is found.")
+_DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size b.", lower_bound=1)
 _HIDDEN = flags.DEFINE_integer("hidden", 8, "Hidden units of the L = 2 network (fig4, domain).",
                                lower_bound=1)

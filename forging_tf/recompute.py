@@ -23,10 +23,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Independent repeats R.", lower_bo
 _OUT = flags.DEFINE_string("out", None, "Result folder to write.")
 _STEPS = flags.DEFINE_string("steps", ":", "Updates to recompute: START:END (END exclusive; "
                              "either may be left out).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory (default: "
-                                "$FORGING_TF_DATA).")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
-                                 "dataset when no local copy is found.")
+_DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _FRESH_PROCESS = flags.DEFINE_boolean("fresh_process", True, "Run each repeat in a new process, "
                                       "as a separate verifier would.")
 _EXECUTOR = flags.DEFINE_enum("executor", "local", list(recompute_lib.EXECUTORS),

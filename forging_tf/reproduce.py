@@ -19,10 +19,7 @@ from forging_tf import reproduce_lib
 _PRESET = flags.DEFINE_enum("preset", "quick", sorted(reproduce_lib.PRESETS),
                             "quick: reduced settings for a CPU; paper: the paper's, for a GPU.")
 _OUT = flags.DEFINE_string("out", None, "Folder to write everything into.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory (default: "
-                                "$FORGING_TF_DATA, then tensorflow-datasets' own).")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
-                                 "datasets if they are not found locally.")
+_DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "List the stages and their commands, run "
                                 "nothing.")
 

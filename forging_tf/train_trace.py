@@ -20,10 +20,7 @@ _HIDDEN = flags.DEFINE_list("hidden", ["10"], "Hidden layer widths of --model=fc
 flags.register_validator("hidden", lambda widths: all(w.isdigit() and int(w) > 0 for w in widths),
                          "must be positive integers, e.g. --hidden=10,10")
 _DATASET = flags.DEFINE_enum("dataset", "mnist", sorted(data.SPECS), "Dataset to train on.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                f"Local data directory (default: ${data.DATA_DIR_ENV}).")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
-                                 "dataset when no local copy is found.")
+_DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Mini-batch size b.", lower_bound=1)
 _STEPS = flags.DEFINE_integer("steps", 1200, "Number of SGD steps T.", lower_bound=1)
 _K = flags.DEFINE_integer("k", 1, "Store every k-th checkpoint.", lower_bound=1)

@@ -35,10 +35,7 @@ _FORGED_NPZ = flags.DEFINE_string("forged_npz", None, "Forged batch as explicit 
                                   ".npz with x and y.")
 _EPSILON = flags.DEFINE_float("epsilon", None, "Threshold: ACCEPT iff the recomputation error "
                               "is <= epsilon.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None,
-                                f"Local data directory (default: ${data.DATA_DIR_ENV}).")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download the "
-                                 "dataset when no local copy is found.")
+_DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 flags.mark_flags_as_required(["trace", "step", "epsilon"])
 flags.mark_flags_as_mutual_exclusive(["forged_indices", "forged_npz"], required=True)
 
