@@ -1,17 +1,17 @@
 """forging_tf: make claims about data forging checkable."""
 
-import re
+import runpy
 
 import setuptools
 
-with open("forging_tf/__init__.py", encoding="utf-8") as f:
-  VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+# The package's face imports nothing, so it can be read here before anything is installed.
+PACKAGE = runpy.run_path("forging_tf/__init__.py")
 
 TENSORFLOW = "2.21.0"
 
 setuptools.setup(
     name="forging_tf",
-    version=VERSION,
+    version=PACKAGE["__version__"],
     description="Reproduction errors, forging attacks and the verifier's game for SGD traces.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -38,15 +38,7 @@ setuptools.setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "ray>=2.40"],
     },
     entry_points={
-        "console_scripts": [
-            "forging-train=forging_tf.train_trace:run",
-            "forging-recompute=forging_tf.recompute:run",
-            "forging-tables=forging_tf.tables:run",
-            "forging-attack=forging_tf.attack_trace:run",
-            "forging-verify=forging_tf.verify:run",
-            "forging-exact=forging_tf.exact_forging:run",
-            "forging-bruteforce=forging_tf.bruteforce:run",
-            "forging-reproduce=forging_tf.reproduce:run",
-        ],
+        "console_scripts": [f"{command}={module}:run"
+                            for command, module in PACKAGE["COMMANDS"].items()],
     },
 )

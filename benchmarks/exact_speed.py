@@ -70,7 +70,7 @@ def main(argv):
       max_abs_difference=difference, max_abs_p=float(np.abs(p_factored).max()),
       same_p=difference <= 1e-9 * float(np.abs(f).max()),
       kronecker_shape=[_HIDDEN * d + _HIDDEN * b, d * b],
-      solution_space=exact_forging_lib.solution_space(layers, x, y).describe(),
+      solution_space=exact_forging_lib.solution_space(layers, x, y).as_dict(),
       factored_times_s=times,
       settings={"dataset": "mnist", "batch_size": b, "hidden": _HIDDEN, "seed": _SEED,
                 "rounds": _ROUNDS.value, "dtype": "float64"},

@@ -12,3 +12,16 @@ Importing the package does not import TensorFlow.
 """
 
 __version__ = "0.1.0"
+
+# The command-line tools: command -> the module whose run() it calls. setup.py installs these as
+# console scripts, and forging-reproduce runs its stages as `python -m MODULE`.
+COMMANDS = {
+    "forging-train": "forging_tf.train_trace",
+    "forging-recompute": "forging_tf.recompute",
+    "forging-attack": "forging_tf.attack_trace",
+    "forging-verify": "forging_tf.verify",
+    "forging-exact": "forging_tf.exact_forging",
+    "forging-bruteforce": "forging_tf.bruteforce",
+    "forging-tables": "forging_tf.tables",
+    "forging-reproduce": "forging_tf.reproduce",
+}

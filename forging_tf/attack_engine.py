@@ -7,7 +7,7 @@ with g_j the gradient of example j's cross-entropy at theta_i.
 
 - `AttackEngine.candidate_errors` (vectorised): the per-example gradients of every example the
   candidates use are computed once (per group, below), with tf.vectorized_map over a per-example
-  gradient built on model.stateless_call (the forward pass SGDStep uses); the kept examples'
+  gradient of SGDStep's own forward pass and loss (SGDStep.example_losses); the kept examples'
   gradient sum is one batched gradient; every candidate's gradient sum is then one matrix product
   S = A @ G (A [M, u] selects each candidate's replacements among the u examples, G [u, P] their
   gradients), and the update and distance are taken for all candidates at once, rounding the
@@ -25,10 +25,10 @@ SGDStep ones by float32 rounding; attacks therefore re-score the engine's winner
 import numpy as np
 import tensorflow as tf
 
+from forging_tf import attack_settings
 from forging_tf import forging_game
 from forging_tf import sgd_step
 
-DEFAULT_MEMORY_BUDGET = 2**30
 # Pool examples per vectorized_map call: past this the map's intermediate activations, not the
 # gradients, dominate memory, and there is no speed left to gain on a CPU.
 _MAX_POOL_CHUNK = 512
@@ -41,7 +41,7 @@ class AttackEngine:
   """
 
   def __init__(self, step_fn: sgd_step.SGDStep, source: sgd_step.BatchSource,
-               memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET):
+               memory_budget_bytes: int = attack_settings.DEFAULT_MEMORY_BUDGET):
     self.step_fn = step_fn
     self.source = source
     num_parameters = step_fn.num_parameters
@@ -50,9 +50,6 @@ class AttackEngine:
     rows = max(1, int(memory_budget_bytes) // (16 * num_parameters))
     self.candidates_per_group = rows
     self.pool_chunk = min(rows, _MAX_POOL_CHUNK)
-    self._sizes = [spec.size for spec in step_fn.layout]
-    self._shapes = [spec.shape for spec in step_fn.layout]
-    self._non_trainable = [v.value for v in step_fn.model.non_trainable_variables]
     theta_spec = tf.TensorSpec([num_parameters], tf.float32)
     x_spec = tf.TensorSpec([None, *step_fn.input_shape], tf.float32)
     y_spec = tf.TensorSpec([None, step_fn.num_classes], tf.float32)
@@ -122,19 +119,10 @@ class AttackEngine:
 
   # Graph functions ------------------------------------------------------------------------
 
-  def _variables(self, theta):
-    return [tf.reshape(part, shape) for part, shape in zip(tf.split(theta, self._sizes),
-                                                           self._shapes)]
-
-  def _loss_sum(self, variables, x, y):
-    logits, _ = self.step_fn.model.stateless_call(variables, self._non_trainable, x,
-                                                  training=True)
-    return tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
   def _flat_gradient(self, variables, x, y):
     with tf.GradientTape() as tape:
       tape.watch(variables)
-      loss = self._loss_sum(variables, x, y)
+      loss = tf.reduce_sum(self.step_fn.example_losses(variables, x, y))
     return tf.concat([tf.reshape(g, [-1]) for g in tape.gradient(loss, variables)], axis=0)
 
   def _per_example_gradients(self, theta, x, y):
@@ -142,12 +130,12 @@ class AttackEngine:
     # example's gradient made the map six times slower on LeNet. TensorFlow 2.21's pfor has no
     # vectorised Conv2DBackpropFilter for per-example inputs and runs a while_loop for it (it
     # logs "Fix that!"); that loop is what bounds the speed-up on conv-heavy VGGmini.
-    variables = self._variables(theta)
+    variables = self.step_fn.variables(theta)
     return tf.vectorized_map(lambda example: self._flat_gradient(variables, example[0][None],
                                                                  example[1][None]), (x, y))
 
   def _summed_gradient(self, theta, x, y):
-    return self._flat_gradient(self._variables(theta), x, y)
+    return self._flat_gradient(self.step_fn.variables(theta), x, y)
 
   def _update_distances(self, theta, theta_next, kept_sum, candidate_sums, batch_size):
     # The update in float32 as SGDStep rounds it (mean-loss gradient, then theta - eta * g), the

@@ -5,59 +5,60 @@ r"""Runs a greedy forging attack on the steps of a trace and saves the results a
       --n=3000 --seed=0 --out=results/attacks/NAME [--engine=vectorised|sequential] \
       [--neighbours_k=64] [--data_dir=...] [--overwrite] [platform flags]
 
-Writes OUT/summary.json and OUT/*.npy (format: forging_tf/attack_trace_lib.py). Existing results
-are never replaced without --overwrite.
+Writes OUT/summary.json and OUT/*.npy (format: forging_tf/attack_trace_lib.py), whole or not at
+all. Existing results are never replaced without --overwrite.
 """
 
-from absl import app
 from absl import flags
 
-from forging_tf import attack_engine
+from forging_tf import attack_settings
 from forging_tf import attack_trace_lib
-from forging_tf import attacks
 from forging_tf import cli
 
+_DEFAULTS = attack_settings.AttackSettings()
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory to attack.")
-_ATTACK = flags.DEFINE_enum("attack", attacks.THUDI, list(attacks.ATTACKS),
-                            "thudi: greedy search over M random candidates; zhang: class-wise "
-                            "nearest neighbours.")
-_STEPS = flags.DEFINE_string("steps", "middle", "Steps to attack: middle, all, or a comma list.")
-_FRACTIONS = flags.DEFINE_list("forging_fraction", ["1/b", "1"],
+_ATTACK = flags.DEFINE_enum_class("attack", _DEFAULTS.attack, attack_settings.Attack,
+                                  "thudi: greedy search over M random candidates; zhang: "
+                                  "class-wise nearest neighbours.", case_sensitive=False)
+_STEPS = flags.DEFINE_string("steps", _DEFAULTS.steps, "Steps to attack: middle, all, or a comma "
+                             "list.")
+_FRACTIONS = flags.DEFINE_list("forging_fraction", list(_DEFAULTS.forging_fractions),
                                "Forging fractions |B_i ∩ U| / b: 1/b, N/b or numbers in (0, 1].")
-_RUNS = flags.DEFINE_integer("runs", 3, "Runs (deletion sets and draws) per step and fraction.")
-_M = flags.DEFINE_integer("M", attacks.DEFAULT_M, "Thudi: candidates per attack.")
-_N = flags.DEFINE_integer("n", attacks.DEFAULT_POOL_SIZE,
+_RUNS = flags.DEFINE_integer("runs", _DEFAULTS.runs, "Runs (deletion sets and draws) per step "
+                             "and fraction.")
+_M = flags.DEFINE_integer("M", _DEFAULTS.M, "Thudi: candidates per attack.")
+_N = flags.DEFINE_integer("n", _DEFAULTS.n,
                           "Thudi: pool of examples sampled from D \\ B_i for the candidates.")
-_ENGINE = flags.DEFINE_enum("engine", attack_trace_lib.VECTORISED, list(attack_trace_lib.ENGINES),
-                            "Thudi: score candidates with the vectorised engine or the "
-                            "sequential SGDStep loop.")
-_NEIGHBOURS_K = flags.DEFINE_integer("neighbours_k", attacks.DEFAULT_NEIGHBOURS,
+_ENGINE = flags.DEFINE_enum_class("engine", _DEFAULTS.engine, attack_settings.Engine,
+                                  "Thudi: score candidates with the vectorised engine or the "
+                                  "sequential SGDStep loop.", case_sensitive=False)
+_NEIGHBOURS_K = flags.DEFINE_integer("neighbours_k", _DEFAULTS.neighbours_k,
                                      "Zhang: nearest neighbours kept per example.")
 _NEIGHBOURS_DIR = flags.DEFINE_string("neighbours_dir", None,
                                       "Zhang: neighbour cache folder (default: OUT's parent/"
                                       "neighbours).")
-_MEMORY_MB = flags.DEFINE_integer("memory_budget_mb",
-                                  attack_engine.DEFAULT_MEMORY_BUDGET // 2**20,
+_MEMORY_MB = flags.DEFINE_integer("memory_budget_mb", _DEFAULTS.memory_budget_bytes // 2**20,
                                   "Vectorised engine: memory for gradients, in MiB.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the deletion sets and candidate draws.")
+_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the deletion sets and candidate "
+                             "draws.")
 _OUT = flags.DEFINE_string("out", None, "Results folder to write, e.g. results/attacks/NAME.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace results already at --out.")
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
+_PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.honour_onednn_flag()
+def main():
+  platform = _PLATFORM.requested()
   _, dataset = cli.trace_and_dataset(_TRACE.value, _DATA_DIR.value, _DOWNLOAD.value)
-  summary = attack_trace_lib.run_attacks(
-      _TRACE.value, dataset, _ATTACK.value, _STEPS.value, _FRACTIONS.value, _OUT.value,
+  settings = attack_settings.AttackSettings(
+      attack=_ATTACK.value, steps=_STEPS.value, forging_fractions=tuple(_FRACTIONS.value),
       runs=_RUNS.value, M=_M.value, n=_N.value, seed=_SEED.value, engine=_ENGINE.value,
-      neighbours_k=_NEIGHBOURS_K.value, neighbours_dir=_NEIGHBOURS_DIR.value,
-      memory_budget_bytes=_MEMORY_MB.value * 2**20, platform=cli.platform_from_flags(),
-      overwrite=_OVERWRITE.value)
-  print(f"{summary['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "
+      neighbours_k=_NEIGHBOURS_K.value, memory_budget_bytes=_MEMORY_MB.value * 2**20)
+  summary = attack_trace_lib.run_attacks(
+      _TRACE.value, dataset, settings, _OUT.value, neighbours_dir=_NEIGHBOURS_DIR.value,
+      platform=platform, overwrite=_OVERWRITE.value, command=cli.command_line())
+  print(f"{summary['settings']['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "
         f"step(s) x {len(summary['forging_fractions'])} fraction(s) x "
         f"{summary['settings']['runs']} run(s) in {summary['seconds']:.1f} s -> {_OUT.value}")
   for row in summary["results"]:

@@ -23,44 +23,35 @@ S = len(summary["steps"]), F = len(summary["forging_fractions"]), R = summary["s
 the replacements of cell (s, f, r) are forged_batches[s, f, r][deleted_mask[s, f, r]] and the
 deleted examples U are trace.batch(steps[s])[deleted_mask[s, f, r]].
 
-summary.json holds: "kind" ("forging_tf.attack_results"), "format_version" (1), "created",
-"package_version", "command", "attack", "settings" (M, n, runs, seed, engine, memory budget,
-neighbours file and metric for zhang, how U is drawn), "trace" (path, manifest_sha256, model
-and config, dataset name and fingerprint, batch_size, learning_rate, steps T, k, keep_pairs, the
-trace's platform id), "platform" (the attacking platform's fingerprint), "steps",
-"forging_fractions" (label as given, num_replaced m, forging_fraction m/b), "files" (the arrays
-above), "seconds", and "results": one entry per step and fraction with min/mean/max over runs of
-the re-scored approximation error, min/mean of the engine error (null for zhang), and the step's
-reproduction_error.
+summary.json is the record: the header (results.header: kind "forging_tf.attack_results",
+format_version, created, package_version, command, and "platform", the attacking platform's
+fingerprint), "settings" (attack_settings.AttackSettings: attack, steps and forging fractions as
+asked, runs, M, n, seed, engine, neighbours_k, memory budget), "method" (how U is drawn, where
+replacements come from, Zhang's neighbour metric and file), "trace" (Trace.identity), "steps"
+(as resolved), "forging_fractions" (label as given, num_replaced m, forging_fraction m/b),
+"files" (the arrays above), "seconds", and "results": one entry per step and fraction with
+min/mean/max over runs of the re-scored approximation error, min/mean of the engine error (null
+for zhang), and the step's reproduction_error.
 """
 
 import dataclasses
-import datetime
-import json
 import os
-import shutil
-import tempfile
-import sys
 import time
 
 import numpy as np
 from absl import logging
 
-import forging_tf
 from forging_tf import attack_engine
+from forging_tf import attack_settings
 from forging_tf import attacks
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import platform as platform_lib
+from forging_tf import results
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
 
-FORMAT_VERSION = 1
-RESULTS_KIND = "forging_tf.attack_results"
-SUMMARY = "summary.json"
-VECTORISED = "vectorised"
-SEQUENTIAL = "sequential"
-ENGINES = (VECTORISED, SEQUENTIAL)
+SUMMARY = results.RECORDS[results.ResultKind.ATTACK].file_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,27 +136,6 @@ def _describe_steps(steps: np.ndarray) -> str:
   return ", ".join(str(s) for s in steps[:20]) + (", ..." if len(steps) > 20 else "")
 
 
-def is_attack_results(path: str) -> bool:
-  try:
-    with open(os.path.join(path, SUMMARY), encoding="utf-8") as f:
-      return json.load(f).get("kind") == RESULTS_KIND
-  except (OSError, ValueError, AttributeError):
-    return False
-
-
-def _check_out(out: str, overwrite: bool) -> None:
-  if not os.path.exists(out):
-    return
-  if os.path.isdir(out) and not os.listdir(out):
-    return
-  if not is_attack_results(out):
-    raise errors.ConfigError(f"{out} exists and does not hold attack results; choose another "
-                             "--out")
-  if not overwrite:
-    raise errors.ConfigError(f"{out} already holds attack results; pass --overwrite to replace "
-                             "them or choose another --out")
-
-
 def _stats(values: np.ndarray) -> dict:
   finite = values[np.isfinite(values)]
   if not finite.size:
@@ -173,49 +143,58 @@ def _stats(values: np.ndarray) -> dict:
   return {"min": float(finite.min()), "mean": float(finite.mean()), "max": float(finite.max())}
 
 
-def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
-                forging_fractions, out: str, runs: int = 3, M: int = attacks.DEFAULT_M,
-                n: int = attacks.DEFAULT_POOL_SIZE, seed: int = 0, engine: str = VECTORISED,
-                neighbours_k: int = attacks.DEFAULT_NEIGHBOURS, neighbours_dir: str | None = None,
-                memory_budget_bytes: int = attack_engine.DEFAULT_MEMORY_BUDGET,
+def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_settings.AttackSettings,
+                out: str, neighbours_dir: str | None = None,
                 platform: platform_lib.Platform = platform_lib.Platform(),
-                overwrite: bool = False, progress_every_s: float = 10.0) -> dict:
-  """Runs `attack` ('thudi' or 'zhang') on the trace and writes OUT (module docstring).
+                overwrite: bool = False, command: str | None = None,
+                progress_every_s: float = 10.0) -> dict:
+  """Runs an attack on the steps of a trace and writes its results to OUT (module docstring).
 
-  steps: 'middle' | 'all' | 'i,j,...'; forging_fractions: labels ('1/b', '0.1', '1').
-  neighbours_dir: where Zhang's neighbour file is cached (default: OUT's parent/neighbours).
-  Returns the summary (as written to OUT/summary.json).
+  Args:
+    trace_path: the trace to attack; it must be complete and store pairs (i, i + 1).
+    dataset: the trace's dataset (its fingerprint is checked).
+    settings: the attack, the steps and forging fractions, runs, seeds and search sizes.
+    out: the results folder; written whole or not at all.
+    neighbours_dir: where Zhang's neighbour file is cached (default: OUT's parent/neighbours).
+    platform: the attacking platform, applied to this process.
+    overwrite: replace attack results already at OUT.
+    command: the command line to record (None: called from Python).
+    progress_every_s: seconds between progress lines in the log.
+
+  Returns:
+    The record, as written to OUT/summary.json.
+
+  Raises:
+    ConfigError: bad settings, or OUT holds other data (or results, without overwrite).
+    TraceError: the trace is unfinished, damaged or has no pair (i, i + 1) to attack.
+    DatasetError: the dataset is not the trace's.
   """
-  if attack not in attacks.ATTACKS:
-    raise errors.ConfigError(f"unknown attack {attack!r}; choose one of {list(attacks.ATTACKS)}")
-  if engine not in ENGINES:
-    raise errors.ConfigError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
-  if runs < 1:
-    raise errors.ConfigError(f"runs={runs}: at least one run is needed")
   out = os.path.abspath(out)
-  _check_out(out, overwrite)
+  results.check_out(out, SUMMARY, results.ResultKind.ATTACK, overwrite)
   trace = trace_lib.Trace(trace_path)
   if not trace.complete:
     raise errors.TraceError(f"{trace.path} is unfinished; finish it (run its forging-train "
                             "command again) before attacking it")
-  step_list = parse_steps(steps, trace)
-  fractions = parse_forging_fractions(forging_fractions, trace.batch_size)
+  step_list = parse_steps(settings.steps, trace)
+  fractions = parse_forging_fractions(settings.forging_fractions, trace.batch_size)
+  thudi = settings.attack == attack_settings.Attack.THUDI
+  M, n, runs = settings.M, settings.n, settings.runs
   num_examples = dataset.x_train.shape[0]
-  if attack == attacks.THUDI:
+  if thudi:
     attacks.check_thudi_settings(M, n, max(f.num_replaced for f in fractions),
                                  num_examples - trace.batch_size)
   platform_lib.apply_platform(platform)
   step_fn = sgd_step.step_for_trace(trace, dataset)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
-  search = attack_engine.AttackEngine(step_fn, source, memory_budget_bytes)
+  search = attack_engine.AttackEngine(step_fn, source, settings.memory_budget_bytes)
   neighbours = neighbours_file = None
-  if attack == attacks.ZHANG:
+  if not thudi:
     neighbours_dir = neighbours_dir or os.path.join(os.path.dirname(out), "neighbours")
     began = time.perf_counter()
-    neighbours, neighbours_file = attacks.load_or_compute_neighbours(dataset, neighbours_k,
-                                                                     neighbours_dir)
-    logging.info("nearest neighbours (top %d) of %s: %s (%.1f s)", neighbours_k, dataset.name,
-                 neighbours_file, time.perf_counter() - began)
+    neighbours, neighbours_file = attacks.load_or_compute_neighbours(
+        dataset, settings.neighbours_k, neighbours_dir)
+    logging.info("nearest neighbours (top %d) of %s: %s (%.1f s)", settings.neighbours_k,
+                 dataset.name, neighbours_file, time.perf_counter() - began)
   fingerprint = platform_lib.platform_fingerprint(platform)
 
   shape = (len(step_list), len(fractions), runs)
@@ -225,12 +204,13 @@ def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
   seconds = np.zeros(shape)
   forged_batches = np.zeros(shape + (b,), np.int32)
   deleted_mask = np.zeros(shape + (b,), bool)
-  candidate_errors = np.full(shape + (M,), np.nan) if attack == attacks.THUDI else None
+  candidate_errors = np.full(shape + (M,), np.nan) if thudi else None
   reproduction = np.zeros(len(step_list))
   logging.info("%s attack on %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
-               "platform %s -> %s", attack, trace.path, trace.manifest["model"]["name"], b,
-               len(step_list), ",".join(f.label for f in fractions), runs,
-               engine if attack == attacks.THUDI else "-", fingerprint["id"], out)
+               "platform %s -> %s", settings.attack, trace.path,
+               trace.manifest["model"]["name"], b, len(step_list),
+               ",".join(f.label for f in fractions), runs, settings.engine if thudi else "-",
+               fingerprint["id"], out)
   began = last_report = time.perf_counter()
   done, total = 0, int(np.prod(shape))
   for s, step in enumerate(step_list):
@@ -240,11 +220,12 @@ def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
       for r in range(runs):
         cell_began = time.perf_counter()
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-            [seed, step, fraction.num_replaced, r])))
+            [settings.seed, step, fraction.num_replaced, r])))
         positions = attacks.deletion_positions(b, fraction.num_replaced, rng)
-        if attack == attacks.THUDI:
-          forgery = attacks.thudi_attack(search, step, theta, theta_next, batch, positions, M, n,
-                                         rng, sequential=engine == SEQUENTIAL)
+        if thudi:
+          forgery = attacks.thudi_attack(
+              search, step, theta, theta_next, batch, positions, M, n, rng,
+              sequential=settings.engine == attack_settings.Engine.SEQUENTIAL)
           candidate_errors[s, f, r] = forgery.candidate_errors
         else:
           forgery = attacks.zhang_attack(search, step, theta, theta_next, batch, positions,
@@ -263,48 +244,27 @@ def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
                        fraction.label, r, forgery.approximation_error, reproduction[s],
                        (now - began) / done, (total - done) * (now - began) / done)
 
-  results = []
+  cells = []
   for s, step in enumerate(step_list):
     for f, fraction in enumerate(fractions):
       error, engine_stats = _stats(approximation[s, f]), _stats(engine_errors[s, f])
-      results.append({
+      cells.append({
           "step": step, **fraction.as_dict(),
           "min_approximation_error": error["min"], "mean_approximation_error": error["mean"],
           "max_approximation_error": error["max"],
           "min_engine_error": engine_stats["min"], "mean_engine_error": engine_stats["mean"],
           "reproduction_error": float(reproduction[s]),
       })
-  manifest = trace.manifest
-  summary = {
-      "kind": RESULTS_KIND,
-      "format_version": FORMAT_VERSION,
-      "package_version": forging_tf.__version__,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": " ".join(sys.argv),
-      "attack": attack,
-      "settings": {
-          "runs": runs, "seed": seed,
-          "M": M if attack == attacks.THUDI else None,
-          "n": n if attack == attacks.THUDI else None,
-          "engine": engine if attack == attacks.THUDI else None,
-          "memory_budget_bytes": int(memory_budget_bytes),
-          "neighbours_k": neighbours_k if attack == attacks.ZHANG else None,
-          "neighbours_file": neighbours_file,
-          "neighbour_metric": attacks.NEIGHBOUR_METRIC if attack == attacks.ZHANG else None,
+  summary = results.header(results.ResultKind.ATTACK, command, fingerprint) | {
+      "settings": settings.as_dict(),
+      "method": {
           "deletion_set": "m = round(f * b) positions of B_i, uniform without replacement, from "
                           "PCG64(SeedSequence([seed, step, m, run]))",
           "replacements_from": "D \\ B_i",
+          "neighbour_metric": None if thudi else attacks.NEIGHBOUR_METRIC,
+          "neighbours_file": neighbours_file,
       },
-      "trace": {
-          "path": trace.path, "manifest_sha256": manifest["manifest_sha256"],
-          "model": manifest["model"]["name"], "model_config": manifest["model"]["config"],
-          "dataset": manifest["dataset"]["name"],
-          "dataset_fingerprint": manifest["dataset"]["fingerprint"],
-          "batch_size": trace.batch_size, "learning_rate": trace.learning_rate,
-          "steps": trace.steps, "k": trace.k, "keep_pairs": trace.keep_pairs,
-          "platform_id": manifest["platform"].get("id"),
-      },
-      "platform": fingerprint,
+      "trace": trace.identity(),
       "steps": step_list,
       "forging_fractions": [f.as_dict() for f in fractions],
       "seconds": time.perf_counter() - began,
@@ -316,7 +276,7 @@ def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
           "reproduction_error.npy": "float64 [S] logged batch recomputed on this platform",
           "seconds.npy": "float64 [S, F, R] wall time per attack",
       },
-      "results": results,
+      "results": cells,
   }
   arrays = {"approximation_error": approximation, "engine_error": engine_errors,
             "forged_batches": forged_batches, "deleted_mask": deleted_mask,
@@ -324,26 +284,11 @@ def run_attacks(trace_path: str, dataset: data.Dataset, attack: str, steps: str,
   if candidate_errors is not None:
     arrays["candidate_errors"] = candidate_errors
     summary["files"]["candidate_errors.npy"] = "float64 [S, F, R, M] every candidate's error"
-  _write_results(out, summary, arrays, overwrite)
-  return summary
 
-
-def _write_results(out: str, summary: dict, arrays: dict, overwrite: bool) -> None:
-  """Writes OUT whole: into a hidden sibling folder, then renamed into place."""
-  _check_out(out, overwrite)  # again: another run may have written OUT meanwhile
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.writing-", dir=parent)
-  try:
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; results are for everyone to read
+  def fill(folder: str) -> None:
     for name, array in arrays.items():
-      np.save(os.path.join(staging, f"{name}.npy"), array, allow_pickle=False)
-    with open(os.path.join(staging, SUMMARY), "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=1)
-      f.write("\n")
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(staging, out)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
+      np.save(os.path.join(folder, f"{name}.npy"), array, allow_pickle=False)
+    results.write_json(os.path.join(folder, SUMMARY), summary)
+
+  results.write_folder(out, SUMMARY, results.ResultKind.ATTACK, fill, overwrite)
+  return summary

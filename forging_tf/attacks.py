@@ -39,12 +39,6 @@ from forging_tf import data
 from forging_tf import errors
 from forging_tf import results
 
-THUDI = "thudi"
-ZHANG = "zhang"
-ATTACKS = (THUDI, ZHANG)
-DEFAULT_M = 300
-DEFAULT_POOL_SIZE = 3000
-DEFAULT_NEIGHBOURS = 64
 NEIGHBOUR_METRIC = "squared euclidean distance of the uint8 pixel vectors, exact, ties by index"
 # Rows of a class scored per block in nearest_neighbours: a [rows, class size] float64 block.
 _NEIGHBOUR_BLOCK = 1024

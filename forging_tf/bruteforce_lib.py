@@ -37,6 +37,7 @@ would exceed the budget (then the nearest miss is bounded below by the window).
 import dataclasses
 import itertools
 import math
+import os
 import time
 
 import numpy as np
@@ -45,12 +46,10 @@ from absl import logging
 from forging_tf import domain
 from forging_tf import errors
 from forging_tf import exact_forging_lib
+from forging_tf import exact_settings
 from forging_tf import models
-
-NUM_PIXELS = 4
-NUM_CLASSES = 3
-HIDDEN_UNITS = 10
-TABLE_MODELS = ("logreg", "fcn")
+from forging_tf import platform as platform_lib
+from forging_tf import results
 
 # The exact lower bound applied to candidates before their full distance is computed.
 _BOUND_DIRECTIONS = 8
@@ -80,7 +79,7 @@ class Pool:
     return int(self.labels.shape[0])
 
 
-def example_pool(v: int, num_pixels: int = NUM_PIXELS, num_classes: int = NUM_CLASSES):
+def example_pool(v: int, num_pixels: int = exact_settings.NUM_PIXELS, num_classes: int = exact_settings.NUM_CLASSES):
   """(levels [N, d] int64, labels [N] int64), N = v^d * n; the label varies fastest."""
   grid = np.array(list(itertools.product(pixel_levels(v), repeat=num_pixels)), dtype=np.int64)
   return np.repeat(grid, num_classes, axis=0), np.tile(np.arange(num_classes), len(grid))
@@ -102,14 +101,14 @@ def table_model(name: str, seed: int):
   labels of x = 0 would sum to a zero gradient, collisions made by the initialiser rather than the
   question.
   """
-  if name not in TABLE_MODELS:
-    raise errors.ConfigError(f"Table IV models are {TABLE_MODELS}, got {name!r}")
-  config = {"hidden": (HIDDEN_UNITS,)} if name == "fcn" else {}
-  model = models.build_model(name, (NUM_PIXELS,), NUM_CLASSES, **config)
+  if name not in exact_settings.TABLE_MODELS:
+    raise errors.ConfigError(f"Table IV models are {exact_settings.TABLE_MODELS}, got {name!r}")
+  config = {"hidden": (exact_settings.HIDDEN_UNITS,)} if name == "fcn" else {}
+  model = models.build_model(name, (exact_settings.NUM_PIXELS,), exact_settings.NUM_CLASSES, **config)
   layout = models.parameter_layout(model)
   theta = models.initial_parameters(layout, seed)
   rng = np.random.Generator(np.random.PCG64(seed + 1))
-  fan_in = NUM_PIXELS
+  fan_in = exact_settings.NUM_PIXELS
   for spec in layout:
     if spec.name.endswith("kernel"):
       fan_in = spec.shape[0]
@@ -255,7 +254,7 @@ class PartResult:
   def lower_bound(self) -> float:
     return self.min_distance if self.exact else self.window
 
-  def describe(self, b: int) -> dict:
+  def as_dict(self, b: int) -> dict:
     return {"m": self.m, "targets": self.targets, "batches": self.batches,
             "window": None if math.isinf(self.window) else self.window / b, "exact": self.exact,
             "min_distance": None if math.isinf(self.min_distance) else self.min_distance / b,
@@ -423,17 +422,17 @@ class CellResult:
   parts: list | None = None
   cross_check: dict | None = None
 
-  def describe(self) -> dict:
+  def as_dict(self) -> dict:
     return dataclasses.asdict(self)
 
 
 def sample_true_batch(pool_size: int, b: int, seed: int, model: str, v: int) -> np.ndarray:
   """The true batch of a cell: b distinct pool indices from PCG64 seeded by (seed, model, v, b)."""
-  rng = np.random.Generator(np.random.PCG64([seed, TABLE_MODELS.index(model), v, b]))
+  rng = np.random.Generator(np.random.PCG64([seed, exact_settings.TABLE_MODELS.index(model), v, b]))
   return np.sort(rng.choice(pool_size, b, replace=False))
 
 
-def _describe_batch(pool: Pool, rows) -> list:
+def _examples(pool: Pool, rows) -> list:
   return [{"pool_index": int(r), "pixels": pool.levels[r].tolist(), "label": int(pool.labels[r])}
           for r in rows]
 
@@ -496,8 +495,8 @@ def meet_in_the_middle(pool: Pool, model: str, true_rows: np.ndarray, tolerance:
       batches_covered=covered, decided=timed_out is None or bool(collisions),
       found=bool(collisions), nearest_miss=None, nearest_miss_exact=False,
       nearest_miss_lower_bound=0.0, method="meet-in-the-middle", seconds=seconds,
-      true_batch=_describe_batch(pool, true_rows),
-      parts=[p.describe(b) for p in parts])
+      true_batch=_examples(pool, true_rows),
+      parts=[p.as_dict(b) for p in parts])
   if timed_out is not None and not collisions:
     result.reason = (f"time limit of {time_limit_s:.0f} s reached in part m={timed_out} "
                      f"({parts[-1].left_tuples} left tuples enumerated)")
@@ -507,7 +506,7 @@ def meet_in_the_middle(pool: Pool, model: str, true_rows: np.ndarray, tolerance:
     target_id, added = collisions[0]
     forged = sorted(set(true_rows.tolist()) - {int(true_rows[i]) for i in target_id}
                     | {int(outside[r]) for r in added})
-    result.collision = _describe_batch(pool, forged)
+    result.collision = _examples(pool, forged)
     result.nearest_miss = float(np.linalg.norm(pool.gradients[forged].sum(axis=0)
                                                - true_gradients.sum(axis=0))) / b
   elif finished and np.isfinite(found_best):
@@ -542,29 +541,40 @@ def exhaustive(pool: Pool, model: str, true_rows: np.ndarray, tolerance: float,
       batches_covered=enumerated - 1, decided=True, found=found,
       nearest_miss=best if np.isfinite(best) else None, nearest_miss_exact=True,
       nearest_miss_lower_bound=best if np.isfinite(best) else 0.0, method="exhaustive",
-      seconds=seconds, true_batch=_describe_batch(pool, true_rows),
-      collision=_describe_batch(pool, collisions[0]) if found else None)
+      seconds=seconds, true_batch=_examples(pool, true_rows),
+      collision=_examples(pool, collisions[0]) if found else None)
 
 
 def _collision_rows(result: CellResult) -> list[int]:
   return [example["pool_index"] for example in result.collision]
 
 
-def decide_cell(layers, pool: Pool, model: str, b: int, seed: int, method: str,
-                tolerance: float, exhaustive_limit: int, lookup_budget: float,
-                time_limit_s: float) -> CellResult:
-  """One cell: sample the true batch, then search by `method` ("mitm", "exhaustive", or "both":
-  meet-in-the-middle, cross-checked by enumeration where C(N, b) <= exhaustive_limit)."""
-  if method not in ("mitm", "exhaustive", "both"):
-    raise errors.ConfigError(f"method must be mitm, exhaustive or both, got {method!r}")
+def decide_cell(layers, pool: Pool, model: str, b: int,
+                settings: exact_settings.BruteForceSettings) -> CellResult:
+  """One cell: sample the true batch, then search it as settings.method says (BruteForceMethod).
+
+  Args:
+    layers: the model's dense layers (exact_forging_lib.dense_layers), for rechecking a
+      collision from scratch.
+    pool: every example of the cell's pixel levels and its gradient (make_pool).
+    model: the model's name, which seeds the true batch.
+    b: the batch size.
+    settings: the seed, method, tolerance and limits of the search.
+
+  Returns:
+    The cell's result; a collision comes with its distance rechecked from scratch.
+
+  Raises:
+    ConfigError: b outside 1..N.
+  """
   if not 1 <= b <= pool.size:
     raise errors.ConfigError(f"batch size must be in 1..{pool.size}, got {b}")
-  true_rows = sample_true_batch(pool.size, b, seed, model, pool.v)
+  true_rows = sample_true_batch(pool.size, b, settings.seed, model, pool.v)
   batches = math.comb(pool.size, b)
-  small = batches <= exhaustive_limit
-  if method == "exhaustive":
+  small = batches <= settings.exhaustive_limit
+  if settings.method == exact_settings.BruteForceMethod.EXHAUSTIVE:
     if small:
-      result = exhaustive(pool, model, true_rows, tolerance)
+      result = exhaustive(pool, model, true_rows, settings.tolerance)
       if result.found:
         result.collision_distance_recheck = recheck(layers, pool, true_rows,
                                                     _collision_rows(result))
@@ -573,13 +583,13 @@ def decide_cell(layers, pool: Pool, model: str, b: int, seed: int, method: str,
         model=model, v=pool.v, b=b, pool_size=pool.size, batches=batches, batches_covered=0,
         decided=False, found=False, nearest_miss=None, nearest_miss_exact=False,
         nearest_miss_lower_bound=0.0, method="exhaustive", seconds=0.0,
-        true_batch=_describe_batch(pool, true_rows),
+        true_batch=_examples(pool, true_rows),
         reason=f"C(N, b) = {batches:,} batches exceed the exhaustive limit of "
-               f"{exhaustive_limit:,}; use --method=mitm")
-  result = meet_in_the_middle(pool, model, true_rows, tolerance, lookup_budget, time_limit_s,
-                              seed)
-  if method == "both" and small:
-    check = exhaustive(pool, model, true_rows, tolerance)
+               f"{settings.exhaustive_limit:,}; use --method=mitm")
+  result = meet_in_the_middle(pool, model, true_rows, settings.tolerance, settings.lookup_budget,
+                              settings.time_limit_s, settings.seed)
+  if settings.method == exact_settings.BruteForceMethod.BOTH and small:
+    check = exhaustive(pool, model, true_rows, settings.tolerance)
     # The exhaustive nearest miss is exact; the search's must bracket it (equal it when exact).
     slack = lambda value: 1e-9 * value + 1e-15
     consistent = check.found == result.found and (result.found or (
@@ -596,24 +606,82 @@ def decide_cell(layers, pool: Pool, model: str, b: int, seed: int, method: str,
   return result
 
 
-def table_iv(model_names, levels, batch_sizes, seed: int, method: str, tolerance: float,
-             exhaustive_limit: int, lookup_budget: float, time_limit_s: float,
-             on_cell=None) -> list[CellResult]:
+def table_iv(settings: exact_settings.BruteForceSettings, on_cell=None) -> list[CellResult]:
   """Every cell (model, v, b) of Table IV, in that order; on_cell(result) after each one."""
-  results = []
-  for name in model_names:
-    model, theta = table_model(name, seed)
+  cells = []
+  for name in settings.models:
+    model, theta = table_model(name, settings.seed)
     layers = exact_forging_lib.dense_layers(model, theta)
-    for v in levels:
+    for v in settings.levels:
       pool = make_pool(layers, v)
-      for b in batch_sizes:
-        result = decide_cell(layers, pool, name, b, seed, method, tolerance, exhaustive_limit,
-                             lookup_budget, time_limit_s)
+      for b in settings.batch_sizes:
+        result = decide_cell(layers, pool, name, b, settings)
         logging.info("%s v=%d b=%d: %s batches, decided=%s found=%s nearest miss %s (%s), "
                      "%.1f s", name, v, b, f"{result.batches:,}", result.decided, result.found,
                      result.nearest_miss, "exact" if result.nearest_miss_exact else
                      f">= {result.nearest_miss_lower_bound:.3g}", result.seconds)
-        results.append(result)
+        cells.append(result)
         if on_cell is not None:
           on_cell(result)
-  return results
+  return cells
+
+
+def write_table_iv(settings: exact_settings.BruteForceSettings, out: str,
+                   platform: platform_lib.Platform = platform_lib.Platform(),
+                   overwrite: bool = False, command: str | None = None) -> dict:
+  """Decides every cell of Table IV and writes the record to the JSON file `out`.
+
+  The file is rewritten after every cell, so that an interrupted run shows what it decided;
+  `"complete": true` marks the last rewrite.
+
+  Args:
+    settings: the cells and how to decide them.
+    out: the JSON file to write.
+    platform: the platform to compute on, applied to this process (numpy does the work; the
+      fingerprint records the machine).
+    overwrite: replace a finished Table IV already at `out` (an unfinished one is replaced
+      anyway: its run is started over).
+    command: the command line to record (None: called from Python).
+
+  Returns:
+    The record, as last written.
+
+  Raises:
+    ConfigError: `out` is a folder, holds something else, or a finished table without overwrite.
+  """
+  if os.path.isdir(out):
+    raise errors.ConfigError(f"{out} is a folder; --out names the JSON file to write")
+  if os.path.exists(out):
+    try:
+      existing = results.read_record(out, results.ResultKind.TABLE_IV)
+    except errors.ForgingError:
+      raise errors.ConfigError(f"{out} exists and does not hold a Table IV result; choose "
+                               "another --out") from None
+    if existing["complete"] and not overwrite:
+      raise errors.ConfigError(f"{out} already holds a finished Table IV; pass --overwrite to "
+                               "replace it or choose another --out")
+  levels = {v: pixel_levels(v).tolist() for v in settings.levels}
+  platform_lib.apply_platform(platform)
+  began = time.perf_counter()
+  record = results.header(results.ResultKind.TABLE_IV, command,
+                          platform_lib.platform_fingerprint(platform)) | {
+      "settings": settings.as_dict(),
+      "method": {
+          "pixel_levels": levels,
+          "distances": "l2 between mean gradients (float64)",
+          "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+      },
+      "complete": False,
+      "seconds": 0.0,
+      "cells": [],
+  }
+
+  def on_cell(result: CellResult) -> None:
+    record["cells"].append(result.as_dict())
+    record["seconds"] = round(time.perf_counter() - began, 1)
+    results.write_json(out, record)
+
+  table_iv(settings, on_cell)
+  record["complete"] = True
+  results.write_json(out, record)
+  return record

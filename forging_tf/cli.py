@@ -1,33 +1,22 @@
-"""What every binary shares: the platform flags, one-line errors and the oneDNN re-exec.
+"""What every binary shares: one-line errors, the data and platform flags, its command line.
 
-Only binaries import this module (flags are defined in binaries, never in libraries).
+Only binaries import this module (flags are defined in binaries, never in libraries). Importing it
+does not load TensorFlow, so that forging-tables and forging-reproduce run without it; the
+binaries that compute define the platform flags (define_platform_flags), whose holder loads
+TensorFlow when it is first asked for the platform.
 """
 
 import os
+import shlex
 import sys
+from typing import Callable
 
 from absl import app
 from absl import flags
 
+import forging_tf
 from forging_tf import data
 from forging_tf import errors
-from forging_tf import platform as platform_lib
-from forging_tf import trace as trace_lib
-
-DEVICE = flags.DEFINE_string("device", "cpu", "Device to compute on: cpu or gpu:N.")
-DETERMINISTIC = flags.DEFINE_boolean(
-    "deterministic", True, "Op determinism (tf.config.experimental.enable_op_determinism); "
-    "false lets GPUs auto-tune.")
-INTRA_OP_THREADS = flags.DEFINE_integer("intra_op_threads", 0,
-                                        "Intra-op threads (0: TensorFlow's default).",
-                                        lower_bound=0)
-INTER_OP_THREADS = flags.DEFINE_integer("inter_op_threads", 0,
-                                        "Inter-op threads (0: TensorFlow's default).",
-                                        lower_bound=0)
-ONEDNN = flags.DEFINE_enum("onednn", "default", ["default", "on", "off"],
-                           "oneDNN custom ops (TF_ENABLE_ONEDNN_OPTS); the binary re-executes "
-                           "itself if TensorFlow was imported with the other setting.")
-TF32 = flags.DEFINE_boolean("tf32", False, "TensorFloat-32 on GPUs (off: full float32).")
 
 _REEXEC_GUARD = "FORGING_TF_ONEDNN_REEXEC"
 
@@ -42,52 +31,92 @@ def define_data_flags():
   return data_dir, download
 
 
-def platform_from_flags() -> platform_lib.Platform:
-  onednn = {"default": None, "on": True, "off": False}[ONEDNN.value]
-  return platform_lib.Platform(device=DEVICE.value, deterministic=DETERMINISTIC.value,
-                               intra_op_threads=INTRA_OP_THREADS.value,
-                               inter_op_threads=INTER_OP_THREADS.value, onednn=onednn,
-                               tf32=TF32.value)
+class PlatformFlags:
+  """The flags that choose a platform (platform.Platform); made by define_platform_flags()."""
+
+  def __init__(self):
+    self._device = flags.DEFINE_string("device", "cpu", "Device to compute on: cpu or gpu:N.")
+    self._deterministic = flags.DEFINE_boolean(
+        "deterministic", True, "Op determinism (tf.config.experimental.enable_op_determinism); "
+        "false lets GPUs auto-tune.")
+    self._intra_op_threads = flags.DEFINE_integer(
+        "intra_op_threads", 0, "Intra-op threads (0: TensorFlow's default).", lower_bound=0)
+    self._inter_op_threads = flags.DEFINE_integer(
+        "inter_op_threads", 0, "Inter-op threads (0: TensorFlow's default).", lower_bound=0)
+    self._onednn = flags.DEFINE_enum(
+        "onednn", "default", ["default", "on", "off"], "oneDNN custom ops "
+        "(TF_ENABLE_ONEDNN_OPTS); the binary re-executes itself if TensorFlow was imported with "
+        "the other setting.")
+    self._tf32 = flags.DEFINE_boolean("tf32", False, "TensorFloat-32 on GPUs (off: full "
+                                      "float32).")
+
+  def requested(self):
+    """The platform.Platform the flags ask for.
+
+    TF_ENABLE_ONEDNN_OPTS is read when TensorFlow is imported, which the binary has done by now:
+    if --onednn asks for the other setting, this runs the same command again with the variable
+    set (so a binary asks first, before it does any work).
+    """
+    from forging_tf import platform as platform_lib  # pylint: disable=import-outside-toplevel
+
+    onednn = {"default": None, "on": True, "off": False}[self._onednn.value]
+    if onednn is not None and onednn != platform_lib.onednn_enabled():
+      if os.environ.get(_REEXEC_GUARD):
+        raise errors.PlatformError(f"--onednn={self._onednn.value} has no effect with this "
+                                   "TensorFlow build")
+      os.environ[platform_lib.ONEDNN_ENV] = "1" if onednn else "0"
+      os.environ[_REEXEC_GUARD] = "1"
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    return platform_lib.Platform(
+        device=self._device.value, deterministic=self._deterministic.value,
+        intra_op_threads=self._intra_op_threads.value,
+        inter_op_threads=self._inter_op_threads.value, onednn=onednn, tf32=self._tf32.value)
+
+  def applied(self):
+    """requested(), applied to this process (platform.apply_platform)."""
+    from forging_tf import platform as platform_lib  # pylint: disable=import-outside-toplevel
+
+    platform = self.requested()
+    platform_lib.apply_platform(platform)
+    return platform
 
 
-def honour_onednn_flag() -> None:
-  """TF_ENABLE_ONEDNN_OPTS is read when TensorFlow is imported, which a binary has already done
-  by now; if --onednn asks for the other setting, run this same command again with the variable
-  set."""
-  if ONEDNN.value == "default" or (ONEDNN.value == "on") == platform_lib.onednn_enabled():
-    return
-  if os.environ.get(_REEXEC_GUARD):
-    raise errors.PlatformError(f"--onednn={ONEDNN.value} has no effect with this TensorFlow "
-                               "build")
-  os.environ[platform_lib.ONEDNN_ENV] = "1" if ONEDNN.value == "on" else "0"
-  os.environ[_REEXEC_GUARD] = "1"
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+def define_platform_flags() -> PlatformFlags:
+  """--device, --deterministic, --intra_op_threads, --inter_op_threads, --onednn and --tf32, for
+  the binaries that compute; returns their holder."""
+  return PlatformFlags()
 
 
-def applied_platform() -> platform_lib.Platform:
-  """The platform the flags ask for, applied to this process (re-executing it for --onednn)."""
-  honour_onednn_flag()
-  platform = platform_from_flags()
-  platform_lib.apply_platform(platform)
-  return platform
+def command_line() -> str:
+  """The command as the user typed it, for the results to record: the forging-* command (also
+  when it ran as `python -m MODULE`) and its arguments, quoted for a shell."""
+  spec = getattr(sys.modules["__main__"], "__spec__", None)
+  commands = {module: command for command, module in forging_tf.COMMANDS.items()}
+  program = commands.get(spec.name) if spec else None
+  return shlex.join([program or os.path.basename(sys.argv[0]), *sys.argv[1:]])
 
 
 def trace_and_dataset(trace_path: str, data_dir: str | None, download: bool):
   """The trace at trace_path and the dataset it names. The fingerprint is checked later, by the
   library, so that cheaper flag errors are reported first."""
+  from forging_tf import trace as trace_lib  # pylint: disable=import-outside-toplevel
+
   trace = trace_lib.Trace(trace_path)
   return trace, data.load_dataset(trace.manifest["dataset"]["name"], data_dir, download)
 
 
-def run(main) -> None:
-  """app.run(main), with the package's errors printed as one line and a nonzero exit."""
+def run(main: Callable[[], None]) -> None:
+  """Runs a binary: absl parses the flags, then main() runs; stray arguments and the package's
+  errors are one line on stderr and a nonzero exit."""
   program = os.path.basename(sys.argv[0])
 
   def guarded_main(argv):
     try:
-      return main(argv)
+      if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+      return main()
     except errors.ForgingError as e:
       sys.exit(f"{program}: error: {e}")
     except app.UsageError as e:  # absl would print the whole usage text before the error.

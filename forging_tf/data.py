@@ -62,7 +62,7 @@ class Dataset:
   source: str
   fingerprint: str
 
-  def describe(self) -> dict:
+  def as_dict(self) -> dict:
     """What a trace records about the data it was trained on."""
     return {
         "name": self.name,
@@ -107,7 +107,7 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
 
 
 def check_described(dataset: Dataset, description: dict) -> None:
-  """Raises DatasetError unless `dataset` is the data `description` (Dataset.describe(), as a
+  """Raises DatasetError unless `dataset` is the data `description` (Dataset.as_dict(), as a
   trace records it) names: by fingerprint, then by the name and shapes the description states,
   which a model is built from."""
   if dataset.fingerprint != description["fingerprint"]:
@@ -115,7 +115,7 @@ def check_described(dataset: Dataset, description: dict) -> None:
         f"{dataset.name} from {dataset.source} has fingerprint {dataset.fingerprint[:12]}..., "
         f"but the trace was trained on {description['fingerprint'][:12]}... (source "
         f"{description.get('source')!r}); point --data_dir at the data the trace was trained on")
-  actual = dataset.describe()
+  actual = dataset.as_dict()
   for key in ("name", "num_examples", "image_shape", "num_classes"):
     if description.get(key) != actual[key]:
       raise errors.DatasetError(f"the trace describes {key} {description.get(key)!r:.60} of its "

@@ -3,8 +3,9 @@
 A pixel is in the domain iff it equals, as a number, the float32 value PIXEL_VALUES[q] the model is
 fed for level q; a float64 pixel holding the exact real q / 255 is therefore outside (by ~1e-10).
 
-One definition of "in the domain", used by the verifier's game, the attacks and the exact forgeries.
-numpy only (no TensorFlow), so that the linear-algebra code can use it without loading TF.
+One definition of "in the domain", and one of "the same batch" (`same_examples`), used by the
+verifier's game, the attacks and the exact forgeries. numpy only (no TensorFlow), so that the
+linear-algebra code can use it without loading TF.
 """
 
 import dataclasses
@@ -75,3 +76,22 @@ def domain_violation(x: np.ndarray, y: np.ndarray, num_classes: int) -> str | No
     example = int(np.argmax(not_one_hot))
     return f"label of example {example} is {y[example].tolist()}, not a one-hot row"
   return None
+
+
+def same_examples(x: np.ndarray, y: np.ndarray, other_x: np.ndarray, other_y: np.ndarray) -> bool:
+  """Whether two batches hold the same examples (x_j, y_j) as multisets, compared by value.
+
+  x, other_x: [b, ...] pixels; y, other_y: [b, n] labels. Both are taken as the float32 values
+  the model is fed, so reordering a batch, or writing a pixel 0 as -0.0, gives the same batch:
+  the SGD step cannot tell them apart, and neither does the forging game. Comparing bytes would
+  count -0.0 as a new pixel and let the true batch pass for a forgery. A NaN equals nothing
+  (such a batch is outside the domain anyway).
+  """
+  def sorted_rows(xs, ys) -> np.ndarray:
+    rows = np.concatenate([np.asarray(xs, np.float32).reshape(len(xs), -1),
+                           np.asarray(ys, np.float32).reshape(len(ys), -1)], axis=1)
+    # lexsort compares values, so -0.0 and 0.0 tie and land where equal values land.
+    return rows[np.lexsort(rows.T[::-1])]
+
+  a, b = sorted_rows(x, y), sorted_rows(other_x, other_y)
+  return a.shape == b.shape and bool(np.array_equal(a, b))

@@ -19,6 +19,7 @@ solves a small mixed-integer program over a few examples and pixels; it reports 
 
 import dataclasses
 import itertools
+import os
 
 import keras
 import numpy as np
@@ -28,14 +29,16 @@ import scipy.sparse
 from forging_tf import data as data_lib
 from forging_tf import domain
 from forging_tf import errors
+from forging_tf import exact_settings
 from forging_tf import models
+from forging_tf import platform as platform_lib
+from forging_tf import plotting
+from forging_tf import results
 from forging_tf import sgd_step
 
 # Singular values below this fraction of the largest count as zero when ranks are taken (float64
 # arithmetic on float32 weights: the true zeros sit near 1e-16, real ones far above 1e-10).
 _RANK_RTOL = 1e-10
-
-RESULT_KIND = "forging_tf.exact_forging"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +211,7 @@ class SolutionSpace:
   def paper_condition(self) -> bool:
     return self.d * self.b > self.d1 * (self.d + self.b)
 
-  def describe(self) -> dict:
+  def as_dict(self) -> dict:
     return {"d": self.d, "b": self.b, "d1": self.d1, "rank_w1": self.w1_basis.shape[1],
             "rank_d1": self.d1_basis.shape[1], "dimension": self.dimension,
             "paper_condition_db_gt_d1_d_plus_b": self.paper_condition}
@@ -335,27 +338,15 @@ class ForgeryScore:
   """How good a forged batch is (SPEC 4): errors in theta space and distance to the domain."""
   approximation_error: float  # ||step(B) - step(B')||_2 with SGDStep, float32
   approximation_error_float64: float  # eta * ||grad(B) - grad(B')||_2 in float64 numpy
-  distinct: bool  # B' != B as multisets of float32 (x, y) rows
+  distinct: bool  # B' != B as multisets of examples (domain.same_examples)
   domain_box: float
   domain_grid: float
   domain_label: float
   in_domain: bool
   max_pixel_change: float
 
-  def describe(self) -> dict:
+  def as_dict(self) -> dict:
     return dataclasses.asdict(self)
-
-
-def distinct_batches(x: np.ndarray, y: np.ndarray, forged_x: np.ndarray, forged_y: np.ndarray
-                     ) -> bool:
-  """Whether the two batches differ as multisets of examples (float32 values, as the model sees
-  them)."""
-  def rows(xs, ys):
-    flat = np.concatenate([np.asarray(xs, np.float32).reshape(len(xs), -1),
-                           np.asarray(ys, np.float32)], axis=1)
-    return flat[np.lexsort(flat.T[::-1])]
-  a, b = rows(x, y), rows(forged_x, forged_y)
-  return a.shape != b.shape or not np.array_equal(a, b)
 
 
 class ForgeryScorer:
@@ -389,7 +380,7 @@ class ForgeryScorer:
     return ForgeryScore(
         approximation_error=sgd_step.l2_distance(self._step(x, y), self._step(forged_x, forged_y)),
         approximation_error_float64=float(float64_error),
-        distinct=distinct_batches(x, y, forged_x, forged_y),
+        distinct=not domain.same_examples(x, y, forged_x, forged_y),
         domain_box=distance.box, domain_grid=distance.grid, domain_label=distance.label,
         in_domain=distance.in_domain, max_pixel_change=float(np.abs(fx64 - x64).max()))
 
@@ -405,8 +396,8 @@ class InDomainAttempt:
   forged: np.ndarray
   score: ForgeryScore
 
-  def describe(self) -> dict:
-    return {"method": self.method, **self.detail, **self.score.describe()}
+  def as_dict(self) -> dict:
+    return {"method": self.method, **self.detail, **self.score.as_dict()}
 
 
 def box_perturbation(space: SolutionSpace, x: np.ndarray, direction: np.ndarray
@@ -547,11 +538,11 @@ class InDomainReport:
     valid = [a for a in self.attempts if a.score.distinct and a.score.in_domain]
     return min(valid, key=lambda a: a.score.approximation_error) if valid else None
 
-  def describe(self) -> dict:
+  def as_dict(self) -> dict:
     best = self.best
     return {"space": self.space, "lp": self.lp,
-            "attempts": [a.describe() for a in self.attempts],
-            "best": None if best is None else best.describe()}
+            "attempts": [a.as_dict() for a in self.attempts],
+            "best": None if best is None else best.as_dict()}
 
 
 def in_domain_search(scorer: ForgeryScorer, x: np.ndarray, y: np.ndarray,
@@ -582,7 +573,7 @@ def in_domain_search(scorer: ForgeryScorer, x: np.ndarray, y: np.ndarray,
                                           quietest_pixels(layers, milp_pixels), milp_max_levels,
                                           milp_time_limit_s)
   attempts.append(InDomainAttempt("milp", detail, forged, scorer.score(x, y, forged, y)))
-  return InDomainReport(space=space.describe(), lp=lp, attempts=attempts)
+  return InDomainReport(space=space.as_dict(), lp=lp, attempts=attempts)
 
 
 # ---------------------------------------------------------------------------- experiments
@@ -625,47 +616,48 @@ def _setting(dataset, model_name: str, model_config: dict, batch_size: int, seed
   return scorer, x, y, labels, setting
 
 
-def fig4_experiment(dataset: data_lib.Dataset, batch_size: int, hidden: int, scale: float,
-                    seed: int, learning_rate: float) -> ExperimentResult:
-  """Fig. 4: Prop. 2 on a ReLU network with one hidden layer of `hidden` units (L = 2)."""
-  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [hidden]}, batch_size,
-                                           seed, learning_rate)
-  rng = np.random.Generator(np.random.PCG64(seed))
-  p, space = mini_batch_perturbation(scorer.layers, x, y, rng, scale)
+def fig4_experiment(dataset: data_lib.Dataset,
+                    settings: exact_settings.ExactSettings) -> ExperimentResult:
+  """Fig. 4: Prop. 2 on a ReLU network with one hidden layer of settings.hidden units (L = 2)."""
+  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]},
+                                           settings.batch_size, settings.seed,
+                                           settings.learning_rate)
+  rng = np.random.Generator(np.random.PCG64(settings.seed))
+  p, space = mini_batch_perturbation(scorer.layers, x, y, rng, settings.perturbation_scale)
   score = scorer.score(x, y, x + p, y)
   shape = dataset.x_train.shape[1:]
   summary = {"experiment": "fig4", "method": "mini-batch perturbation (Prop. 2)", **setting,
-             "perturbation_scale": scale, "solution_space": space.describe(),
-             **score.describe()}
+             "perturbation_scale": settings.perturbation_scale,
+             "solution_space": space.as_dict(), **score.as_dict()}
   arrays = {"original": x.reshape((-1,) + shape).astype(np.float32),
             "forged": (x + p).reshape((-1,) + shape).astype(np.float32),
             "labels": labels.astype(np.int32), "forged_labels": labels.astype(np.int32)}
   return ExperimentResult(summary, arrays)
 
 
-def fig5_experiment(datasets, batch_size: int, scale: float, seed: int, learning_rate: float,
-                    use_bias: bool) -> ExperimentResult:
+def fig5_experiment(datasets, settings: exact_settings.ExactSettings) -> ExperimentResult:
   """Fig. 5: Prop. 3 (error-matrix sampling) with softmax regression on each dataset."""
   per_dataset, arrays = {}, {}
   for dataset in datasets:
-    scorer, x, y, labels, setting = _setting(dataset, "logreg", {"use_bias": use_bias},
-                                             batch_size, seed, learning_rate)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    forgery = error_matrix_sampling(scorer.layers, x, y, rng, scale)
+    scorer, x, y, labels, setting = _setting(dataset, "logreg", {"use_bias": settings.use_bias},
+                                             settings.batch_size, settings.seed,
+                                             settings.learning_rate)
+    rng = np.random.Generator(np.random.PCG64(settings.seed))
+    forgery = error_matrix_sampling(scorer.layers, x, y, rng, settings.error_matrix_scale)
     score = scorer.score(x, y, forgery.x, forgery.y)
     per_dataset[dataset.name] = {
         **setting, "rank_gradient": forgery.rank_gradient,
         "rank_forged_errors": forgery.rank_forged_errors, "solve_residual": forgery.residual,
         "forged_label_rows_sum": [float(forgery.y.sum(axis=1).min()),
                                   float(forgery.y.sum(axis=1).max())],
-        **score.describe()}
+        **score.as_dict()}
     shape = dataset.x_train.shape[1:]
     arrays[f"{dataset.name}_original"] = x.reshape((-1,) + shape).astype(np.float32)
     arrays[f"{dataset.name}_forged"] = forgery.x.reshape((-1,) + shape).astype(np.float32)
     arrays[f"{dataset.name}_labels"] = labels.astype(np.int32)
     arrays[f"{dataset.name}_forged_labels"] = forgery.y.astype(np.float32)
   summary = {"experiment": "fig5", "method": "error-matrix sampling (Prop. 3)",
-             "error_matrix_scale": scale, "datasets": per_dataset,
+             "error_matrix_scale": settings.error_matrix_scale, "datasets": per_dataset,
              "approximation_error": max(d["approximation_error"] for d in per_dataset.values()),
              "approximation_error_float64": max(d["approximation_error_float64"]
                                                 for d in per_dataset.values()),
@@ -673,19 +665,19 @@ def fig5_experiment(datasets, batch_size: int, scale: float, seed: int, learning
   return ExperimentResult(summary, arrays)
 
 
-def domain_experiment(dataset: data_lib.Dataset, batch_size: int, hidden: int, seed: int,
-                      learning_rate: float, rounding_scales, milp_examples: int,
-                      milp_pixels: int, milp_max_levels: int, milp_time_limit_s: float
-                      ) -> ExperimentResult:
+def domain_experiment(dataset: data_lib.Dataset,
+                      settings: exact_settings.ExactSettings) -> ExperimentResult:
   """The in-domain question on the Fig. 4 setting (in_domain_search)."""
-  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [hidden]}, batch_size,
-                                           seed, learning_rate)
-  rng = np.random.Generator(np.random.PCG64(seed))
-  report = in_domain_search(scorer, x, y, rng, rounding_scales, milp_examples, milp_pixels,
-                            milp_max_levels, milp_time_limit_s)
+  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]},
+                                           settings.batch_size, settings.seed,
+                                           settings.learning_rate)
+  rng = np.random.Generator(np.random.PCG64(settings.seed))
+  report = in_domain_search(scorer, x, y, rng, settings.rounding_scales, settings.milp_examples,
+                            settings.milp_pixels, settings.milp_max_levels,
+                            settings.milp_time_limit_s)
   best = report.best
   summary = {"experiment": "domain", "method": "in-domain search (LP box, grid rounding, MILP)",
-             **setting, **report.describe(),
+             **setting, **report.as_dict(),
              "approximation_error": None if best is None else best.score.approximation_error,
              "distinct": best is not None}
   shape = dataset.x_train.shape[1:]
@@ -694,3 +686,57 @@ def domain_experiment(dataset: data_lib.Dataset, batch_size: int, hidden: int, s
   if best is not None:
     arrays["forged"] = best.forged.reshape((-1,) + shape).astype(np.float32)
   return ExperimentResult(summary, arrays)
+
+
+SUMMARY = results.RECORDS[results.ResultKind.EXACT_FORGING].file_name
+
+
+def run_experiment(settings: exact_settings.ExactSettings, out: str,
+                   data_dir: str | None = None, download: bool = True,
+                   platform: platform_lib.Platform = platform_lib.Platform(),
+                   overwrite: bool = False, command: str | None = None) -> dict:
+  """Runs an exact-forging experiment and writes its result folder `out`, whole or not at all.
+
+  OUT holds summary.json (the record: header, settings, and the experiment's approximation
+  errors, distinctness, domain distances and set-up), data.npz (the original and forged batches)
+  and, for fig4 and fig5, the figure as fig4.{png,pdf} or fig5.{png,pdf}.
+
+  Args:
+    settings: the experiment and its parameters.
+    out: the result folder.
+    data_dir: local data directory (None: $FORGING_TF_DATA, then tensorflow-datasets).
+    download: let tensorflow-datasets download a dataset it does not have.
+    platform: the platform of the SGD step that scores forgeries, applied to this process.
+    overwrite: replace an exact-forging result already at `out`.
+    command: the command line to record (None: called from Python).
+
+  Returns:
+    The record, as written to OUT/summary.json.
+
+  Raises:
+    ConfigError: OUT holds other data (or a result, without overwrite), or the experiment has
+      no solution for these settings.
+    DatasetError: a dataset cannot be loaded.
+  """
+  out = os.path.abspath(out)
+  results.check_out(out, SUMMARY, results.ResultKind.EXACT_FORGING, overwrite)
+  platform_lib.apply_platform(platform)
+  load = lambda name: data_lib.load_dataset(name, data_dir, download)
+  experiment = settings.experiment
+  if experiment == exact_settings.ExactExperiment.FIG4:
+    result = fig4_experiment(load("mnist"), settings)
+  elif experiment == exact_settings.ExactExperiment.FIG5:
+    result = fig5_experiment([load("mnist"), load("cifar10")], settings)
+  else:
+    result = domain_experiment(load("mnist"), settings)
+  summary = results.header(results.ResultKind.EXACT_FORGING, command,
+                           platform_lib.platform_fingerprint(platform)) | {
+      "settings": settings.as_dict(), **result.summary}
+
+  def fill(folder: str) -> None:
+    results.write_npz(os.path.join(folder, "data.npz"), **result.arrays)
+    plotting.draw_exact(summary, result.arrays, os.path.join(folder, experiment.value))
+    results.write_json(os.path.join(folder, SUMMARY), summary)
+
+  results.write_folder(out, SUMMARY, results.ResultKind.EXACT_FORGING, fill, overwrite)
+  return summary

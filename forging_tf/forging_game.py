@@ -3,8 +3,9 @@
 The verifier V has published a trace S and picks a step t; the adversary returns a forged batch
 B'_t. V answers
 
-  REJECT  if B'_t equals B_t as a multiset of examples (x, y), compared by content, so neither
-          reordering B_t nor swapping an index for an identical copy of its example counts;
+  REJECT  if B'_t equals B_t as a multiset of examples (x, y), compared by value
+          (domain.same_examples), so neither reordering B_t, nor swapping an index for an
+          identical copy of its example, nor writing a pixel 0 as -0.0 counts;
   REJECT  if B'_t has another size than the trace's batches, or an example lies outside the domain
           (domain.domain_violation: pixels in {q/255}, labels one-hot rows);
   otherwise V recomputes on its own platform, with B'_t in place of B_t, from the last stored
@@ -107,13 +108,6 @@ def examples_from_arrays(images: np.ndarray, labels: np.ndarray,
   return x, y
 
 
-def _example_rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
-  """Each example (x_j, y_j) as bytes, sorted: equal lists <=> equal multisets of examples."""
-  x = np.ascontiguousarray(x, np.float32).reshape(len(x), -1)
-  y = np.ascontiguousarray(y, np.float32)
-  return sorted(x[j].tobytes() + y[j].tobytes() for j in range(len(x)))
-
-
 def recomputation_span(trace: trace_lib.Trace, step: int) -> tuple[int, int]:
   """(start, end): stored checkpoints with start <= step < end, the span the verifier recomputes."""
   trace.batch(step)  # TraceError for a step outside the trace
@@ -169,8 +163,9 @@ def play(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.ndarray, datase
   if violation is not None:
     return reject(f"outside the domain: {violation}")
   x, y = x.astype(np.float32), y.astype(np.float32)
-  if _example_rows(x, y) == _example_rows(*examples_from_indices(dataset, batch)):
-    return reject(f"the forged batch equals B_{step} as a multiset of examples")
+  if domain.same_examples(x, y, *examples_from_indices(dataset, batch)):
+    return reject(f"the forged batch equals B_{step} as a multiset of examples (the true "
+                  "batch)")
   start, end = recomputation_span(trace, step)
   error = recomputation_error(trace, step, x, y, dataset, step_fn)
   accepted = error <= epsilon

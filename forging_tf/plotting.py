@@ -107,6 +107,14 @@ def fig5(arrays, summary: dict, path_prefix: str, examples: int = 8) -> list[str
   return _save(figure, path_prefix)
 
 
+def draw_exact(summary: dict, arrays, path_prefix: str) -> list[str]:
+  """The figure of an exact-forging result: Fig. 4 or Fig. 5 from its summary and arrays
+  (forging-exact's summary.json and data.npz); none for the in-domain search. Returns the files
+  written."""
+  draw = {"fig4": fig4, "fig5": fig5}.get(summary["experiment"])
+  return [] if draw is None else draw(arrays, summary, path_prefix)
+
+
 # Figures 2, 3 and 6: approximation error of the greedy attacks ------------------------------
 
 

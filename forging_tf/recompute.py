@@ -9,9 +9,6 @@ Each repeat runs in a fresh process (--nofresh_process: in this one). Running th
 again after an interruption keeps the repeats that had finished.
 """
 
-import sys
-
-from absl import app
 from absl import flags
 
 from forging_tf import cli
@@ -26,8 +23,9 @@ _STEPS = flags.DEFINE_string("steps", ":", "Updates to recompute: START:END (END
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _FRESH_PROCESS = flags.DEFINE_boolean("fresh_process", True, "Run each repeat in a new process, "
                                       "as a separate verifier would.")
-_EXECUTOR = flags.DEFINE_enum("executor", "local", list(recompute_lib.EXECUTORS),
-                              "local: in this machine; ray: shards as Ray tasks.")
+_EXECUTOR = flags.DEFINE_enum_class("executor", recompute_lib.Executor.LOCAL,
+                                    recompute_lib.Executor, "local: in this machine; ray: "
+                                    "shards as Ray tasks.", case_sensitive=False)
 _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Ray cluster to join (default: start or "
                                    "join a local one).")
 _NUM_CPUS_PER_TASK = flags.DEFINE_float("num_cpus_per_task", 1.0, "CPUs per Ray task.",
@@ -39,6 +37,7 @@ _ACCELERATOR_TYPE = flags.DEFINE_string("accelerator_type", None, "Run every Ray
 _SHARDS = flags.DEFINE_integer("shards", 0, "Ray tasks per repeat (0: one per slot).",
                                lower_bound=0)
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a result already at --out.")
+_PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
 
 
@@ -53,20 +52,18 @@ def parse_step_range(text: str) -> tuple[int, int | None]:
     raise errors.ConfigError(f"--steps={text!r} is not START:END (e.g. --steps=0:600)") from None
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.honour_onednn_flag()
+def main():
+  platform = _PLATFORM.requested()
   start, stop = parse_step_range(_STEPS.value)
   ray_options = recompute_lib.RayOptions(
       address=_RAY_ADDRESS.value, num_cpus_per_task=_NUM_CPUS_PER_TASK.value,
       num_gpus_per_task=_NUM_GPUS_PER_TASK.value, accelerator_type=_ACCELERATOR_TYPE.value,
       shards=_SHARDS.value)
   summary = recompute_lib.recompute(
-      _TRACE.value, _OUT.value, repeats=_REPEATS.value, platform=cli.platform_from_flags(),
+      _TRACE.value, _OUT.value, repeats=_REPEATS.value, platform=platform,
       start=start, stop=stop, executor=_EXECUTOR.value, fresh_process=_FRESH_PROCESS.value,
       data_dir=_DATA_DIR.value, download=_DOWNLOAD.value, ray_options=ray_options,
-      overwrite=_OVERWRITE.value, command=" ".join(sys.orig_argv))
+      overwrite=_OVERWRITE.value, command=cli.command_line())
   print(summary.describe())
 
 

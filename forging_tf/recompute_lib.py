@@ -22,7 +22,7 @@ Result folder (documented in docs/RESULTS_FORMAT.md):
 
 import collections
 import dataclasses
-import datetime
+import enum
 import json
 import math
 import os
@@ -44,9 +44,12 @@ from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
 from forging_tf import train_trace_lib
 
-RESULT_KIND = "forging_tf.reproduction_error"
-FORMAT_VERSION = 1
-EXECUTORS = ("local", "ray")
+
+
+class Executor(enum.StrEnum):
+  """Where repeats run: local, on this machine; ray, as shards on a Ray cluster."""
+  LOCAL = "local"
+  RAY = "ray"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,15 +194,15 @@ class _CheckpointPrefetcher:
 
 def recompute(trace_path: str, out: str, repeats: int = 5,
               platform: platform_lib.Platform = platform_lib.Platform(), start: int = 0,
-              stop: int | None = None, executor: str = "local", fresh_process: bool = True,
+              stop: int | None = None, executor: Executor = Executor.LOCAL,
+              fresh_process: bool = True,
               data_dir: str | None = None, download: bool = True,
               ray_options: RayOptions = RayOptions(), overwrite: bool = False,
               command: str | None = None) -> RecomputeSummary:
   """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`."""
   if repeats < 1:
     raise errors.ConfigError(f"repeats must be >= 1, got {repeats}")
-  if executor not in EXECUTORS:
-    raise errors.ConfigError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
+  executor = results.choice(Executor, executor, "executor")
   began = time.perf_counter()
   trace = trace_lib.Trace(trace_path)
   if not trace.complete:
@@ -208,7 +211,7 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
                             "forging-train first")
   steps = recomputed_steps(trace, start, stop)
   request = {
-      "kind": RESULT_KIND,
+      "kind": results.ResultKind.REPRODUCTION_ERROR.value,
       "trace": trace.path,
       "manifest_sha256": trace.manifest["manifest_sha256"],
       "step_range": [start, trace.steps if stop is None else stop],
@@ -228,7 +231,7 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
           "download": download}
 
   def run(repeat: int) -> RepeatResult:
-    if executor == "ray":
+    if executor == Executor.RAY:
       return _ray_repeat(spec, ray_options)
     if fresh_process:
       return _fresh_process_repeat(spec, out, repeat)
@@ -248,7 +251,7 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
 def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
   """Creates `out`, resumes the same request there, or refuses to touch other data."""
   request_path = os.path.join(out, "request.json")
-  if results.claimed_folder(out, "request.json", "a reproduction-error result"):
+  if results.claimed_folder(out, "request.json", results.ResultKind.REPRODUCTION_ERROR):
     if overwrite:
       shutil.rmtree(out)
     elif results.read_json(request_path, "reproduction-error request") != request:
@@ -371,7 +374,8 @@ def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
 
 
 def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
-                  repeats: list[RepeatResult], platform: platform_lib.Platform, executor: str,
+                  repeats: list[RepeatResult], platform: platform_lib.Platform,
+                  executor: Executor,
                   fresh_process: bool, request: dict, command: str | None, run_now: int,
                   seconds: float) -> RecomputeSummary:
   ids = sorted({result.platform["id"] for result in repeats})
@@ -383,14 +387,8 @@ def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
   worst_repeat, worst = np.unravel_index(int(np.argmax(l2)), l2.shape)
   max_l2 = l2.max(axis=0)
   largest = [(int(steps[s]), float(max_l2[s])) for s in np.argsort(-max_l2, kind="stable")[:5]]
-  m = trace.manifest
-  generator, recomputer = m["platform"], repeats[0].platform
-  trace_identity = {
-      "path": trace.path, "manifest_sha256": m["manifest_sha256"], "model": m["model"]["name"],
-      "model_config": m["model"]["config"], "dataset": m["dataset"]["name"],
-      "dataset_fingerprint": m["dataset"]["fingerprint"], "batch_size": trace.batch_size,
-      "learning_rate": trace.learning_rate, "seed": trace.seed, "steps": trace.steps,
-      "k": trace.k, "keep_pairs": trace.keep_pairs}
+  generator, recomputer = trace.manifest["platform"], repeats[0].platform
+  trace_identity = trace.identity()
   summary = {
       "eps_repr": float(l2.max()),
       "steps": steps.tolist(),
@@ -406,25 +404,20 @@ def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
       "recomputer_platform": recomputer["id"],
       "same_platform": generator["id"] == recomputer["id"],
   }
-  record = {
-      "kind": RESULT_KIND,
-      "format_version": FORMAT_VERSION,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  record = results.header(results.ResultKind.REPRODUCTION_ERROR, command, recomputer) | {
       "trace": trace_identity,
       "step_range": request["step_range"],
       "updates": len(steps),
       "repeats": len(repeats),
-      "executor": executor,
-      "fresh_process": fresh_process if executor == "local" else True,
+      "executor": executor.value,
+      "fresh_process": fresh_process if executor == Executor.LOCAL else True,
       "eps_repr": summary["eps_repr"],
       "worst": {"step": int(steps[worst]), "repeat": int(worst_repeat),
                 "l2": float(l2[worst_repeat, worst]), "linf": float(linf[worst_repeat, worst])},
       "exact_steps": int(np.sum(max_l2 == 0)),
       "repeat_seconds": [result.seconds for result in repeats],
       "generator_platform": generator,
-      "recomputer_platform": recomputer,
       "recomputer_settings": dataclasses.asdict(platform),
-      "command": command if command is not None else " ".join(sys.argv),
   }
   results.write_npz(os.path.join(out, "distances.npz"), steps=steps, l2=l2, linf=linf)
   results.write_json(os.path.join(out, "result.json"), record)

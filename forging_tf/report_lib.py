@@ -65,7 +65,7 @@ def _model(record_trace: dict) -> str:
 
 
 def _same_platform(record: dict) -> bool:
-  return record["generator_platform"]["id"] == record["recomputer_platform"]["id"]
+  return record["generator_platform"]["id"] == record["platform"]["id"]
 
 
 def _reproduction_findings(reproduction: list[dict]) -> list[str]:
@@ -88,7 +88,7 @@ def _reproduction_findings(reproduction: list[dict]) -> list[str]:
   for record in reproduction:
     if not _same_platform(record):
       pairs[(labels[record["generator_platform"]["id"]],
-             labels[record["recomputer_platform"]["id"]])].append(record)
+             labels[record["platform"]["id"]])].append(record)
   if pairs:
     lines.append("- **Benign reproduction error across platforms** (generated on -> recomputed "
                  "on: largest eps_repr, and what was recomputed):")
@@ -129,7 +129,7 @@ def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]
     for entry in record["results"]:
       if entry["min_approximation_error"] is not None:
         best[(_model(record["trace"]), record["trace"]["model"], record["trace"]["batch_size"],
-              record["attack"], entry["label"])].append(
+              record["settings"]["attack"], entry["label"])].append(
                   (entry["min_approximation_error"], entry["step"], entry["forging_fraction"]))
   for (model, _, b, attack, fraction), values in sorted(
       best.items(), key=lambda item: (*item[0][:4], item[1][0][2])):
@@ -197,51 +197,37 @@ def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
 
 def _labels(reproduction: list[dict], others: list[dict]) -> dict[str, str]:
   return tables_lib.platform_labels(
-      [r[side] for r in reproduction for side in ("generator_platform", "recomputer_platform")]
+      [r[side] for r in reproduction for side in ("generator_platform", "platform")]
       + others)
 
 
 def _platforms(found: tables_lib.FoundResults) -> list[str]:
   fingerprints = ([r[side] for r in found.reproduction
-                   for side in ("generator_platform", "recomputer_platform")]
-                  + [r["platform"] for r in found.attacks + found.exact if "platform" in r]
-                  + ([found.table4["platform"]] if found.table4 and "platform" in found.table4
+                   for side in ("generator_platform", "platform")]
+                  + [r["platform"] for r in found.attacks + found.exact if r.get("platform")]
+                  + ([found.table4["platform"]] if found.table4 and found.table4.get("platform")
                      else []))
-  labels = tables_lib.platform_labels(fingerprints)
-  lines = []
-  for platform_id, fingerprint in sorted({f["id"]: f for f in fingerprints}.items(),
-                                         key=lambda item: labels[item[0]]):
-    in_force, software = fingerprint["in_force"], fingerprint["software"]
-    gpus = [d.get("device_name", d["name"]) for d in fingerprint["hardware"]["devices"]
-            if d["type"] == "GPU"]
-    lines.append(
-        f"- `{labels[platform_id]}` (id {platform_id}): device {in_force.get('device')}; CPU "
-        f"{fingerprint['hardware']['cpu']['model']} ({fingerprint['hardware']['cpu']['logical_cores']} "
-        f"logical cores){'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
-        f"{software['tensorflow']}" + (f", CUDA {software['cuda_version']}, cuDNN "
-                                       f"{software['cudnn_version']}"
-                                       if software.get("cuda_build") else "")
-        + f"; op determinism {'on' if in_force['op_determinism'] else 'off'}, oneDNN "
-        f"{'on' if in_force['onednn'] else 'off'}, intra/inter-op threads "
-        f"{in_force['intra_op_threads']}/{in_force['inter_op_threads']} (0: TensorFlow's "
-        f"default), TF32 {'on' if in_force['tf32'] else 'off'}, XLA "
-        f"{'on' if in_force.get('xla_auto_jit') else 'off'}.")
-  return lines
+  return [f"- `{label}` (id {platform_id}): {description}."
+          for label, platform_id, description in tables_lib.described_platforms(fingerprints)]
 
 
 def _sources(found: tables_lib.FoundResults) -> list[str]:
   """Each result folder and the command that wrote it."""
   lines = [f"Results read from {', '.join(f'`{d}`' for d in found.dirs)}:", ""]
   for record in found.reproduction + found.attacks + found.exact:
-    lines.append(f"- `{record['folder']}`: `{_short_command(record.get('command', '?'))}`")
+    lines.append(f"- `{record['folder']}`: {_command(record)}")
   if found.table4:
-    lines.append(f"- `{found.table4['path']}`: forging-bruteforce")
+    lines.append(f"- `{found.table4['path']}`: {_command(found.table4)}")
   return lines
 
 
-def _short_command(command: str) -> str:
-  """The command without the interpreter's path, which says nothing about the result."""
+def _command(record: dict) -> str:
+  """The command that wrote a record, without the interpreter's path (which says nothing about
+  the result; earlier versions recorded it)."""
+  command = record.get("command")
+  if not command:
+    return "(no command recorded)"
   words = command.split()
   while words and (os.path.basename(words[0]).startswith("python") or words[0] == "-m"):
     words = words[1:]
-  return " ".join([os.path.basename(words[0]), *words[1:]]) if words else command
+  return f"`{' '.join([os.path.basename(words[0]), *words[1:]]) if words else command}`"

@@ -1,6 +1,6 @@
 r"""The whole study in one command: traces, reproduction errors, attacks, exact forging, report.
 
-  forging-reproduce --preset=quick --out=runs/quick       # about 20 minutes on a 2-core CPU
+  forging-reproduce --preset=quick --out=runs/quick       # about 11 minutes on a 2-core CPU
   forging-reproduce --preset=paper --out=runs/paper       # the paper's settings, for a GPU
   forging-reproduce --preset=quick --dry_run              # list the stages and their commands
 
@@ -24,13 +24,12 @@ _DRY_RUN = flags.DEFINE_boolean("dry_run", False, "List the stages and their com
                                 "nothing.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise errors.ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main():
   if _OUT.value is None and not _DRY_RUN.value:
     raise errors.ConfigError("--out is required: the folder to write the study into")
   reproduce_lib.reproduce(_PRESET.value, _OUT.value, _DATA_DIR.value, _DOWNLOAD.value,
-                          _DRY_RUN.value, echo=lambda line: print(line, flush=True))
+                          _DRY_RUN.value, echo=lambda line: print(line, flush=True),
+                          command=cli.command_line())
 
 
 def run():

@@ -28,7 +28,6 @@ written whole or not at all).
 import dataclasses
 import datetime
 import fcntl
-import json
 import os
 import re
 import signal
@@ -39,11 +38,14 @@ from typing import Callable
 
 import numpy as np
 
+import forging_tf
+from forging_tf import attack_settings
 from forging_tf import errors
+from forging_tf import exact_settings
+from forging_tf import report_lib
 from forging_tf import results
 
-KIND = "forging_tf.reproduce"
-FORMAT_VERSION = 1
+_RECORD = results.RECORDS[results.ResultKind.REPRODUCE_RUN].file_name
 
 # A platform is the flags every binary takes (cli.py). Deterministic ones generate Table II (b)
 # and (c); the others Table II (a).
@@ -58,16 +60,6 @@ PLATFORMS = {
 }
 
 
-# The package's binaries (setup.py's console scripts) by module, for the commands a report shows.
-BINARIES = {
-    "forging_tf.train_trace": "forging-train",
-    "forging_tf.recompute": "forging-recompute",
-    "forging_tf.attack_trace": "forging-attack",
-    "forging_tf.exact_forging": "forging-exact",
-    "forging_tf.bruteforce": "forging-bruteforce",
-}
-
-
 def _deterministic(platform: str) -> bool:
   return "--deterministic" in PLATFORMS[platform]
 
@@ -77,13 +69,13 @@ class AttackPlan:
   """forging-attack on the primary platform's trace of (model, b)."""
   model: str
   batch_size: int
-  attack: str
+  attack: attack_settings.Attack
   steps: str  # "middle" or "stages:N" (N evenly spaced steps, first and last included)
   fractions: tuple[str, ...]
   runs: int
-  M: int = 300
-  n: int = 3000
-  engine: str = "vectorised"
+  M: int = attack_settings.DEFAULT_M  # noqa: N815 (the paper's name)
+  n: int = attack_settings.DEFAULT_POOL_SIZE
+  engine: attack_settings.Engine = attack_settings.Engine.VECTORISED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,17 +94,20 @@ class Preset:
   repeats_same: int
   repeats_cross: int
   attacks: tuple[AttackPlan, ...]
-  exact: tuple[tuple[str, tuple[str, ...]], ...]  # (experiment, extra flags)
+  exact: tuple[tuple[exact_settings.ExactExperiment, tuple[str, ...]], ...]  # (experiment, flags)
   bruteforce: tuple[str, ...]
   recompute_flags: tuple[str, ...] = ()
   learning_rate: float = 0.01
   seed: int = 0
 
   def settings(self) -> dict:
-    return dataclasses.asdict(self)
+    """The preset as reproduce.json records it (JSON values): a run resumes only the same."""
+    return results.json_values(dataclasses.asdict(self))
 
 
 _FRACTIONS = ("1/b", "0.01", "0.1", "0.5", "1")
+_THUDI, _ZHANG = attack_settings.Attack.THUDI, attack_settings.Attack.ZHANG
+_FIG4, _FIG5, _DOMAIN = exact_settings.ExactExperiment
 
 PRESETS = {
     "quick": Preset(
@@ -128,14 +123,14 @@ PRESETS = {
                ("lenet", "mnist", 1000, 100), ("vggmini", "cifar10", 100, 10)),
         repeats_same=2, repeats_cross=2,
         attacks=(
-            AttackPlan("lenet", 100, "thudi", "middle", ("1/b", "0.1", "0.5", "1"), 3),
-            AttackPlan("lenet", 100, "zhang", "middle", ("1/b", "0.1", "0.5", "1"), 3),
-            AttackPlan("lenet", 1000, "thudi", "stages:3", ("1/b", "1"), 3),
-            AttackPlan("vggmini", 100, "thudi", "stages:2", ("1/b",), 1, M=100),
-            AttackPlan("vggmini", 100, "thudi", "stages:2", ("1",), 1, M=30,
-                       engine="sequential"),
+            AttackPlan("lenet", 100, _THUDI, "middle", ("1/b", "0.1", "0.5", "1"), 3),
+            AttackPlan("lenet", 100, _ZHANG, "middle", ("1/b", "0.1", "0.5", "1"), 3),
+            AttackPlan("lenet", 1000, _THUDI, "stages:3", ("1/b", "1"), 3),
+            AttackPlan("vggmini", 100, _THUDI, "stages:2", ("1/b",), 1, M=100),
+            AttackPlan("vggmini", 100, _THUDI, "stages:2", ("1",), 1, M=30,
+                       engine=attack_settings.Engine.SEQUENTIAL),
         ),
-        exact=(("fig4", ()), ("fig5", ()), ("domain", ("--milp_time_limit=30",))),
+        exact=((_FIG4, ()), (_FIG5, ()), (_DOMAIN, ("--milp_time_limit=30",))),
         bruteforce=("--levels=2,3,4", "--batch_sizes=1,2,3,4", "--time_limit=120"),
     ),
     "smoke": Preset(
@@ -146,8 +141,8 @@ PRESETS = {
         platforms=("cpu", "cpu-nodnn"),
         steps=(("lenet", "mnist", 100, 6),),
         repeats_same=1, repeats_cross=1,
-        attacks=(AttackPlan("lenet", 100, "thudi", "stages:3", ("1/b", "1"), 1, M=8, n=300),),
-        exact=(("fig5", ("--batch_size=8",)),),
+        attacks=(AttackPlan("lenet", 100, _THUDI, "stages:3", ("1/b", "1"), 1, M=8, n=300),),
+        exact=((_FIG5, ("--batch_size=8",)),),
         bruteforce=("--models=logreg", "--levels=2", "--batch_sizes=1,2"),
         recompute_flags=("--nofresh_process",),
     ),
@@ -167,10 +162,10 @@ PRESETS = {
         attacks=tuple(
             AttackPlan(model, b, attack, "middle", _FRACTIONS, 5)
             for model in ("lenet", "vggmini") for b in (100, 500, 1000)
-            for attack in ("thudi", "zhang")) + (
-            AttackPlan("lenet", 1000, "thudi", "stages:20", ("1/b", "1"), 3),
-            AttackPlan("vggmini", 100, "thudi", "stages:20", ("1/b", "1"), 3)),
-        exact=(("fig4", ()), ("fig5", ()), ("domain", ())),
+            for attack in attack_settings.Attack) + (
+            AttackPlan("lenet", 1000, _THUDI, "stages:20", ("1/b", "1"), 3),
+            AttackPlan("vggmini", 100, _THUDI, "stages:20", ("1/b", "1"), 3)),
+        exact=((_FIG4, ()), (_FIG5, ()), (_DOMAIN, ())),
         bruteforce=(),
     ),
 }
@@ -178,20 +173,22 @@ PRESETS = {
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-  """One command of the plan. output: relative to OUT; done: whether it is complete there."""
+  """One command of the plan: program (a forging_tf.COMMANDS name) and its flags. output:
+  relative to OUT; done: whether it is complete there."""
   name: str
-  module: str
+  program: str
   flags: tuple[str, ...]
   output: str
   done: Callable[[str], bool]
   onednn: bool | None = None
 
   def argv(self, common: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", self.module, *self.flags, *common]
+    """The stage's process: `python -m MODULE`, so that it runs with this interpreter."""
+    return [sys.executable, "-m", forging_tf.COMMANDS[self.program], *self.flags, *common]
 
   def command(self) -> str:
     """The stage as a user would type it (data flags left out)."""
-    return " ".join((BINARIES[self.module], *self.flags))
+    return " ".join((self.program, *self.flags))
 
 
 def _trace_name(model: str, b: int, steps: int, platform: str) -> str:
@@ -211,13 +208,15 @@ def _trace_done(path: str) -> bool:
     return False
 
 
-def _json_done(file_name: str | None, check=lambda document: True) -> Callable[[str], bool]:
-  """Whether the output's JSON (output/file_name, or the output itself) exists and passes
-  `check`: binaries write it last and atomically."""
+def _record_done(kind: results.ResultKind, check=lambda record: True) -> Callable[[str], bool]:
+  """Whether the output holds a `kind` record (in the kind's record file, or the output itself
+  for a record of any name) that passes `check`: binaries write it last and atomically."""
+  file_name = results.RECORDS[kind].file_name
+
   def done(path: str) -> bool:
     try:
-      document = results.read_json(os.path.join(path, file_name) if file_name else path, "result")
-      return bool(check(document))
+      record = results.read_record(os.path.join(path, file_name) if file_name else path, kind)
+      return bool(check(record))
     except (errors.ForgingError, KeyError, TypeError):
       return False
   return done
@@ -262,7 +261,7 @@ def plan(preset: Preset) -> list[Stage]:
     dataset, t = steps[(model, b)]
     name = _trace_name(model, b, t, generator)
     stages.append(Stage(
-        f"train {name}", "forging_tf.train_trace",
+        f"train {name}", "forging-train",
         (f"--model={model}", f"--dataset={dataset}", f"--batch_size={b}", f"--steps={t}",
          f"--lr={preset.learning_rate}", f"--seed={preset.seed}", f"--out=traces/{name}",
          *PLATFORMS[generator]),
@@ -274,10 +273,11 @@ def plan(preset: Preset) -> list[Stage]:
       repeats = preset.repeats_same if recomputer == generator else preset.repeats_cross
       output = f"results/repro/{name}__on__{recomputer}"
       stages.append(Stage(
-          f"recompute {name} on {recomputer}", "forging_tf.recompute",
+          f"recompute {name} on {recomputer}", "forging-recompute",
           (f"--trace=traces/{name}", f"--repeats={repeats}", f"--out={output}",
            *preset.recompute_flags, *PLATFORMS[recomputer]),
-          output, _json_done("summary.json", lambda s, r=repeats: s["repeats"] >= r),
+          output, _record_done(results.ResultKind.REPRODUCTION_ERROR,
+                               lambda record, r=repeats: record["repeats"] >= r),
           _onednn(recomputer)))
   for attack in preset.attacks:
     if (attack.model, attack.batch_size) not in steps:
@@ -289,30 +289,32 @@ def plan(preset: Preset) -> list[Stage]:
     fractions = "_".join(f.replace("/", "over") for f in attack.fractions)
     output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}"
     search = ((f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
-              if attack.attack == "thudi" else ("--neighbours_dir=results/neighbours",))
+              if attack.attack == _THUDI else ("--neighbours_dir=results/neighbours",))
     stages.append(Stage(
         f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}",
-        "forging_tf.attack_trace",
+        "forging-attack",
         (f"--trace=traces/{trace}", f"--attack={attack.attack}",
          f"--steps={_attack_steps(attack.steps, t)}",
          f"--forging_fraction={','.join(attack.fractions)}", f"--runs={attack.runs}", *search,
          f"--out={output}", *PLATFORMS[primary]),
-        output, _json_done("summary.json"), _onednn(primary)))
+        output, _record_done(results.ResultKind.ATTACK), _onednn(primary)))
   for experiment, flags in preset.exact:
     output = f"results/exact/{experiment}"
     stages.append(Stage(
-        f"exact {experiment}", "forging_tf.exact_forging",
+        f"exact {experiment}", "forging-exact",
         (f"--experiment={experiment}", f"--out={output}", *flags, *PLATFORMS[primary]),
-        output, _json_done("summary.json"), _onednn(primary)))
+        output, _record_done(results.ResultKind.EXACT_FORGING), _onednn(primary)))
   stages.append(Stage(
-      "bruteforce table4", "forging_tf.bruteforce",
+      "bruteforce table4", "forging-bruteforce",
       ("--out=results/table4.json", *preset.bruteforce, *PLATFORMS[primary]),
-      "results/table4.json", _json_done(None, lambda d: d["table"] == "IV" and d["complete"]), _onednn(primary)))
+      "results/table4.json",
+      _record_done(results.ResultKind.TABLE_IV, lambda record: record["complete"]),
+      _onednn(primary)))
   return stages
 
 
 def _takes_data_flags(stage: Stage) -> bool:
-  return stage.module != "forging_tf.bruteforce"
+  return stage.program != "forging-bruteforce"
 
 
 class _Lock:
@@ -332,11 +334,12 @@ class _Lock:
 
 
 def _check_out(out: str, request: dict) -> None:
-  """Creates OUT for `request`, or accepts it if it holds the same request; refuses otherwise."""
-  path = os.path.join(out, "reproduce.json")
-  if results.claimed_folder(out, "reproduce.json", "a forging-reproduce run"):
+  """Creates OUT for `request`, or accepts it if it holds a run of the same preset; refuses
+  otherwise."""
+  path = os.path.join(out, _RECORD)
+  if results.claimed_folder(out, _RECORD, results.ResultKind.REPRODUCE_RUN):
     existing = results.read_json(path, "reproduction request")
-    if existing.get("kind") != KIND or existing.get("preset") != request["preset"]:
+    if existing.get("preset") != request["preset"]:
       name = existing.get("preset", {}).get("name") if isinstance(existing.get("preset"),
                                                                   dict) else None
       raise errors.ConfigError(
@@ -351,8 +354,9 @@ def _check_out(out: str, request: dict) -> None:
 # Echoed to the console: the stage's own progress (absl log lines of this package's modules) and
 # its one-line error; TensorFlow's own lines go to the log only.
 _ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.-]+\.py):\d+\]")
-_PACKAGE_FILES = frozenset(name for name in os.listdir(os.path.dirname(os.path.abspath(__file__)))
-                           if name.endswith(".py"))
+_PACKAGE_FILES = frozenset(
+    name for _, _, names in os.walk(os.path.dirname(os.path.abspath(forging_tf.__file__)))
+    for name in names if name.endswith(".py"))
 
 
 def _echoed(line: str) -> bool:
@@ -411,9 +415,29 @@ def _die_with_parent() -> None:
 
 
 def reproduce(preset: str | Preset, out: str | None, data_dir: str | None = None,
-              download: bool = True, dry_run: bool = False, echo=print) -> str | None:
-  """Runs (or, dry_run, lists) every stage of the preset (a name in PRESETS or a Preset) into
-  OUT; returns OUT/REPORT.md."""
+              download: bool = True, dry_run: bool = False, echo=print,
+              command: str | None = None) -> str | None:
+  """Runs every stage of a preset into OUT and writes OUT/REPORT.md (module docstring).
+
+  Args:
+    preset: a name in PRESETS, or a Preset.
+    out: the study's folder (None only with dry_run); a run of another preset there is refused,
+      one of the same preset is resumed.
+    data_dir: local data directory for every stage (None: $FORGING_TF_DATA, then
+      tensorflow-datasets).
+    download: let tensorflow-datasets download a dataset it does not have.
+    dry_run: list the stages and their commands instead of running them.
+    echo: prints a line of progress.
+    command: the command line to record in OUT/reproduce.json (None: called from Python).
+
+  Returns:
+    The path of OUT/REPORT.md; None for a dry run.
+
+  Raises:
+    ConfigError: an unknown preset or platform, OUT holds something else, or another
+      forging-reproduce is writing OUT.
+    ForgingError: a stage failed (the message names it and its log).
+  """
   if isinstance(preset, str):
     if preset not in PRESETS:
       raise errors.ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -430,8 +454,8 @@ def reproduce(preset: str | Preset, out: str | None, data_dir: str | None = None
       echo(f"[{i}/{len(stages)}] {stage.name}\n    {stage.command()}")
     return None
   out = os.path.abspath(out)
-  request = json.loads(json.dumps(  # as it reads back from reproduce.json (lists, not tuples)
-      {"kind": KIND, "format_version": FORMAT_VERSION, "preset": preset.settings()}))
+  request = results.header(results.ResultKind.REPRODUCE_RUN, command, None) | {
+      "preset": preset.settings()}
   _check_out(out, request)
   lock = _Lock(out)
   try:
@@ -442,8 +466,6 @@ def reproduce(preset: str | Preset, out: str | None, data_dir: str | None = None
 
 def _run_plan(preset: Preset, stages: list[Stage], out: str, common: tuple[str, ...],
               echo) -> str:
-  from forging_tf import report_lib  # TensorFlow is imported only once the report is drawn
-
   progress_path = os.path.join(out, "progress.json")
   progress = (results.read_json(progress_path, "progress") if os.path.exists(progress_path)
               else {"stages": {}})

@@ -54,16 +54,24 @@ class SGDStep:
   def __call__(self, theta, x, y) -> tf.Tensor:
     return self._step(theta, x, y)
 
-  def _mean_loss(self, theta, x, y):
-    variables = [tf.reshape(part, shape)
-                 for part, shape in zip(tf.split(theta, self._sizes), self._shapes)]
+  def variables(self, theta) -> list[tf.Tensor]:
+    """theta [P] -> the model's trainable variables, in layout order, each in its own shape."""
+    return [tf.reshape(part, shape)
+            for part, shape in zip(tf.split(theta, self._sizes), self._shapes)]
+
+  def example_losses(self, variables, x, y) -> tf.Tensor:
+    """The forward pass and the loss: crossentropy(softmax(f_theta(x_j)), y_j) per example [b].
+
+    The one definition of both, for the step below and for the attack engine's per-example
+    gradients.
+    """
     logits, _ = self.model.stateless_call(variables, self._non_trainable, x, training=True)
-    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    return tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
   def _update(self, theta, x, y):
     with tf.GradientTape() as tape:
       tape.watch(theta)
-      loss = self._mean_loss(theta, x, y)
+      loss = tf.reduce_mean(self.example_losses(self.variables(theta), x, y))
     gradient = tape.gradient(loss, theta)
     return theta - tf.constant(self.learning_rate, tf.float32) * gradient
 

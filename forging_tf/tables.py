@@ -10,7 +10,6 @@ recomputed: rerun it after adding results.
 
 import os
 
-from absl import app
 from absl import flags
 
 from forging_tf import cli
@@ -21,9 +20,7 @@ _OUT = flags.DEFINE_string("out", "report", "Folder to write the tables, figures
                            "to.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main():
   report = report_lib.write_report(_RESULTS.value, _OUT.value,
                                    os.path.join(_OUT.value, "REPORT.md"))
   written = sorted(name for name in os.listdir(_OUT.value) if not name.startswith("."))

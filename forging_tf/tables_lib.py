@@ -28,11 +28,8 @@ import os
 
 import numpy as np
 
-from forging_tf import attack_trace_lib
 from forging_tf import errors
-from forging_tf import exact_forging_lib
 from forging_tf import plotting
-from forging_tf import recompute_lib
 from forging_tf import results
 
 _TABLE1_ROWS = (("lenet", "mnist", "LeNet / MNIST"), ("vggmini", "cifar10", "VGGmini / CIFAR-10"))
@@ -100,82 +97,37 @@ class Table:
   notes: tuple[str, ...]
 
 
-# What the tables and REPORT.md read of each kind of result: a record without one of these was
-# edited or written by another version, and is refused by name rather than failing in a table.
-_REQUIRED_FIELDS = {
-    recompute_lib.RESULT_KIND: (
-        "eps_repr", "updates", "repeats", "trace.model", "trace.dataset", "trace.batch_size",
-        "trace.steps", "trace.k", "generator_platform.id", "generator_platform.in_force",
-        "recomputer_platform.id", "recomputer_platform.in_force"),
-    attack_trace_lib.RESULTS_KIND: (
-        "attack", "results", "settings.runs", "settings.M", "settings.n", "trace.model",
-        "trace.dataset", "trace.batch_size", "trace.steps", "platform.id"),
-    exact_forging_lib.RESULT_KIND: ("experiment",),
-}
+def _walk_records(results_dir: str, kinds: tuple[results.ResultKind, ...]) -> dict:
+  """kind -> [record + {"folder", "path"}] of every record of `kinds` under `results_dir`.
 
-
-def _missing_field(record: dict, fields: tuple[str, ...]) -> str | None:
-  for field in fields:
-    node = record
-    for key in field.split("."):
-      if not isinstance(node, dict) or key not in node:
-        return field
-      node = node[key]
-  return None
-
-
-def _find(results_dir: str, file_name: str, kind: str) -> list[dict]:
+  A record is a JSON file whose (upgraded) kind is one of `kinds` and whose name is its kind's
+  record file (results.RECORDS). Hidden files and folders (a result being written) are passed
+  over; a record file that cannot be read, or lacks a field the tables read, is an error that
+  names it.
+  """
   if not os.path.isdir(results_dir):
     raise errors.ConfigError(f"no results folder at {results_dir}; run the experiments first or "
                              "pass --results")
-  found = []
+  record_files = {results.RECORDS[kind].file_name for kind in kinds}
+  found = {kind: [] for kind in kinds}
   for root, folders, names in os.walk(results_dir):
-    folders.sort()
-    if file_name in names:
-      path = os.path.join(root, file_name)
-      record = results.read_json(path, "result")
-      if record.get("kind") == kind:
-        missing = _missing_field(record, _REQUIRED_FIELDS[kind])
-        if missing:
-          raise errors.ForgingError(f"{path} has no {missing}: it was edited or written by another "
-                                    "version of forging_tf; run its experiment again or move it "
-                                    "out of --results")
-        found.append(record | {"folder": os.path.relpath(root, results_dir)})
-  return sorted(found, key=lambda record: record["folder"])
-
-
-def find_reproduction_results(results_dir: str) -> list[dict]:
-  """Every reproduction-error record (result.json) under `results_dir`, with its folder."""
-  return _find(results_dir, "result.json", recompute_lib.RESULT_KIND)
-
-
-def find_exact_results(results_dir: str) -> list[dict]:
-  """Every forging-exact summary (fig4, fig5, domain) under `results_dir`, with its folder."""
-  return _find(results_dir, "summary.json", exact_forging_lib.RESULT_KIND)
-
-
-def find_table4(results_dir: str) -> dict | None:
-  """The newest forging-bruteforce document (a JSON with "table": "IV") under `results_dir`."""
-  found = []
-  for root, _, names in os.walk(results_dir):
-    for name in names:
-      if name.endswith(".json"):
-        path = os.path.join(root, name)
-        try:
-          document = results.read_json(path, "result")
-        except errors.ForgingError:
-          continue
-        if document.get("table") == "IV" and isinstance(document.get("cells"), list):
-          found.append((os.path.getmtime(path), path, document))
-  if not found:
-    return None
-  _, path, document = max(found, key=lambda item: item[0])
-  return document | {"path": path}
-
-
-def find_attack_results(results_dir: str) -> list[dict]:
-  """Every attack summary (summary.json of forging-attack) under `results_dir`, with its folder."""
-  return _find(results_dir, attack_trace_lib.SUMMARY, attack_trace_lib.RESULTS_KIND)
+    folders[:] = sorted(f for f in folders if not f.startswith("."))
+    for name in sorted(names):
+      if name.startswith(".") or not name.endswith(".json"):
+        continue
+      path = os.path.join(root, name)
+      try:
+        record = results.upgrade(results.read_json(path, "result"))
+      except errors.ForgingError:
+        if name in record_files:
+          raise
+        continue  # Some other JSON file, and not readable: none of ours.
+      kind = record.get("kind")
+      if kind not in found or results.RECORDS[kind].file_name not in (None, name):
+        continue
+      record = results.checked_record(record, path, kind)
+      found[kind].append(record | {"folder": os.path.relpath(root, results_dir), "path": path})
+  return found
 
 
 def platform_label(fingerprint: dict) -> str:
@@ -206,14 +158,35 @@ def platform_labels(fingerprints: list[dict]) -> dict[str, str]:
           for platform_id, label in labels.items()}
 
 
-def platform_notes(fingerprints: list[dict]) -> list[str]:
-  seen = {f["id"]: f for f in fingerprints}
+def describe_platform(fingerprint: dict) -> str:
+  """A platform spelled out from its fingerprint: device, CPU, GPUs, software and settings."""
+  in_force, software = fingerprint["in_force"], fingerprint["software"]
+  cpu = fingerprint["hardware"]["cpu"]
+  gpus = [d.get("device_name", d["name"]) for d in fingerprint["hardware"]["devices"]
+          if d["type"] == "GPU"]
+  cuda = (f", CUDA {software['cuda_version']}, cuDNN {software['cudnn_version']}"
+          if software.get("cuda_build") else "")
+  return (f"device {in_force.get('device')}; CPU {cpu['model']} ({cpu['logical_cores']} logical "
+          f"cores){'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
+          f"{software['tensorflow']}{cuda}; op determinism "
+          f"{'on' if in_force['op_determinism'] else 'off'}, oneDNN "
+          f"{'on' if in_force['onednn'] else 'off'}, intra/inter-op threads "
+          f"{in_force['intra_op_threads']}/{in_force['inter_op_threads']} (0: TensorFlow's "
+          f"default), TF32 {'on' if in_force['tf32'] else 'off'}, XLA "
+          f"{'on' if in_force.get('xla_auto_jit') else 'off'}")
+
+
+def described_platforms(fingerprints: list[dict]) -> list[tuple[str, str, str]]:
+  """(label, id, description) of each distinct platform among `fingerprints`, by label."""
+  by_id = {f["id"]: f for f in fingerprints}
   labels = platform_labels(fingerprints)
-  return [f"{labels[f['id']]} = platform {f['id']}: {f['hardware']['cpu']['model']}, "
-          f"TensorFlow {f['software']['tensorflow']}, intra/inter-op threads "
-          f"{f['in_force']['intra_op_threads']}/{f['in_force']['inter_op_threads']} "
-          "(0: TensorFlow's default), XLA off"
-          for _, f in sorted(seen.items(), key=lambda item: labels[item[0]])]
+  return sorted((labels[platform_id], platform_id, describe_platform(fingerprint))
+                for platform_id, fingerprint in by_id.items())
+
+
+def platform_notes(fingerprints: list[dict]) -> list[str]:
+  return [f"{label} = platform {platform_id}: {description}"
+          for label, platform_id, description in described_platforms(fingerprints)]
 
 
 def _runs_note(records: list[dict]) -> str:
@@ -226,7 +199,7 @@ def _runs_note(records: list[dict]) -> str:
 def table1(records: list[dict]) -> Table:
   """Table I: the largest eps_repr over results recomputed on their generating platform."""
   same = [r for r in records
-          if r["generator_platform"]["id"] == r["recomputer_platform"]["id"]]
+          if r["generator_platform"]["id"] == r["platform"]["id"]]
   rows = []
   for model, dataset, label in _TABLE1_ROWS:
     cells = []
@@ -258,15 +231,15 @@ def table2(records: list[dict], part: str) -> Table:
   chosen = [r for r in records if r["trace"]["model"] == "lenet" and pick(
       r["trace"]["batch_size"], r["generator_platform"]["in_force"]["op_determinism"])]
   labels = platform_labels([r[side] for r in chosen
-                           for side in ("generator_platform", "recomputer_platform")])
+                           for side in ("generator_platform", "platform")])
   generators = sorted({r["generator_platform"]["id"] for r in chosen}, key=labels.get)
-  recomputers = sorted({r["recomputer_platform"]["id"] for r in chosen}, key=labels.get)
+  recomputers = sorted({r["platform"]["id"] for r in chosen}, key=labels.get)
   rows = []
   for generator in generators:
     cells = []
     for recomputer in recomputers:
       matching = [r for r in chosen if r["generator_platform"]["id"] == generator and
-                  r["recomputer_platform"]["id"] == recomputer]
+                  r["platform"]["id"] == recomputer]
       cells.append(Cell(max((r["eps_repr"] for r in matching), default=None),
                         tuple(r["folder"] for r in matching)))
     rows.append((labels[generator], tuple(cells)))
@@ -276,7 +249,7 @@ def table2(records: list[dict], part: str) -> Table:
       tuple(labels[r] for r in recomputers), tuple(rows),
       (_runs_note(chosen) if chosen else "runs: none found",
        *platform_notes([r["generator_platform"] for r in chosen] +
-                        [r["recomputer_platform"] for r in chosen])))
+                        [r["platform"] for r in chosen])))
 
 
 def largest_reproduction_error(reproduction: list[dict], model: str) -> float | None:
@@ -286,7 +259,7 @@ def largest_reproduction_error(reproduction: list[dict], model: str) -> float | 
 
 def _attack_entries(attack_records: list[dict], model: str, batch_size: int) -> list[dict]:
   """Per-step, per-fraction entries of every attack on (model, b), with the attack's name."""
-  return [entry | {"attack": record["attack"], "folder": record["folder"],
+  return [entry | {"attack": record["settings"]["attack"], "folder": record["folder"],
                    "trace_steps": record["trace"]["steps"]}
           for record in attack_records
           if record["trace"]["model"] == model and record["trace"]["batch_size"] == batch_size
@@ -322,10 +295,7 @@ def table3(reproduction: list[dict], attack_records: list[dict]) -> Table:
     notes.append(f"{label}: early = step {steps[0]}, late = step {steps[-1]} of T = "
                  f"{entries[0]['trace_steps']}; threshold = largest reproduction error measured "
                  f"for {model}: " + ("none measured" if threshold is None else f"{threshold:.3e}"))
-  settings = sorted({(r["attack"], r["settings"]["runs"], r["settings"]["M"], r["settings"]["n"])
-                     for r in attack_records})
-  notes.append("attacks: " + "; ".join(
-      f"{a}: {runs} runs" + (f", M={m}, n={n}" if m else "") for a, runs, m, n in settings))
+  notes.append(f"attacks: {_attack_settings(attack_records, ', M={M}, n={n}')}")
   notes += platform_notes([r["platform"] for r in attack_records])
   return Table("table3", "Table III: smallest approximation error (re-scored with the SGD step) "
                "early and late in training at forging fractions 1/b and 1; stealthy iff <= the "
@@ -527,7 +497,10 @@ def write_table(table: Table, out_dir: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class FoundResults:
-  """Every saved result under some results folders (records carry their folder)."""
+  """Every saved result under some results folders (records carry their folder and path).
+
+  table4 is the newest Table IV record (by the file's time), if any.
+  """
   dirs: tuple[str, ...]
   reproduction: list[dict]
   attacks: list[dict]
@@ -537,16 +510,20 @@ class FoundResults:
 
 def find_results(results_dirs: list[str]) -> FoundResults:
   """Reads every result under `results_dirs`; none at all is an error that says what to run."""
-  reproduction, attack_records, exact, table4_document = [], [], [], None
+  kinds = (results.ResultKind.REPRODUCTION_ERROR, results.ResultKind.ATTACK,
+           results.ResultKind.EXACT_FORGING, results.ResultKind.TABLE_IV)
+  found = {kind: [] for kind in kinds}
   for results_dir in results_dirs:
-    reproduction += find_reproduction_results(results_dir)
-    attack_records += find_attack_results(results_dir)
-    exact += find_exact_results(results_dir)
-    table4_document = table4_document or find_table4(results_dir)
-  if not (reproduction or attack_records or exact or table4_document):
+    for kind, records in _walk_records(results_dir, kinds).items():
+      found[kind] += records
+  table4 = max(found[results.ResultKind.TABLE_IV], key=lambda r: os.path.getmtime(r["path"]),
+               default=None)
+  if not any(found.values()):
     raise errors.ConfigError(f"no results under {', '.join(results_dirs)}; run forging-recompute, "
                              "forging-attack, forging-exact or forging-bruteforce first")
-  return FoundResults(tuple(results_dirs), reproduction, attack_records, exact, table4_document)
+  return FoundResults(tuple(results_dirs), found[results.ResultKind.REPRODUCTION_ERROR],
+                      found[results.ResultKind.ATTACK], found[results.ResultKind.EXACT_FORGING],
+                      table4)
 
 
 def render_tables_and_figures(found: FoundResults, out_dir: str
@@ -565,20 +542,16 @@ def render_tables_and_figures(found: FoundResults, out_dir: str
     write_table(table, out_dir)
   results.write_text(os.path.join(out_dir, "tables.md"),
                      "\n".join(to_markdown(table) for table in tables))
-  return tables, _render_figures(found.reproduction, found.attacks, found.exact, found.dirs,
-                                 out_dir)
+  return tables, _render_figures(found.reproduction, found.attacks, found.exact, out_dir)
 
 
 def _render_figures(reproduction: list[dict], attack_records: list[dict], exact: list[dict],
-                    results_dirs: list[str], out_dir: str) -> list[str]:
+                    out_dir: str) -> list[str]:
   figures = []
   if attack_records:
-    settings = sorted({(r["attack"], r["settings"]["runs"], r["settings"]["M"])
-                       for r in attack_records})
     platforms = ", ".join(sorted({r["platform"]["id"] for r in attack_records}))
     caption = ("Approximation error re-scored with the SGD step, on platform " + platforms + "; "
-               + "; ".join(f"{a}: {runs} runs" + (f", M = {m}" if m else "")
-                           for a, runs, m in settings)
+               + _attack_settings(attack_records, ", M = {M}")
                + ". Line: mean over runs, band: min..max, dashed: min; dotted: the largest "
                "reproduction error measured for the model (forging-recompute).")
     for name, panels, x_label, log_x in (
@@ -589,13 +562,20 @@ def _render_figures(reproduction: list[dict], attack_records: list[dict], exact:
         figures += plotting.approximation_error_figure(panels, os.path.join(out_dir, name),
                                                        x_label, log_x, caption)
   for summary in exact:
-    draw = {"fig4": plotting.fig4, "fig5": plotting.fig5}.get(summary["experiment"])
-    if draw is None:
-      continue
-    folder = next((os.path.join(d, summary["folder"]) for d in results_dirs
-                   if os.path.exists(os.path.join(d, summary["folder"], "data.npz"))), None)
-    if folder is None:
+    batches = os.path.join(os.path.dirname(summary["path"]), "data.npz")
+    if not os.path.exists(batches):
       continue  # The batches were not kept (e.g. dataset images left out of git).
-    with np.load(os.path.join(folder, "data.npz"), allow_pickle=False) as arrays:
-      figures += draw(dict(arrays), summary, os.path.join(out_dir, summary["experiment"]))
+    with np.load(batches, allow_pickle=False) as arrays:
+      figures += plotting.draw_exact(summary, dict(arrays),
+                                     os.path.join(out_dir, summary["experiment"]))
   return figures
+
+
+def _attack_settings(attack_records: list[dict], thudi_search: str) -> str:
+  """'thudi: 3 runs, M=300, n=3000; zhang: 3 runs': each attack's runs, and Thudi's search as
+  thudi_search formats it (fields M and n)."""
+  settings = sorted({(r["settings"]["attack"], r["settings"]["runs"], r["settings"]["M"],
+                      r["settings"]["n"]) for r in attack_records})
+  return "; ".join(f"{attack}: {runs} runs" + (thudi_search.format(M=m, n=n)
+                                               if attack == "thudi" else "")
+                   for attack, runs, m, n in settings)

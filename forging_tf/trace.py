@@ -130,6 +130,18 @@ class Trace:
     if self.batches.min() < 0 or self.batches.max() >= m["dataset"]["num_examples"]:
       raise errors.TraceError(f"{self.path}: batches index examples outside the dataset")
 
+  def identity(self) -> dict:
+    """What every result computed on this trace records of it: where it is, its manifest digest
+    (which pins every field below), the model, the data, the training settings and the id of
+    the platform that wrote it."""
+    m = self.manifest
+    return {
+        "path": self.path, "manifest_sha256": m["manifest_sha256"], "model": m["model"]["name"],
+        "model_config": m["model"]["config"], "dataset": m["dataset"]["name"],
+        "dataset_fingerprint": m["dataset"]["fingerprint"], "batch_size": self.batch_size,
+        "learning_rate": self.learning_rate, "seed": self.seed, "steps": self.steps,
+        "k": self.k, "keep_pairs": self.keep_pairs, "platform_id": m["platform"]["id"]}
+
   @property
   def num_written(self) -> int:
     """Checkpoints written so far (all of them once the trace is complete)."""

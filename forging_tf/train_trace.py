@@ -7,7 +7,6 @@ r"""Trains a model with plain SGD and writes its execution trace.
 Running the same command on an unfinished trace resumes it.
 """
 
-from absl import app
 from absl import flags
 
 from forging_tf import cli
@@ -32,18 +31,17 @@ _KEEP_PAIRS = flags.DEFINE_integer("keep_pairs", 0, "Write a sparse trace with t
                                    lower_bound=0)
 _OUT = flags.DEFINE_string("out", None, "Trace directory to write.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a trace already at --out.")
+_PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["out"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.honour_onednn_flag()
+def main():
+  platform = _PLATFORM.requested()
   dataset = data.load_dataset(_DATASET.value, _DATA_DIR.value, _DOWNLOAD.value)
   model_config = {"hidden": [int(w) for w in _HIDDEN.value]} if _MODEL.value == "fcn" else {}
   summary = train_trace_lib.train_trace(
       _OUT.value, _MODEL.value, dataset, batch_size=_BATCH_SIZE.value, steps=_STEPS.value,
-      k=_K.value, learning_rate=_LR.value, seed=_SEED.value, platform=cli.platform_from_flags(),
+      k=_K.value, learning_rate=_LR.value, seed=_SEED.value, platform=platform,
       keep_pairs=_KEEP_PAIRS.value, overwrite=_OVERWRITE.value, model_config=model_config)
   print(summary.describe())
 

@@ -103,7 +103,7 @@ def trace_manifest(model: str, model_config: dict | None, dataset: data.Dataset,
   return {
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "model": {"name": model, "config": dict(model_config or {})},
-      "dataset": dataset.describe(),
+      "dataset": dataset.as_dict(),
       "batch_size": batch_size,
       "learning_rate": step_fn.learning_rate,
       "seed": seed,

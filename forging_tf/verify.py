@@ -15,7 +15,6 @@ Prints one line, ACCEPT or REJECT with the measured error or the reason. Exit co
 import sys
 
 import numpy as np
-from absl import app
 from absl import flags
 
 from forging_tf import cli
@@ -36,6 +35,7 @@ _FORGED_NPZ = flags.DEFINE_string("forged_npz", None, "Forged batch as explicit 
 _EPSILON = flags.DEFINE_float("epsilon", None, "Threshold: ACCEPT iff the recomputation error "
                               "is <= epsilon.")
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
+_PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "step", "epsilon"])
 flags.mark_flags_as_mutual_exclusive(["forged_indices", "forged_npz"], required=True)
 
@@ -68,14 +68,10 @@ def _forged_examples(dataset: data.Dataset):
   return forging_game.examples_from_arrays(images, labels, dataset.num_classes)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  cli.honour_onednn_flag()
+def main():
+  platform = _PLATFORM.applied()
   trace, dataset = cli.trace_and_dataset(_TRACE.value, _DATA_DIR.value, _DOWNLOAD.value)
   x, y = _forged_examples(dataset)
-  platform = cli.platform_from_flags()
-  platform_lib.apply_platform(platform)
   step_fn = sgd_step.step_for_trace(trace, dataset)
   result = forging_game.play(trace, _STEP.value, x, y, dataset, _EPSILON.value, step_fn)
   print(f"{result.describe()} (verifier platform "

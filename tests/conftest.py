@@ -32,3 +32,11 @@ def mnist(data_dir) -> data.Dataset:
 @pytest.fixture(scope="session")
 def cifar10(data_dir) -> data.Dataset:
   return data.load_dataset("cifar10", data_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def old_smoke_run() -> str:
+  """A forging-reproduce --preset=smoke run that forging_tf 0.1.0 (the flat layout) wrote, without
+  its traces, logs, figures and dataset images: reproduce.json, progress.json, every result record
+  and array, and the tables it rendered, as CSV, in report/."""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata", "smoke_run_0.1.0")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from forging_tf import attack_engine
+from forging_tf import attack_settings
 from forging_tf import attack_trace_lib
 from forging_tf import attacks
 from forging_tf import data
@@ -112,8 +113,11 @@ def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(subset, s
 
 def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
   out = str(tmp_path / "attacks" / "thudi")
-  summary = attack_trace_lib.run_attacks(small_trace, subset, "thudi", "1,3", ["1/b", "0.5", "1"],
-                                         out, runs=2, M=8, n=100, seed=3)
+  settings = attack_settings.AttackSettings("thudi", "1,3", ("1/b", "0.5", "1"), runs=2, M=8,
+                                           n=100, seed=3)
+  summary = attack_trace_lib.run_attacks(small_trace, subset, settings, out, command="cmd")
+  assert summary["settings"] == settings.as_dict() and summary["settings"]["attack"] == "thudi"
+  assert summary["kind"] == "forging_tf.attack_results" and summary["command"] == "cmd"
   assert summary["steps"] == [1, 3]
   assert [f["num_replaced"] for f in summary["forging_fractions"]] == [1, 10, 20]
   assert summary["trace"]["manifest_sha256"] == trace_lib.Trace(small_trace).manifest[
@@ -140,34 +144,37 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
       row = summary["results"][3 * s + f]
       assert row["min_approximation_error"] == error[s, f].min() > 0
   with pytest.raises(errors.ConfigError, match="pass --overwrite"):
-    attack_trace_lib.run_attacks(small_trace, subset, "thudi", "1", ["1"], out, runs=1, M=2)
-  zhang = attack_trace_lib.run_attacks(small_trace, subset, "zhang", "middle", ["1/b", "1"],
-                                       str(tmp_path / "attacks" / "zhang"), runs=2, seed=3,
-                                       neighbours_k=8)
-  assert zhang["steps"] == [2] and os.path.isfile(zhang["settings"]["neighbours_file"])
-  assert os.path.dirname(zhang["settings"]["neighbours_file"]) == str(tmp_path / "attacks" /
-                                                                      "neighbours")
+    attack_trace_lib.run_attacks(
+        small_trace, subset, attack_settings.AttackSettings(steps="1", forging_fractions=("1",),
+                                                            runs=1, M=2), out)
+  zhang = attack_trace_lib.run_attacks(
+      small_trace, subset, attack_settings.AttackSettings("zhang", "middle", ("1/b", "1"), runs=2,
+                                                          seed=3, neighbours_k=8),
+      str(tmp_path / "attacks" / "zhang"))
+  assert zhang["steps"] == [2] and os.path.isfile(zhang["method"]["neighbours_file"])
+  assert os.path.dirname(zhang["method"]["neighbours_file"]) == str(tmp_path / "attacks" /
+                                                                    "neighbours")
   assert zhang["results"][0]["min_engine_error"] is None
 
 
 @pytest.mark.parametrize("call, message", [
-    (dict(forging_fractions=["1.5"]), r"outside \(0, 1\]"),
-    (dict(forging_fractions=["0.001"]), "replaces no example"),
-    (dict(forging_fractions=["1/b", "0.05"]), "both replace 1"),
-    (dict(forging_fractions=["half"]), "neither a number"),
+    (dict(forging_fractions=("1.5",)), r"outside \(0, 1\]"),
+    (dict(forging_fractions=("0.001",)), "replaces no example"),
+    (dict(forging_fractions=("1/b", "0.05")), "both replace 1"),
+    (dict(forging_fractions=("half",)), "neither a number"),
     (dict(M=0), r"M >= 1"),
     (dict(n=5), "use n >= 20"),
     (dict(n=_N), "more than the 2980 examples"),
     (dict(steps="7"), "no stored pair"),
     (dict(steps="1,x"), "comma list"),
     (dict(runs=0), "at least one run"),
+    (dict(attack="greedy"), "unknown attack 'greedy'; choose one of"),
+    (dict(engine="fast"), "unknown engine 'fast'; choose one of"),
 ])
 def test_bad_settings_are_one_line_errors(small_trace, subset, tmp_path, call, message):
-  arguments = dict(steps="middle", forging_fractions=["1/b", "1"])
-  arguments.update(call)
   with pytest.raises(errors.ForgingError, match=message) as raised:
-    attack_trace_lib.run_attacks(small_trace, subset, "thudi", out=str(tmp_path / "out"),
-                                 **arguments)
+    attack_trace_lib.run_attacks(small_trace, subset, attack_settings.AttackSettings(**call),
+                                 str(tmp_path / "out"))
   assert "\n" not in str(raised.value)
   assert not os.path.exists(tmp_path / "out")
 
@@ -178,8 +185,9 @@ def test_traces_without_pairs_and_other_data_are_refused(subset, mnist, small_tr
   with pytest.raises(errors.TraceError, match="use a trace with k=1 or --keep_pairs"):
     attack_trace_lib.parse_steps("middle", trace_lib.Trace(path))
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
-    attack_trace_lib.run_attacks(small_trace, mnist, "thudi", "1", ["1"], str(tmp_path / "o"),
-                                 M=2, n=30)
+    attack_trace_lib.run_attacks(
+        small_trace, mnist, attack_settings.AttackSettings(steps="1", forging_fractions=("1",),
+                                                           M=2, n=30), str(tmp_path / "o"))
 
 
 def _attack_binary(*flags_):

@@ -12,11 +12,13 @@ import pytest
 from forging_tf import bruteforce_lib as bf
 from forging_tf import errors
 from forging_tf import exact_forging_lib as ef
+from forging_tf import exact_settings
 
 
 @pytest.fixture(scope="module")
 def table_layers():
-  return {name: ef.dense_layers(*bf.table_model(name, seed=0)) for name in bf.TABLE_MODELS}
+  return {name: ef.dense_layers(*bf.table_model(name, seed=0))
+          for name in exact_settings.TABLE_MODELS}
 
 
 def test_pixel_levels_are_evenly_spaced_and_rounded_down():
@@ -43,8 +45,8 @@ def test_search_and_enumeration_agree_on_every_cell_of_a_small_table(table_layer
     for v, sizes in ((2, range(1, 6)), (3, range(1, 3))):
       pool = bf.make_pool(layers, v)
       for b in sizes:
-        cell = bf.decide_cell(layers, pool, name, b, seed=0, method="both", tolerance=1e-10,
-                              exhaustive_limit=10 ** 7, lookup_budget=2e7, time_limit_s=60)
+        cell = bf.decide_cell(layers, pool, name, b, exact_settings.BruteForceSettings(
+            exhaustive_limit=10 ** 7, time_limit_s=60))
         assert cell.decided and cell.cross_check["agree"], (name, v, b)
         assert cell.found == cell.cross_check["found"]
         assert cell.batches == math.comb(pool.size, b)
@@ -133,7 +135,10 @@ def test_binary_writes_table(tmp_path):
       check=False)
   assert completed.returncode == 0, completed.stderr[-2000:]
   table = json.loads(out.read_text())
-  assert table["platform"]["id"] and table["settings"]["pixel_levels"]["2"] == [0, 255]
+  assert table["kind"] == "forging_tf.table4" and table["complete"]
+  assert table["platform"]["id"] and table["method"]["pixel_levels"]["2"] == [0, 255]
+  assert table["settings"]["models"] == ["logreg", "fcn"] and table["settings"]["pixels"] == 4
+  assert table["command"].startswith("forging-bruteforce --out=")
   cells = table["cells"]
   assert [(c["model"], c["v"], c["b"]) for c in cells] == [
       ("logreg", 2, 1), ("logreg", 2, 3), ("fcn", 2, 1), ("fcn", 2, 3)]
@@ -148,10 +153,12 @@ def test_cells_reject_impossible_settings(table_layers):
   with pytest.raises(errors.ConfigError, match="pixel levels v must be in 2..256"):
     bf.pixel_levels(1)
   pool = bf.make_pool(table_layers["logreg"], 2)
-  with pytest.raises(errors.ConfigError, match="method must be"):
-    bf.decide_cell(table_layers["logreg"], pool, "logreg", 2, 0, "guess", 1e-10, 10, 1e6, 60)
-  cell = bf.decide_cell(table_layers["logreg"], pool, "logreg", 5, 0, "exhaustive", 1e-10,
-                        exhaustive_limit=1000, lookup_budget=1e6, time_limit_s=60)
+  with pytest.raises(errors.ConfigError, match="unknown method 'guess'"):
+    exact_settings.BruteForceSettings(method="guess")
+  with pytest.raises(errors.ConfigError, match="unknown Table IV models"):
+    exact_settings.BruteForceSettings(models=("lenet",))
+  cell = bf.decide_cell(table_layers["logreg"], pool, "logreg", 5, exact_settings.BruteForceSettings(
+      method="exhaustive", exhaustive_limit=1000, lookup_budget=1e6, time_limit_s=60))
   assert not cell.decided and "exceed the exhaustive limit" in cell.reason
 
 

@@ -37,7 +37,7 @@ def test_mnist_is_the_official_data(mnist, data_dir):
       assert hashlib.sha256(f.read()).hexdigest() == _MNIST_IDX_SHA256[key]
   assert mnist.fingerprint == data.fingerprint(mnist.x_train, mnist.y_train, mnist.x_test,
                                                mnist.y_test)
-  assert mnist.describe()["fingerprint"] == mnist.fingerprint and "IDX" in mnist.source
+  assert mnist.as_dict()["fingerprint"] == mnist.fingerprint and "IDX" in mnist.source
 
 
 def test_cifar10_decodes_with_pillow_and_is_cached(cifar10, data_dir):

@@ -52,3 +52,17 @@ def test_labels_must_be_one_hot_rows_of_the_right_width():
   double = y.copy()
   double[0] = [1, 1, 0]
   assert domain.domain_violation(x, double, 3) is not None
+
+
+def test_same_examples_compares_values_as_multisets():
+  x, y = _batch()
+  assert domain.same_examples(x, y, x[::-1], y[::-1])
+  negative_zero = np.where(x == 0, np.float32(-0.0), x)
+  assert np.signbit(negative_zero).any()
+  assert domain.same_examples(x, y, negative_zero, y)
+  assert domain.same_examples(x, y, x.astype(np.float64), y.astype(np.float64))
+  changed = x.copy()
+  changed[0, 0, 0, 0] = domain.PIXEL_VALUES[17] if x[0, 0, 0, 0] != domain.PIXEL_VALUES[17] else 0
+  assert not domain.same_examples(x, y, changed, y)
+  assert not domain.same_examples(x, y, x, y[[1, 0, 2]])
+  assert not domain.same_examples(x, y, x[:2], y[:2])

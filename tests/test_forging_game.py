@@ -164,6 +164,24 @@ def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
                                                  "comma-separated integers or a .npy file")
 
 
+def test_true_batch_with_negative_zero_pixels_is_rejected(traces, mnist, data_dir, tmp_path):
+  """-0.0 is in the domain and the SGD step cannot tell it from 0: B_t written with -0.0 pixels is
+  B_t, not a forgery (a byte comparison let it through and ACCEPTed it at error 0)."""
+  trace = trace_lib.Trace(traces[1])
+  batch = trace.batch(1)
+  pixels = domain.PIXEL_VALUES[mnist.x_train[batch]]
+  signed = np.where(pixels == 0, np.float32(-0.0), pixels)
+  assert np.signbit(signed).any() and domain.domain_violation(
+      signed, np.eye(10, dtype=np.float32)[mnist.y_train[batch]], 10) is None
+  npz = str(tmp_path / "signed_zeros.npz")
+  np.savez(npz, x=signed, y=mnist.y_train[batch])
+  result = _verify(f"--trace={traces[1]}", "--step=1", f"--data_dir={data_dir}",
+                   f"--forged_npz={npz}", "--epsilon=0")
+  assert result.returncode == 3, result.stderr[-2000:]
+  assert result.stdout.startswith("REJECT: step 1: the forged batch equals B_1 as a multiset of "
+                                  "examples (the true batch)"), result.stdout
+
+
 def test_verify_binary_bad_inputs(traces, data_dir):
   """One line and a nonzero exit each: an error (1), or REJECT (3) for a batch of the wrong size,
   which the game's rules refuse (paper Algorithm 1) rather than an error."""

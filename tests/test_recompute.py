@@ -66,7 +66,8 @@ def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, 
     record = json.load(f)
   assert record["trace"]["manifest_sha256"] == trace_lib.Trace(lenet_trace).manifest[
       "manifest_sha256"]
-  assert record["generator_platform"]["id"] == record["recomputer_platform"]["id"]
+  assert record["generator_platform"]["id"] == record["platform"]["id"]
+  assert record["kind"] == "forging_tf.reproduction_error" and record["format_version"] == 2
 
 
 def test_repeats_in_fresh_processes_and_resume(lenet_trace, data_dir, tmp_path):

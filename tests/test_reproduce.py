@@ -1,7 +1,9 @@
 """forging-reproduce: the plans of the presets, the whole pipeline end to end, and its resume."""
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+import forging_tf
 from forging_tf import errors
 from forging_tf import reproduce_lib
 from forging_tf import trace as trace_lib
@@ -26,7 +29,7 @@ def _flag(stage, name):
 
 def test_paper_preset_has_the_papers_settings():
   stages = reproduce_lib.plan(reproduce_lib.PRESETS["paper"])
-  trains = [s for s in stages if s.module == "forging_tf.train_trace"]
+  trains = [s for s in stages if s.program == "forging-train"]
   lengths = {(_flag(s, "model"), int(_flag(s, "batch_size"))): int(_flag(s, "steps"))
              for s in trains}
   assert lengths == {("lenet", 100): 1200, ("lenet", 500): 1200, ("lenet", 1000): 1200,
@@ -55,6 +58,32 @@ def test_every_stage_runs_after_what_it_reads(name):
   for generator in deterministic:
     for recomputer in deterministic:
       assert f"results/repro/lenet_b100_T{t}_{generator}__on__{recomputer}" in outputs
+
+
+def test_every_stage_is_a_command_and_every_command_a_module_with_run():
+  """forging_tf.COMMANDS is setup.py's console scripts and the stages' modules: one list."""
+  for command, module in forging_tf.COMMANDS.items():
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, (command, module)
+    with open(spec.origin) as f:
+      assert "\ndef run():" in f.read(), module
+  programs = {stage.program for preset in reproduce_lib.PRESETS.values()
+              for stage in reproduce_lib.plan(preset)}
+  assert programs == set(forging_tf.COMMANDS) - {"forging-verify", "forging-tables",
+                                                 "forging-reproduce"}
+
+
+def test_progress_lines_of_every_module_of_the_package_are_echoed():
+  """forging-reproduce echoes a stage's own log lines, by the file that logged them: every
+  module of every subpackage, and nothing of TensorFlow's."""
+  modules = [name for _, _, names in os.walk(os.path.dirname(forging_tf.__file__))
+             for name in names if name.endswith(".py")]
+  assert len(modules) > 20
+  for name in modules:
+    line = f"I1121 21:04:56.240002 139850930547584 {name}:141] training lenet on mnist"
+    assert reproduce_lib._echoed(line), name  # pylint: disable=protected-access
+  assert not reproduce_lib._echoed(  # pylint: disable=protected-access
+      "I0000 00:00:1796137405.382970    3917 cpu_feature_guard.cc:227] This TensorFlow binary")
 
 
 def test_bad_requests_are_one_line_errors(tmp_path):
@@ -165,6 +194,7 @@ def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
     (["--preset=fast", "--out=x"], "flag --preset=fast: value should be one of"),
     (["--preset=quick"], "--out is required"),
     (["--preset=quick", "--out=x", "extra"], "unexpected arguments: extra"),
+    (["--preset=quick", "--out=x", "--device=cpu"], "Unknown command line flag 'device'"),
 ])
 def test_binary_flag_errors_are_one_line(tmp_path, flags, message):
   result = subprocess.run([sys.executable, "-m", "forging_tf.reproduce", *flags],
@@ -173,3 +203,19 @@ def test_binary_flag_errors_are_one_line(tmp_path, flags, message):
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert last.startswith("reproduce.py: error:") and message in last, last
   assert not os.path.exists(tmp_path / "x")
+
+
+def test_a_run_of_version_0_1_0_resumes(old_smoke_run, data_dir, tmp_path):
+  """The run's reproduce.json, progress and results from before the package was split into
+  stages are the same run: its finished stages are skipped, its missing traces trained, and its
+  report rendered from its own results."""
+  out = tmp_path / "study"
+  shutil.copytree(old_smoke_run, out)
+  resumed = subprocess.run(_command(out, data_dir), capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+  assert resumed.stdout.count("done before, skipped") == 7
+  assert "[1/9] train lenet_b100_T6_cpu ..." in resumed.stdout
+  for name in sorted(os.listdir(os.path.join(old_smoke_run, "report"))):
+    assert ((out / "report" / name).read_text()
+            == open(os.path.join(old_smoke_run, "report", name)).read()), name
+  assert json.loads((out / "reproduce.json").read_text())["format_version"] == 1  # not rewritten

@@ -5,13 +5,15 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from forging_tf import errors
 from forging_tf import platform as platform_lib
-from forging_tf import recompute_lib
 from forging_tf import report_lib
+from forging_tf import results
 from forging_tf import tables_lib
 
 
@@ -30,11 +32,11 @@ def fingerprints() -> dict:
 
 
 def _record(folder, model, b, generator, recomputer, eps, steps=1200, repeats=3):
-  return {"kind": recompute_lib.RESULT_KIND, "folder": folder, "eps_repr": eps,
+  return {"kind": results.ResultKind.REPRODUCTION_ERROR, "folder": folder, "eps_repr": eps,
           "trace": {"model": model, "dataset": "mnist" if model == "lenet" else "cifar10",
                     "batch_size": b, "steps": steps, "k": 1},
           "updates": steps, "repeats": repeats, "generator_platform": generator,
-          "recomputer_platform": recomputer}
+          "platform": recomputer}
 
 
 def test_table1_takes_the_largest_same_platform_error(fingerprints):
@@ -102,9 +104,8 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
 def _attack(folder, attack, model, b, steps, fractions, errors_by_step):
   """An attack summary as forging-attack writes it; errors_by_step[step][k]: min error at
   fractions[k] (mean = 2 x min, max = 3 x min)."""
-  return {"kind": "forging_tf.attack_results", "folder": folder, "attack": attack,
-          "settings": {"runs": 3, "M": 300 if attack == "thudi" else None,
-                       "n": 3000 if attack == "thudi" else None},
+  return {"kind": "forging_tf.attack_results", "folder": folder,
+          "settings": {"attack": attack, "runs": 3, "M": 300, "n": 3000},
           "trace": {"model": model, "dataset": "mnist", "batch_size": b, "steps": 1200},
           "platform": None, "steps": steps,
           "results": [{"step": step, "num_replaced": m, "forging_fraction": m / b,
@@ -162,9 +163,35 @@ def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_thres
 
 def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
   record = _record("r", "lenet", 100, fingerprints["a"], copy.deepcopy(fingerprints["a"]), 0.0)
-  del record["folder"], record["recomputer_platform"]["id"]
+  del record["folder"], record["platform"]["id"]
   (tmp_path / "r").mkdir()
   (tmp_path / "r" / "result.json").write_text(json.dumps(record))
-  with pytest.raises(errors.ForgingError, match=r"r/result.json has no recomputer_platform.id: "
+  with pytest.raises(errors.ForgingError, match=r"r/result.json has no platform.id: "
                      "it was edited"):
     tables_lib.find_results([str(tmp_path)])
+
+
+def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(old_smoke_run,
+                                                                           tmp_path):
+  """forging-tables reads records as an earlier version wrote them (no kind for Table IV, the
+  recomputing platform under another name, ...), and renders without loading TensorFlow."""
+  out = tmp_path / "report"
+  script = (
+      "import runpy, sys\n"
+      f"sys.argv = ['forging-tables', '--results={old_smoke_run}/results', '--out={out}']\n"
+      "try:\n"
+      "  runpy.run_module('forging_tf.tables', run_name='__main__')\n"
+      "except SystemExit as e:\n"
+      "  assert not e.code, e.code\n"
+      "print('loaded:', sorted({'tensorflow', 'keras', 'zarr'} & set(sys.modules)))\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == "loaded: []"
+  old_tables = os.path.join(old_smoke_run, "report")
+  for name in sorted(os.listdir(old_tables)):
+    with open(os.path.join(old_tables, name)) as f:
+      assert (out / name).read_text() == f.read(), name
+  report = (out / "REPORT.md").read_text()
+  assert "Brute force (Table IV):** 2 of 2 cells decided" in report
+  assert "cpu/tdef/dnn/det -> cpu/tdef/nodnn/det: 3.83e-08" in report
