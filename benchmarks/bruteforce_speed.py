@@ -25,11 +25,12 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _results  # pylint: disable=wrong-import-position
 
-from forging_tf import bruteforce_lib
-from forging_tf import exact_forging_lib
+from forging_tf.exact import bruteforce_lib
+from forging_tf.exact import settings as exact_settings
+from forging_tf.exact import dense
 from forging_tf import platform as platform_lib
 
-_MODEL = flags.DEFINE_enum("model", "fcn", list(bruteforce_lib.TABLE_MODELS), "Model.")
+_MODEL = flags.DEFINE_enum("model", "fcn", list(exact_settings.TABLE_MODELS), "Model.")
 _LEVELS = flags.DEFINE_integer("levels", 3, "Pixel levels v.", lower_bound=2)
 _B = flags.DEFINE_integer("b", 3, "Batch size.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timed rounds.", lower_bound=1)
@@ -40,7 +41,7 @@ def main(argv):
   del argv
   platform = platform_lib.Platform()
   model, theta = bruteforce_lib.table_model(_MODEL.value, _SEED)
-  pool = bruteforce_lib.make_pool(exact_forging_lib.dense_layers(model, theta), _LEVELS.value)
+  pool = bruteforce_lib.make_pool(dense.dense_layers(model, theta), _LEVELS.value)
   rows = bruteforce_lib.sample_true_batch(pool.size, _B.value, _SEED, _MODEL.value, _LEVELS.value)
   times = {"search": [], "exhaustive": []}
   for _ in range(_ROUNDS.value):

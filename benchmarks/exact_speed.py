@@ -2,7 +2,7 @@ r"""Prop. 2's projector, factored against the Kronecker pseudo-inverse (SPEC sec
 
 Setting of Fig. 4: MNIST, b = 32, an L = 2 ReLU network with d1 = 8 hidden units (theta_0 of
 seed 0). Both compute P for the same F from the same W1 and D1:
-  factored:  P = (I - W1 W1^+) F (I - D1 D1^+)  (exact_forging_lib.solution_space + project,
+  factored:  P = (I - W1 W1^+) F (I - D1 D1^+)  (propositions.solution_space + project,
              including the two thin SVDs);
   Kronecker: vec(P) = (I - K^+ K) vec(F), K = [D1^T kron I_d ; I_b kron W1^T], a dense
              (d1 d + d1 b) x (d b) = 6,528 x 25,088 matrix, pseudo-inverted by numpy (SVD).
@@ -26,7 +26,9 @@ import _results  # pylint: disable=wrong-import-position
 
 from forging_tf import data
 from forging_tf import domain
-from forging_tf import exact_forging_lib
+from forging_tf.exact import dense
+from forging_tf.exact import exact_lib
+from forging_tf.exact import propositions
 from forging_tf import models
 from forging_tf import platform as platform_lib
 
@@ -43,15 +45,15 @@ def main(argv):
   mnist = data.load_dataset("mnist", _DATA_DIR.value)
   model = models.build_model("fcn", mnist.x_train.shape[1:], 10, hidden=[_HIDDEN])
   theta = models.initial_parameters(models.parameter_layout(model), _SEED)
-  layers = exact_forging_lib.dense_layers(model, theta)
-  images, labels, _ = exact_forging_lib.sample_batch(mnist, _BATCH_SIZE, _SEED)
+  layers = dense.dense_layers(model, theta)
+  images, labels, _ = exact_lib.sample_batch(mnist, _BATCH_SIZE, _SEED)
   x = domain.PIXEL_VALUES[images].reshape(_BATCH_SIZE, -1).astype(np.float64)
   y = np.eye(10)[labels]
   f = np.random.default_rng(_SEED).standard_normal(x.shape)
-  w1, d1 = layers[0].kernel, exact_forging_lib.first_layer_errors(layers, x, y)
+  w1, d1 = layers[0].kernel, dense.first_layer_errors(layers, x, y)
 
   def factored():
-    return exact_forging_lib.project(exact_forging_lib.solution_space(layers, x, y), f)
+    return propositions.project(propositions.solution_space(layers, x, y), f)
 
   times = []
   for _ in range(_ROUNDS.value):
@@ -60,7 +62,7 @@ def main(argv):
     times.append(time.perf_counter() - began)
   fast_s = statistics.median(times)
   began = time.perf_counter()
-  p_kronecker = exact_forging_lib.kronecker_perturbation(w1, d1, f)
+  p_kronecker = propositions.kronecker_perturbation(w1, d1, f)
   baseline_s = time.perf_counter() - began
   difference = float(np.abs(p_factored - p_kronecker).max())
   d, b = x.shape[1], _BATCH_SIZE
@@ -70,7 +72,7 @@ def main(argv):
       max_abs_difference=difference, max_abs_p=float(np.abs(p_factored).max()),
       same_p=difference <= 1e-9 * float(np.abs(f).max()),
       kronecker_shape=[_HIDDEN * d + _HIDDEN * b, d * b],
-      solution_space=exact_forging_lib.solution_space(layers, x, y).as_dict(),
+      solution_space=propositions.solution_space(layers, x, y).as_dict(),
       factored_times_s=times,
       settings={"dataset": "mnist", "batch_size": b, "hidden": _HIDDEN, "seed": _SEED,
                 "rounds": _ROUNDS.value, "dtype": "float64"},

@@ -3,7 +3,7 @@ r"""Thudi et al.'s greedy search: the vectorised attack engine against the seque
 One LeNet/MNIST step at b = 1000 (theta after --train_steps SGD steps from theta_0, trained here),
 M = 300 candidates drawn once from a pool of n = 3,000 examples, at forging fractions 1/b and 1;
 both paths score the very same candidates. The sequential loop is what public implementations do
-(one SGDStep per candidate batch); the engine is attack_engine.AttackEngine.candidate_errors.
+(one SGDStep per candidate batch); the engine is engine_lib.AttackEngine.candidate_errors.
 
 ratio = sequential seconds / vectorised seconds at fraction 1/b (target >= 20); ratio_fraction_1
 the same at fraction 1; `same_winner*` says whether both picked the same candidate. One VGGmini/
@@ -25,19 +25,20 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _results  # pylint: disable=wrong-import-position
 
-from forging_tf import attack_engine
-from forging_tf import attacks
+from forging_tf.attacks import engine as engine_lib
+from forging_tf.attacks import settings as attack_settings
+from forging_tf.attacks import greedy
 from forging_tf import data
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (LeNet).", lower_bound=1)
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 100, "SGD steps before the attacked step.",
                                     lower_bound=0)
-_M = flags.DEFINE_integer("M", attacks.DEFAULT_M, "Candidates per attack.", lower_bound=1)
-_N = flags.DEFINE_integer("n", attacks.DEFAULT_POOL_SIZE, "Pool size.", lower_bound=1)
+_M = flags.DEFINE_integer("M", attack_settings.DEFAULT_M, "Candidates per attack.", lower_bound=1)
+_N = flags.DEFINE_integer("n", attack_settings.DEFAULT_POOL_SIZE, "Pool size.", lower_bound=1)
 _VGG_B = flags.DEFINE_integer("vggmini_batch_size", 100, "Batch size of the VGGmini step.",
                               lower_bound=1)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
@@ -51,19 +52,19 @@ class _Step:
   def __init__(self, dataset: data.Dataset, model: str, batch_size: int, train_steps: int):
     step_fn = sgd_step.SGDStep(models.build_model(model, dataset.x_train.shape[1:], 10), 0.01)
     source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, 10)
-    batches = train_trace_lib.batch_schedule(dataset.x_train.shape[0], batch_size,
+    batches = train_lib.batch_schedule(dataset.x_train.shape[0], batch_size,
                                              train_steps + 1, seed=0)
-    theta = train_trace_lib.run_sgd(step_fn, source, models.initial_parameters(step_fn.layout, 0),
+    theta = train_lib.run_sgd(step_fn, source, models.initial_parameters(step_fn.layout, 0),
                                     batches, 0, train_steps)
     self.theta = theta.numpy()
     self.batch = batches[train_steps]
     self.theta_next = step_fn(theta, *source(self.batch)).numpy()
-    self.engine = attack_engine.AttackEngine(step_fn, source)
+    self.engine = engine_lib.AttackEngine(step_fn, source)
 
   def candidates(self, m: int, M: int, n: int, seed: int):
     rng = np.random.default_rng(seed)
-    positions = attacks.deletion_positions(len(self.batch), m, rng)
-    return positions, attacks.thudi_candidates(self.batch, positions,
+    positions = greedy.deletion_positions(len(self.batch), m, rng)
+    return positions, greedy.thudi_candidates(self.batch, positions,
                                                self.engine.source.num_examples, M, n, rng)
 
   def timed(self, path: str, positions, candidates):
@@ -85,7 +86,7 @@ def _compare(step: _Step, positions, candidates, rounds: int) -> dict:
       times[path].append(seconds)
   fast_errors, reference = scores["vectorised"], scores["sequential"]
   winner = int(np.argmin(reference))
-  forged = attack_engine.replace(step.batch, positions, candidates[int(np.argmin(fast_errors))])
+  forged = engine_lib.replace(step.batch, positions, candidates[int(np.argmin(fast_errors))])
   fast_s, sequential_s = (statistics.median(times[p]) for p in ("vectorised", "sequential"))
   return {
       "vectorised_s": fast_s, "sequential_s": sequential_s, "ratio": sequential_s / fast_s,
@@ -124,7 +125,7 @@ def main(argv):
                        "baseline_s are seconds per attack step",
       settings={"M": M, "n": n, "batch_size": _B, "train_steps": _TRAIN_STEPS.value,
                 "rounds": _ROUNDS.value, "vggmini_rounds": 1,
-                "memory_budget_bytes": attack_engine.DEFAULT_MEMORY_BUDGET,
+                "memory_budget_bytes": attack_settings.DEFAULT_MEMORY_BUDGET,
                 "learning_rate": 0.01},
       platform=platform)
 

@@ -1,7 +1,7 @@
 r"""Recomputation vs training throughput on the same LeNet/MNIST trace, on this machine.
 
 In one process and interleaved over --rounds rounds:
-  train      train_trace_lib.train_trace writing a fresh trace (the baseline: what the prover did);
+  train      train_lib.train_trace writing a fresh trace (the baseline: what the prover did);
   recompute  recompute_lib.recompute_repeat of every update of that trace (what a verifier does:
              read and check each checkpoint, take the step, measure both distances).
 Both time only their step loops (model building and dataset loading are not timed).
@@ -24,9 +24,9 @@ import _results  # pylint: disable=wrong-import-position
 
 from forging_tf import data
 from forging_tf import platform as platform_lib
-from forging_tf import recompute_lib
+from forging_tf.recompute import recompute_lib
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _STEPS = flags.DEFINE_integer("steps", 400, "Steps of the trace.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
@@ -43,7 +43,7 @@ def main(argv):
   with tempfile.TemporaryDirectory(dir=os.getcwd(), prefix=".bench_recompute.") as work:
     path = os.path.join(work, "trace")
     for _ in range(_ROUNDS.value):
-      summary = train_trace_lib.train_trace(path, "lenet", mnist, b, steps, platform=platform,
+      summary = train_lib.train_trace(path, "lenet", mnist, b, steps, platform=platform,
                                             overwrite=True, progress_every_s=1e9)
       train_s.append(summary.seconds)
       updates = recompute_lib.recomputed_steps(trace_lib.Trace(path))

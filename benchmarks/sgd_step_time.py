@@ -25,7 +25,7 @@ from forging_tf import data
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _STEPS = flags.DEFINE_integer("steps", 100, "Steps per timed run (VGGmini: a tenth).",
                               lower_bound=10)
@@ -37,7 +37,7 @@ def _time_case(dataset, model_name, b, steps, rounds):
   model = models.build_model(model_name, dataset.x_train.shape[1:], 10)
   step_fn = sgd_step.SGDStep(model, 0.01)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, 10)
-  batches = train_trace_lib.batch_schedule(dataset.x_train.shape[0], b, steps, seed=0)
+  batches = train_lib.batch_schedule(dataset.x_train.shape[0], b, steps, seed=0)
   theta0 = models.initial_parameters(step_fn.layout, seed=0)
   inputs = [source(batch) for batch in batches]
   model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False,

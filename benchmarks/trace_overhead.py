@@ -1,7 +1,7 @@
 r"""What writing a trace costs training: LeNet/MNIST, b = 100, on this machine.
 
 Runs, in one process and interleaved over --rounds rounds, the same training loop
-(train_trace_lib.run_sgd) three ways:
+(train_lib.run_sgd) three ways:
   untraced  no trace;
   async     the real trace writer (TraceWriter: a background thread);
   sync      the obvious baseline: the same writer, waited for after every checkpoint.
@@ -28,7 +28,7 @@ from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _STEPS = flags.DEFINE_integer("steps", 400, "Steps per timed run.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
@@ -45,15 +45,15 @@ def main(argv):
   model = models.build_model("lenet", mnist.x_train.shape[1:], 10)
   step_fn = sgd_step.SGDStep(model, 0.01)
   source = sgd_step.BatchSource(mnist.x_train, mnist.y_train, 10)
-  batches = train_trace_lib.batch_schedule(60_000, b, steps, seed=0)
+  batches = train_lib.batch_schedule(60_000, b, steps, seed=0)
   theta0 = models.initial_parameters(step_fn.layout, seed=0)
-  manifest = train_trace_lib.trace_manifest("lenet", {}, mnist, step_fn, b, steps, k=1,
+  manifest = train_lib.trace_manifest("lenet", {}, mnist, step_fn, b, steps, k=1,
                                             keep_pairs=0, seed=0, platform=platform)
   stored = range(1, steps + 1)
 
   def untraced() -> float:
     began = time.perf_counter()
-    train_trace_lib.run_sgd(step_fn, source, theta0, batches, 0, steps)
+    train_lib.run_sgd(step_fn, source, theta0, batches, 0, steps)
     return time.perf_counter() - began
 
   def traced(synchronous: bool) -> float:
@@ -68,7 +68,7 @@ def main(argv):
         if synchronous:
           writer.flush()
 
-      train_trace_lib.run_sgd(step_fn, source, theta0, batches, 0, steps, on_checkpoint, stored)
+      train_lib.run_sgd(step_fn, source, theta0, batches, 0, steps, on_checkpoint, stored)
       assert writer.close()
       return time.perf_counter() - began
 

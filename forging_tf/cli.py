@@ -89,13 +89,18 @@ def define_platform_flags() -> PlatformFlags:
   return PlatformFlags()
 
 
-def command_line() -> str:
-  """The command as the user typed it, for the results to record: the forging-* command (also
-  when it ran as `python -m MODULE`) and its arguments, quoted for a shell."""
+def program_name() -> str:
+  """The forging-* command this process runs, also when it runs as `python -m MODULE` (else the
+  script's name)."""
   spec = getattr(sys.modules["__main__"], "__spec__", None)
   commands = {module: command for command, module in forging_tf.COMMANDS.items()}
-  program = commands.get(spec.name) if spec else None
-  return shlex.join([program or os.path.basename(sys.argv[0]), *sys.argv[1:]])
+  return (commands.get(spec.name) if spec else None) or os.path.basename(sys.argv[0])
+
+
+def command_line() -> str:
+  """The command as the user typed it, for the results to record: program_name() and the
+  arguments, quoted for a shell."""
+  return shlex.join([program_name(), *sys.argv[1:]])
 
 
 def trace_and_dataset(trace_path: str, data_dir: str | None, download: bool):
@@ -110,7 +115,7 @@ def trace_and_dataset(trace_path: str, data_dir: str | None, download: bool):
 def run(main: Callable[[], None]) -> None:
   """Runs a binary: absl parses the flags, then main() runs; stray arguments and the package's
   errors are one line on stderr and a nonzero exit."""
-  program = os.path.basename(sys.argv[0])
+  program = program_name()
 
   def guarded_main(argv):
     try:

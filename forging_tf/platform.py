@@ -7,7 +7,8 @@ XLA, plus the software and hardware underneath. `apply_platform` configures this
 Two settings have to be chosen early:
 - oneDNN is read from TF_ENABLE_ONEDNN_OPTS when TensorFlow is imported. A process that imported
   TensorFlow with the other setting cannot switch; the binaries re-execute themselves
-  (platform_flags.py), library callers get a PlatformError that says which variable to set.
+  (cli.PlatformFlags.requested), library callers get a PlatformError that says which variable to
+  set.
 - Thread counts are fixed once TensorFlow's runtime has started (the first op).
 
 XLA is always off: Keras 3 compiles with XLA by default, XLA reorders arithmetic, and max-pool

@@ -1,7 +1,7 @@
 """Results as data: atomic files and folders, one record header, records read back by kind.
 
 Every experiment writes its results as data (JSON, npz) first; tables, figures and REPORT.md are
-rendered from them later (tables_lib, report_lib), so a figure can be redrawn without re-running
+rendered from them later (forging_tf.report), so a figure can be redrawn without re-running
 anything. A file is written to a temporary sibling and renamed into place; a result folder
 (`write_folder`) is filled as a hidden sibling folder and renamed into place whole. A killed run
 leaves whole files and folders, or none.

@@ -8,16 +8,16 @@ import sys
 import numpy as np
 import pytest
 
-from forging_tf import attack_engine
-from forging_tf import attack_settings
-from forging_tf import attack_trace_lib
-from forging_tf import attacks
+from forging_tf.attacks import engine as engine_lib
+from forging_tf.attacks import settings as attack_settings
+from forging_tf.attacks import attack_lib
+from forging_tf.attacks import greedy
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import forging_game
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _N, _B, _T = 3000, 20, 4
 
@@ -33,14 +33,14 @@ def subset(mnist) -> data.Dataset:
 @pytest.fixture(scope="module")
 def small_trace(subset, tmp_path_factory) -> str:
   path = str(tmp_path_factory.mktemp("traces") / "lenet_b20")
-  train_trace_lib.train_trace(path, "lenet", subset, batch_size=_B, steps=_T, seed=1)
+  train_lib.train_trace(path, "lenet", subset, batch_size=_B, steps=_T, seed=1)
   return path
 
 
 @pytest.fixture(scope="module")
-def engine(small_trace, subset) -> attack_engine.AttackEngine:
+def engine(small_trace, subset) -> engine_lib.AttackEngine:
   step_fn = sgd_step.step_for_trace(trace_lib.Trace(small_trace), subset)
-  return attack_engine.AttackEngine(
+  return engine_lib.AttackEngine(
       step_fn, sgd_step.BatchSource(subset.x_train, subset.y_train, subset.num_classes),
       memory_budget_bytes=2**20 * 60)  # 63 candidates a group: the 64 below take two groups
 
@@ -49,8 +49,8 @@ def engine(small_trace, subset) -> attack_engine.AttackEngine:
 def test_engine_matches_the_sequential_loop(engine, small_trace, m):
   trace = trace_lib.Trace(small_trace)
   theta, theta_next, batch = trace.checkpoint(2), trace.checkpoint(3), trace.batch(2)
-  positions = attacks.deletion_positions(_B, m, np.random.default_rng(m))
-  candidates = attacks.thudi_candidates(batch, positions, _N, M=64, n=300,
+  positions = greedy.deletion_positions(_B, m, np.random.default_rng(m))
+  candidates = greedy.thudi_candidates(batch, positions, _N, M=64, n=300,
                                         rng=np.random.default_rng(100 + m))
   assert engine.candidates_per_group < len(candidates)
   fast = engine.candidate_errors(theta, theta_next, batch, positions, candidates)
@@ -60,7 +60,7 @@ def test_engine_matches_the_sequential_loop(engine, small_trace, m):
   np.testing.assert_allclose(fast, reference, rtol=1e-5)
   assert np.argmin(fast) == np.argmin(reference)
   assert np.sort(reference)[1] - np.sort(reference)[0] > 1e-4 * reference.min()
-  forgery = attacks.thudi_attack(engine, 2, theta, theta_next, batch, positions, 64, 300,
+  forgery = greedy.thudi_attack(engine, 2, theta, theta_next, batch, positions, 64, 300,
                                  np.random.default_rng(100 + m))
   # The reported number is the SGDStep re-score, i.e. the sequential loop's number.
   assert forgery.approximation_error == reference[int(np.argmin(reference))]
@@ -70,16 +70,16 @@ def test_engine_matches_the_sequential_loop(engine, small_trace, m):
 def test_no_forged_batch_contains_an_example_of_u(engine, small_trace, subset):
   trace = trace_lib.Trace(small_trace)
   batch = trace.batch(1)
-  neighbours, _ = attacks.nearest_neighbours(subset.x_train, subset.y_train, 8)
+  neighbours, _ = greedy.nearest_neighbours(subset.x_train, subset.y_train, 8)
   for seed in range(20):
     rng = np.random.default_rng(seed)
     m = int(rng.integers(1, _B + 1))
-    positions = attacks.deletion_positions(_B, m, rng)
+    positions = greedy.deletion_positions(_B, m, rng)
     deleted = set(batch[positions].tolist())
-    candidates = attacks.thudi_candidates(batch, positions, _N, M=30, n=m + 5, rng=rng)
-    zhang = attack_engine.replace(batch, positions,
-                                  attacks.zhang_replacements(batch, positions, neighbours))
-    for forged in [attack_engine.replace(batch, positions, c) for c in candidates] + [zhang]:
+    candidates = greedy.thudi_candidates(batch, positions, _N, M=30, n=m + 5, rng=rng)
+    zhang = engine_lib.replace(batch, positions,
+                                  greedy.zhang_replacements(batch, positions, neighbours))
+    for forged in [engine_lib.replace(batch, positions, c) for c in candidates] + [zhang]:
       assert not deleted & set(forged.tolist())
       assert len(set(forged.tolist())) == _B  # no example twice in a batch
       kept = np.setdiff1d(np.arange(_B), positions)
@@ -88,7 +88,7 @@ def test_no_forged_batch_contains_an_example_of_u(engine, small_trace, subset):
 
 def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(subset, small_trace):
   k = 16
-  indices, distances = attacks.nearest_neighbours(subset.x_train, subset.y_train, k)
+  indices, distances = greedy.nearest_neighbours(subset.x_train, subset.y_train, k)
   labels = subset.y_train
   assert np.all(labels[indices] == labels[:, None])
   assert not np.any(indices == np.arange(_N)[:, None])
@@ -103,19 +103,19 @@ def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(subset, s
     np.testing.assert_array_equal(distances[example], squared[order])
   batch = trace_lib.Trace(small_trace).batch(0)
   positions = np.arange(_B)
-  replacements = attacks.zhang_replacements(batch, positions, indices)
+  replacements = greedy.zhang_replacements(batch, positions, indices)
   assert np.all(labels[replacements] == labels[batch])
   assert not set(replacements.tolist()) & set(batch.tolist())
   assert len(set(replacements.tolist())) == _B
   with pytest.raises(errors.ConfigError, match="use more neighbours"):
-    attacks.zhang_replacements(batch, positions, indices[:, :0])
+    greedy.zhang_replacements(batch, positions, indices[:, :0])
 
 
 def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
   out = str(tmp_path / "attacks" / "thudi")
   settings = attack_settings.AttackSettings("thudi", "1,3", ("1/b", "0.5", "1"), runs=2, M=8,
                                            n=100, seed=3)
-  summary = attack_trace_lib.run_attacks(small_trace, subset, settings, out, command="cmd")
+  summary = attack_lib.run_attacks(small_trace, subset, settings, out, command="cmd")
   assert summary["settings"] == settings.as_dict() and summary["settings"]["attack"] == "thudi"
   assert summary["kind"] == "forging_tf.attack_results" and summary["command"] == "cmd"
   assert summary["steps"] == [1, 3]
@@ -144,10 +144,10 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
       row = summary["results"][3 * s + f]
       assert row["min_approximation_error"] == error[s, f].min() > 0
   with pytest.raises(errors.ConfigError, match="pass --overwrite"):
-    attack_trace_lib.run_attacks(
+    attack_lib.run_attacks(
         small_trace, subset, attack_settings.AttackSettings(steps="1", forging_fractions=("1",),
                                                             runs=1, M=2), out)
-  zhang = attack_trace_lib.run_attacks(
+  zhang = attack_lib.run_attacks(
       small_trace, subset, attack_settings.AttackSettings("zhang", "middle", ("1/b", "1"), runs=2,
                                                           seed=3, neighbours_k=8),
       str(tmp_path / "attacks" / "zhang"))
@@ -173,7 +173,7 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
 ])
 def test_bad_settings_are_one_line_errors(small_trace, subset, tmp_path, call, message):
   with pytest.raises(errors.ForgingError, match=message) as raised:
-    attack_trace_lib.run_attacks(small_trace, subset, attack_settings.AttackSettings(**call),
+    attack_lib.run_attacks(small_trace, subset, attack_settings.AttackSettings(**call),
                                  str(tmp_path / "out"))
   assert "\n" not in str(raised.value)
   assert not os.path.exists(tmp_path / "out")
@@ -181,17 +181,17 @@ def test_bad_settings_are_one_line_errors(small_trace, subset, tmp_path, call, m
 
 def test_traces_without_pairs_and_other_data_are_refused(subset, mnist, small_trace, tmp_path):
   path = str(tmp_path / "k2")
-  train_trace_lib.train_trace(path, "lenet", subset, batch_size=_B, steps=_T, k=2)
+  train_lib.train_trace(path, "lenet", subset, batch_size=_B, steps=_T, k=2)
   with pytest.raises(errors.TraceError, match="use a trace with k=1 or --keep_pairs"):
-    attack_trace_lib.parse_steps("middle", trace_lib.Trace(path))
+    attack_lib.parse_steps("middle", trace_lib.Trace(path))
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
-    attack_trace_lib.run_attacks(
+    attack_lib.run_attacks(
         small_trace, mnist, attack_settings.AttackSettings(steps="1", forging_fractions=("1",),
                                                            M=2, n=30), str(tmp_path / "o"))
 
 
 def _attack_binary(*flags_):
-  return subprocess.run([sys.executable, "-m", "forging_tf.attack_trace", *flags_],
+  return subprocess.run([sys.executable, "-m", "forging_tf.attacks.attack", *flags_],
                         capture_output=True, text=True, timeout=120)
 
 
@@ -205,4 +205,4 @@ def test_binary_gives_one_line_errors(small_trace, data_dir, tmp_path):
     result = _attack_binary(*common, *extra)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("attack_trace.py: error:") and message in last, result.stderr[-2000:]
+    assert last.startswith("forging-attack: error:") and message in last, result.stderr[-2000:]

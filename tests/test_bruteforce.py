@@ -9,15 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from forging_tf import bruteforce_lib as bf
+from forging_tf.exact import bruteforce_lib as bf
 from forging_tf import errors
-from forging_tf import exact_forging_lib as ef
-from forging_tf import exact_settings
+from forging_tf.exact import dense
+from forging_tf.exact import settings as exact_settings
 
 
 @pytest.fixture(scope="module")
 def table_layers():
-  return {name: ef.dense_layers(*bf.table_model(name, seed=0))
+  return {name: dense.dense_layers(*bf.table_model(name, seed=0))
           for name in exact_settings.TABLE_MODELS}
 
 
@@ -130,7 +130,7 @@ def test_softmax_regression_collides_on_a_parallelogram(table_layers):
 def test_binary_writes_table(tmp_path):
   out = tmp_path / "table4.json"
   completed = subprocess.run(
-      [sys.executable, "-m", "forging_tf.bruteforce", f"--out={out}", "--models=logreg,fcn",
+      [sys.executable, "-m", "forging_tf.exact.bruteforce", f"--out={out}", "--models=logreg,fcn",
        "--levels=2", "--batch_sizes=1,3"], capture_output=True, text=True, timeout=300,
       check=False)
   assert completed.returncode == 0, completed.stderr[-2000:]
@@ -170,9 +170,9 @@ def test_cells_reject_impossible_settings(table_layers):
 def test_binary_errors_are_one_line(tmp_path, flags, message):
   (tmp_path / "file").write_text("")
   completed = subprocess.run(
-      [sys.executable, "-m", "forging_tf.bruteforce", *(f.format(file=tmp_path / "file")
+      [sys.executable, "-m", "forging_tf.exact.bruteforce", *(f.format(file=tmp_path / "file")
                                                          for f in flags)],
       capture_output=True, text=True, timeout=300, check=False)
   last = completed.stderr.strip().splitlines()[-1]
   assert completed.returncode != 0 and "Traceback" not in completed.stderr
-  assert last.startswith("bruteforce.py: error:") and message in last, last
+  assert last.startswith("forging-bruteforce: error:") and message in last, last

@@ -14,7 +14,7 @@ from forging_tf import errors
 from forging_tf import forging_game
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _B, _T = 20, 4
 
@@ -26,7 +26,7 @@ def traces(mnist, tmp_path_factory) -> dict[int, str]:
   paths = {}
   for k in (1, 2):
     paths[k] = str(folder / f"lenet_k{k}")
-    train_trace_lib.train_trace(paths[k], "lenet", mnist, batch_size=_B, steps=_T, k=k, seed=2)
+    train_lib.train_trace(paths[k], "lenet", mnist, batch_size=_B, steps=_T, k=k, seed=2)
   return paths
 
 
@@ -160,7 +160,7 @@ def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
   assert rejected.stdout.startswith("REJECT: step 1: the forged batch equals B_1 as a multiset")
   bad = _verify(*common, "--forged_indices=1,x", "--epsilon=1")
   assert bad.returncode == 1
-  assert bad.stderr.strip().splitlines()[-1] == ("verify.py: error: --forged_indices must be "
+  assert bad.stderr.strip().splitlines()[-1] == ("forging-verify: error: --forged_indices must be "
                                                  "comma-separated integers or a .npy file")
 
 
@@ -189,7 +189,7 @@ def test_verify_binary_bad_inputs(traces, data_dir):
   for flag, code, line in (
       ("--forged_indices=1,2,3", 3, "REJECT: step 1: the forged batch has 3 examples"),
       ("--forged_indices=99999999999999999999", 1,
-       "verify.py: error: --forged_indices must be comma-separated integers")):
+       "forging-verify: error: --forged_indices must be comma-separated integers")):
     result = _verify(*common, flag)
     output = (result.stdout if code == 3 else result.stderr).strip().splitlines()
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]

@@ -13,9 +13,9 @@ import pytest
 
 from forging_tf import data
 from forging_tf import errors
-from forging_tf import recompute_lib
+from forging_tf.recompute import recompute_lib
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _B, _T = 100, 12
 
@@ -23,7 +23,7 @@ _B, _T = 100, 12
 @pytest.fixture(scope="module")
 def lenet_trace(mnist, tmp_path_factory) -> str:
   path = str(tmp_path_factory.mktemp("traces") / "lenet")
-  train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, seed=1)
+  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, seed=1)
   return path
 
 
@@ -33,7 +33,7 @@ def other_platform_trace(data_dir, tmp_path_factory) -> str:
   from forging_tf import platform as platform_lib
   path = str(tmp_path_factory.mktemp("traces") / "other")
   onednn = "off" if platform_lib.onednn_enabled() else "on"
-  subprocess.run([sys.executable, "-m", "forging_tf.train_trace", "--model=lenet",
+  subprocess.run([sys.executable, "-m", "forging_tf.train.train", "--model=lenet",
                   "--dataset=mnist", f"--batch_size={_B}", "--steps=6", f"--data_dir={data_dir}",
                   f"--onednn={onednn}", f"--out={path}"], check=True, capture_output=True)
   return path
@@ -85,7 +85,7 @@ def test_repeats_in_fresh_processes_and_resume(lenet_trace, data_dir, tmp_path):
 
 def test_k_interval_trace_recomputes_k_steps_per_update(mnist, data_dir, tmp_path):
   path = str(tmp_path / "k3")
-  train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=3, seed=1)
+  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=3, seed=1)
   summary = _recompute(path, tmp_path / "r", data_dir, repeats=1)
   assert summary.eps_repr == 0.0
   assert _distances(tmp_path / "r")["steps"].tolist() == [0, 3, 6, 9]
@@ -166,7 +166,7 @@ def test_dataset_that_is_not_the_traces_is_refused(mnist, data_dir, tmp_path):
   changed = data.Dataset("mnist", x_train, mnist.y_train, mnist.x_test, mnist.y_test, 10, "test",
                          data.fingerprint(x_train, mnist.y_train, mnist.x_test, mnist.y_test))
   path = str(tmp_path / "changed")
-  train_trace_lib.train_trace(path, "lenet", changed, batch_size=_B, steps=2)
+  train_lib.train_trace(path, "lenet", changed, batch_size=_B, steps=2)
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
     _recompute(path, tmp_path / "r", data_dir, repeats=1)
 
@@ -193,24 +193,24 @@ def test_bad_requests_are_refused(lenet_trace, data_dir, tmp_path):
 ])
 def test_binary_errors_are_one_line(lenet_trace, data_dir, tmp_path, flags, message):
   result = subprocess.run(
-      [sys.executable, "-m", "forging_tf.recompute", f"--trace={lenet_trace}",
+      [sys.executable, "-m", "forging_tf.recompute.recompute", f"--trace={lenet_trace}",
        f"--data_dir={data_dir}", f"--out={tmp_path / 'r'}", *flags],
       capture_output=True, text=True)
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert last.startswith("recompute.py: error:") and message in last, last
+  assert last.startswith("forging-recompute: error:") and message in last, last
 
 
 def test_missing_trace_binary_error(data_dir, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "forging_tf.recompute", f"--trace={tmp_path / 'nothing'}",
+      [sys.executable, "-m", "forging_tf.recompute.recompute", f"--trace={tmp_path / 'nothing'}",
        f"--out={tmp_path / 'r'}"], capture_output=True, text=True)
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "no trace at" in result.stderr.strip().splitlines()[-1]
 
 
 def _recompute_command(trace, out, data_dir, *flags_):
-  return [sys.executable, "-m", "forging_tf.recompute", f"--trace={trace}",
+  return [sys.executable, "-m", "forging_tf.recompute.recompute", f"--trace={trace}",
           f"--data_dir={data_dir}", f"--out={out}", *flags_]
 
 
@@ -290,6 +290,6 @@ def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, da
                           text=True, timeout=300)
   lines = result.stderr.strip().splitlines()
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert lines[-1].startswith(f"recompute.py: error: {path}: checkpoint of step 7 fails its "
+  assert lines[-1].startswith(f"forging-recompute: error: {path}: checkpoint of step 7 fails its "
                               "sha256"), lines[-1]
   assert sum("error:" in line for line in lines) == 1, result.stderr[-2000:]

@@ -14,12 +14,14 @@ import pytest
 
 import forging_tf
 from forging_tf import errors
-from forging_tf import reproduce_lib
+from forging_tf.reproduce import presets
+from forging_tf.reproduce import reproduce_lib
+from forging_tf.reproduce import stages
 from forging_tf import trace as trace_lib
 
 
 def _command(out, data_dir, *extra):
-  return [sys.executable, "-m", "forging_tf.reproduce", "--preset=smoke", f"--out={out}",
+  return [sys.executable, "-m", "forging_tf.reproduce.reproduce", "--preset=smoke", f"--out={out}",
           f"--data_dir={data_dir}", "--nodownload", *extra]
 
 
@@ -28,32 +30,32 @@ def _flag(stage, name):
 
 
 def test_paper_preset_has_the_papers_settings():
-  stages = reproduce_lib.plan(reproduce_lib.PRESETS["paper"])
-  trains = [s for s in stages if s.program == "forging-train"]
+  planned = stages.plan(presets.PRESETS["paper"])
+  trains = [s for s in planned if s.program == "forging-train"]
   lengths = {(_flag(s, "model"), int(_flag(s, "batch_size"))): int(_flag(s, "steps"))
              for s in trains}
   assert lengths == {("lenet", 100): 1200, ("lenet", 500): 1200, ("lenet", 1000): 1200,
                      ("vggmini", 100): 2500, ("vggmini", 500): 2500, ("vggmini", 1000): 2500}
   assert all("--k=" not in " ".join(s.flags) for s in trains)  # k = 1, the default
-  thudi = [s for s in stages if "--attack=thudi" in s.flags]
+  thudi = [s for s in planned if "--attack=thudi" in s.flags]
   assert thudi and all("--M=300" in s.flags and "--n=3000" in s.flags for s in thudi)
   assert all("--device=gpu:0" in s.flags for s in trains
              if "--deterministic" in s.flags and s.output.endswith("_gpu"))
 
 
-@pytest.mark.parametrize("name", sorted(reproduce_lib.PRESETS))
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
 def test_every_stage_runs_after_what_it_reads(name):
-  stages = reproduce_lib.plan(reproduce_lib.PRESETS[name])
-  outputs = [s.output for s in stages]
+  planned = stages.plan(presets.PRESETS[name])
+  outputs = [s.output for s in planned]
   assert len(set(outputs)) == len(outputs)
   written = set()
-  for stage in stages:
+  for stage in planned:
     trace = next((f.split("=", 1)[1] for f in stage.flags if f.startswith("--trace=")), None)
     assert trace is None or trace in written, f"{stage.name} reads {trace} before it is trained"
     written.add(stage.output)
   # Table II: every deterministic platform's LeNet b=100 trace is recomputed on every one of them.
-  preset = reproduce_lib.PRESETS[name]
-  deterministic = [p for p in preset.platforms if "--deterministic" in reproduce_lib.PLATFORMS[p]]
+  preset = presets.PRESETS[name]
+  deterministic = [p for p in preset.platforms if "--deterministic" in presets.PLATFORMS[p]]
   t = next(steps for model, _, b, steps in preset.steps if (model, b) == ("lenet", 100))
   for generator in deterministic:
     for recomputer in deterministic:
@@ -67,8 +69,8 @@ def test_every_stage_is_a_command_and_every_command_a_module_with_run():
     assert spec is not None, (command, module)
     with open(spec.origin) as f:
       assert "\ndef run():" in f.read(), module
-  programs = {stage.program for preset in reproduce_lib.PRESETS.values()
-              for stage in reproduce_lib.plan(preset)}
+  programs = {stage.program for preset in presets.PRESETS.values()
+              for stage in stages.plan(preset)}
   assert programs == set(forging_tf.COMMANDS) - {"forging-verify", "forging-tables",
                                                  "forging-reproduce"}
 
@@ -81,8 +83,8 @@ def test_progress_lines_of_every_module_of_the_package_are_echoed():
   assert len(modules) > 20
   for name in modules:
     line = f"I1121 21:04:56.240002 139850930547584 {name}:141] training lenet on mnist"
-    assert reproduce_lib._echoed(line), name  # pylint: disable=protected-access
-  assert not reproduce_lib._echoed(  # pylint: disable=protected-access
+    assert stages.echoed(line), name
+  assert not stages.echoed(
       "I0000 00:00:1796137405.382970    3917 cpu_feature_guard.cc:227] This TensorFlow binary")
 
 
@@ -94,7 +96,7 @@ def test_bad_requests_are_one_line_errors(tmp_path):
   with pytest.raises(errors.ConfigError, match="does not hold a forging-reproduce run"):
     reproduce_lib.reproduce("smoke", str(tmp_path / "other"))
   assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
-  bad = reproduce_lib.Preset("bad", "", ("cpu", "tpu"), (("lenet", "mnist", 100, 2),), 1, 1, (),
+  bad = presets.Preset("bad", "", ("cpu", "tpu"), (("lenet", "mnist", 100, 2),), 1, 1, (),
                              (), ())
   with pytest.raises(errors.ConfigError, match="unknown platform 'tpu'"):
     reproduce_lib.reproduce(bad, str(tmp_path / "b"))
@@ -180,13 +182,13 @@ def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
   result = subprocess.run(_command(out, empty), capture_output=True, text=True)
   assert result.returncode != 0
   lines = result.stderr.strip().splitlines()
-  assert lines[-1].startswith("reproduce.py: error: stage 'train lenet_b100_T6_cpu' failed:")
+  assert lines[-1].startswith("forging-reproduce: error: stage 'train lenet_b100_T6_cpu' failed:")
   assert "mnist" in lines[-1] and "logs/" in lines[-1] and "Traceback" not in result.stderr
   assert (out / "reproduce.json").exists()
-  other = subprocess.run([sys.executable, "-m", "forging_tf.reproduce", "--preset=quick",
+  other = subprocess.run([sys.executable, "-m", "forging_tf.reproduce.reproduce", "--preset=quick",
                           f"--out={out}"], capture_output=True, text=True)
   assert other.returncode != 0
-  assert other.stderr.strip().splitlines()[-1].startswith("reproduce.py: error: ")
+  assert other.stderr.strip().splitlines()[-1].startswith("forging-reproduce: error: ")
   assert "preset 'smoke'" in other.stderr
 
 
@@ -197,11 +199,11 @@ def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
     (["--preset=quick", "--out=x", "--device=cpu"], "Unknown command line flag 'device'"),
 ])
 def test_binary_flag_errors_are_one_line(tmp_path, flags, message):
-  result = subprocess.run([sys.executable, "-m", "forging_tf.reproduce", *flags],
+  result = subprocess.run([sys.executable, "-m", "forging_tf.reproduce.reproduce", *flags],
                           capture_output=True, text=True, cwd=tmp_path)
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert last.startswith("reproduce.py: error:") and message in last, last
+  assert last.startswith("forging-reproduce: error:") and message in last, last
   assert not os.path.exists(tmp_path / "x")
 
 

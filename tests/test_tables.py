@@ -12,9 +12,13 @@ import pytest
 
 from forging_tf import errors
 from forging_tf import platform as platform_lib
-from forging_tf import report_lib
+from forging_tf.report import report_lib
 from forging_tf import results
-from forging_tf import tables_lib
+from forging_tf.report import figure_panels
+from forging_tf.report import platforms
+from forging_tf.report import render
+from forging_tf.report import saved_results
+from forging_tf.report import table_builders
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +48,14 @@ def test_table1_takes_the_largest_same_platform_error(fingerprints):
   records = [_record("1", "lenet", 100, a, a, 0.0), _record("2", "lenet", 100, b, b, 2e-8),
              _record("3", "lenet", 100, a, b, 5.0),  # cross-platform: not in Table I
              _record("4", "vggmini", 1000, a, a, 3e-7, steps=30)]
-  table = tables_lib.table1(records)
+  table = table_builders.table1(records)
   (lenet, lenet_cells), (vgg, vgg_cells) = table.rows
   assert lenet.startswith("LeNet") and vgg.startswith("VGGmini")
   assert lenet_cells[0].value == 2e-8 and set(lenet_cells[0].sources) == {"1", "2"}
   assert lenet_cells[1].value is None and vgg_cells[2].value == 3e-7
-  markdown = tables_lib.to_markdown(table)
+  markdown = render.to_markdown(table)
   assert "2.00e-08 (1e-08)" in markdown and "n/a" in markdown and "T=30" in markdown
-  assert "$3.00\\times10^{-7}$" in tables_lib.to_latex(table)
+  assert "$3.00\\times10^{-7}$" in render.to_latex(table)
 
 
 def test_table2_matrix_rows_generate_columns_recompute(fingerprints):
@@ -59,26 +63,26 @@ def test_table2_matrix_rows_generate_columns_recompute(fingerprints):
   records = [_record("ab", "lenet", 100, a, b, 3e-8), _record("aa", "lenet", 100, a, a, 0.0),
              _record("ca", "lenet", 100, c, a, 5e-5), _record("dd", "lenet", 100, d, d, 1e-8),
              _record("big", "lenet", 1000, a, c, 7e-5)]
-  table = tables_lib.table2(records, "b")
+  table = table_builders.table2(records, "b")
   labels = [label for label, _ in table.rows]
   assert labels == sorted(labels) and len(labels) == 2  # generators a and c, determinism on
   by_row = {label: dict(zip(table.columns, cells)) for label, cells in table.rows}
-  a_label, b_label = tables_lib.platform_label(a), tables_lib.platform_label(b)
+  a_label, b_label = platforms.platform_label(a), platforms.platform_label(b)
   assert by_row[a_label][b_label].value == 3e-8 and by_row[a_label][a_label].value == 0.0
-  assert by_row[tables_lib.platform_label(c)][b_label].value is None
-  rows = list(csv.reader(io.StringIO(tables_lib.to_csv(table))))
+  assert by_row[platforms.platform_label(c)][b_label].value is None
+  rows = list(csv.reader(io.StringIO(render.to_csv(table))))
   assert float(rows[1 + labels.index(a_label)][1 + table.columns.index(b_label)]) == 3e-8
-  assert tables_lib.table2(records, "a").rows[0][0] == tables_lib.platform_label(d)
-  assert tables_lib.table2(records, "c").rows[0][1][0].value == 7e-5
+  assert table_builders.table2(records, "a").rows[0][0] == platforms.platform_label(d)
+  assert table_builders.table2(records, "c").rows[0][1][0].value == 7e-5
   with pytest.raises(errors.ConfigError):
-    tables_lib.table2(records, "z")
+    table_builders.table2(records, "z")
 
 
 def test_platforms_sharing_a_label_are_told_apart(fingerprints):
   a = fingerprints["a"]
   twin = copy.deepcopy(a)
   twin["id"] = "e" * 12
-  labels = tables_lib.platform_labels([a, twin])
+  labels = platforms.platform_labels([a, twin])
   assert labels[a["id"]] != labels[twin["id"]]
 
 
@@ -89,8 +93,8 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
     os.makedirs(tmp_path / "results" / name)
     with open(tmp_path / "results" / name / "result.json", "w") as f:
       json.dump({k: v for k, v in record.items() if k != "folder"}, f)
-  tables, figures = tables_lib.render_tables_and_figures(
-      tables_lib.find_results([str(tmp_path / "results")]), str(tmp_path / "report"))
+  tables, figures = report_lib.render_tables_and_figures(
+      saved_results.find_results([str(tmp_path / "results")]), str(tmp_path / "report"))
   assert figures == []
   assert [t.name for t in tables] == ["table1", "table2b"]  # nothing measured for 2a, 2c
   for name in ("table1", "table2b"):
@@ -98,7 +102,7 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
       assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 0
   assert "4.00e-08" in (tmp_path / "report" / "tables.md").read_text()
   with pytest.raises(errors.ConfigError, match="no results under"):
-    tables_lib.find_results([str(tmp_path / "report")])
+    saved_results.find_results([str(tmp_path / "report")])
 
 
 def _attack(folder, attack, model, b, steps, fractions, errors_by_step):
@@ -121,24 +125,24 @@ def test_table3_marks_cells_stealthy_against_the_largest_reproduction_error(fing
                    {0: [1e-5, 1e-3], 600: [1e-6, 2e-3], 1199: [2e-6, 6e-3]})
   middle = _attack("m", "zhang", "lenet", 1000, [600], [1, 1000], {600: [5e-7, 1e-3]})
   records = [stages | {"platform": a}, middle | {"platform": a}]
-  table = tables_lib.table3(reproduction, records)
+  table = table_builders.table3(reproduction, records)
   (label, cells), = table.rows
   assert label == "lenet / mnist, b = 1000"
   assert [c.value for c in cells] == [1e-5, 1e-3, 2e-6, 6e-3]
   assert [c.stealthy for c in cells] == [True, False, True, False]
   assert all(c.threshold == 5e-5 for c in cells)
-  assert "stealthy (thudi)" in tables_lib.to_markdown(table)
-  assert "early = step 0, late = step 1199" in tables_lib.to_markdown(table)
-  rows = list(csv.reader(io.StringIO(tables_lib.to_csv(table))))
+  assert "stealthy (thudi)" in render.to_markdown(table)
+  assert "early = step 0, late = step 1199" in render.to_markdown(table)
+  rows = list(csv.reader(io.StringIO(render.to_csv(table))))
   assert rows[0][5:7] == ["early, 1/b threshold", "early, 1/b stealthy"]
   assert rows[1][5:7] == [repr(5e-5), "true"]
 
-  fig2 = tables_lib.figure2_panels(reproduction, records)
+  fig2 = figure_panels.figure2_panels(reproduction, records)
   (series,) = fig2[0].series
   assert series.x == (0.001, 1.0) and series.minimum == (1e-6, 2e-3) and fig2[0].threshold == 5e-5
-  (fig3,) = tables_lib.figure3_panels(reproduction, records)
+  (fig3,) = figure_panels.figure3_panels(reproduction, records)
   assert [s.x for s in fig3.series] == [(0, 600, 1199)] * 2
-  (fig6,) = tables_lib.figure6_panels(reproduction, records)
+  (fig6,) = figure_panels.figure6_panels(reproduction, records)
   assert [s.label for s in fig6.series] == ["Thudi", "Zhang"]
   assert fig6.series[1].minimum == (5e-7, 1e-3)
 
@@ -158,7 +162,7 @@ def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_thres
   assert "1 of 2 stealthy: thudi b=1000 fraction 1/b (5.00e-08 (1e-08))." in lines
   assert "threshold 5.00e-05 (1e-05) = any measured platform pair" in lines
   findings = "\n".join(report_lib._reproduction_findings(reproduction))
-  assert f"{tables_lib.platform_label(a)} -> {tables_lib.platform_label(c)}: 5.00e-05" in findings
+  assert f"{platforms.platform_label(a)} -> {platforms.platform_label(c)}: 5.00e-05" in findings
 
 
 def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
@@ -168,7 +172,7 @@ def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
   (tmp_path / "r" / "result.json").write_text(json.dumps(record))
   with pytest.raises(errors.ForgingError, match=r"r/result.json has no platform.id: "
                      "it was edited"):
-    tables_lib.find_results([str(tmp_path)])
+    saved_results.find_results([str(tmp_path)])
 
 
 def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(old_smoke_run,
@@ -180,7 +184,7 @@ def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(old_
       "import runpy, sys\n"
       f"sys.argv = ['forging-tables', '--results={old_smoke_run}/results', '--out={out}']\n"
       "try:\n"
-      "  runpy.run_module('forging_tf.tables', run_name='__main__')\n"
+      "  runpy.run_module('forging_tf.report.tables', run_name='__main__')\n"
       "except SystemExit as e:\n"
       "  assert not e.code, e.code\n"
       "print('loaded:', sorted({'tensorflow', 'keras', 'zarr'} & set(sys.modules)))\n")

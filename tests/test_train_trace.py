@@ -17,7 +17,7 @@ from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _B, _T = 100, 40
 
@@ -25,7 +25,7 @@ _B, _T = 100, 40
 @pytest.fixture(scope="module")
 def reference(mnist, tmp_path_factory):
   path = str(tmp_path_factory.mktemp("traces") / "lenet_b100")
-  summary = train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, seed=0)
+  summary = train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, seed=0)
   return path, summary
 
 
@@ -45,7 +45,7 @@ def test_trace_holds_what_training_did(reference, mnist):
   assert trace.layout == step.layout and trace.num_parameters == 61_706
   np.testing.assert_array_equal(trace.checkpoint(0), models.initial_parameters(step.layout, 0))
   np.testing.assert_array_equal(trace.batches,
-                                train_trace_lib.batch_schedule(60_000, _B, _T, seed=0))
+                                train_lib.batch_schedule(60_000, _B, _T, seed=0))
   # Every logged step is exactly the one SGD step applied to the logged checkpoint and batch.
   source = sgd_step.BatchSource(mnist.x_train, mnist.y_train, 10)
   for i in range(_T):
@@ -55,7 +55,7 @@ def test_trace_holds_what_training_did(reference, mnist):
 
 
 def test_two_runs_are_bitwise_identical(reference, mnist, tmp_path):
-  train_trace_lib.train_trace(str(tmp_path / "again"), "lenet", mnist, batch_size=_B, steps=_T)
+  train_lib.train_trace(str(tmp_path / "again"), "lenet", mnist, batch_size=_B, steps=_T)
   assert np.array_equal(_checkpoints(reference[0]), _checkpoints(str(tmp_path / "again")))
 
 
@@ -63,7 +63,7 @@ def test_two_runs_are_bitwise_identical(reference, mnist, tmp_path):
 def test_interval_and_sparse_traces_store_the_same_checkpoints(reference, mnist, tmp_path, k,
                                                                keep_pairs):
   path = str(tmp_path / "t")
-  train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=k,
+  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=k,
                               keep_pairs=keep_pairs)
   trace, full = trace_lib.Trace(path), trace_lib.Trace(reference[0])
   assert trace.checkpoint_steps.tolist() == trace_lib.checkpoint_steps(_T, k, keep_pairs).tolist()
@@ -75,18 +75,18 @@ def test_existing_outputs_are_never_lost(reference, mnist, tmp_path):
   path, _ = reference
   before = _checkpoints(path)
   with pytest.raises(errors.ConfigError, match="finished trace; pass --overwrite"):
-    train_trace_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T)
+    train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T)
   assert np.array_equal(before, _checkpoints(path))
   (tmp_path / "notes").mkdir()
   (tmp_path / "notes" / "paper.tex").write_text("mine")
   for overwrite in (False, True):
     with pytest.raises(errors.ConfigError, match="not a forging_tf trace"):
-      train_trace_lib.train_trace(str(tmp_path / "notes"), "lenet", mnist, batch_size=_B,
+      train_lib.train_trace(str(tmp_path / "notes"), "lenet", mnist, batch_size=_B,
                                   steps=_T, overwrite=overwrite)
   assert (tmp_path / "notes" / "paper.tex").read_text() == "mine"
   copy = str(tmp_path / "copy")
-  train_trace_lib.train_trace(copy, "lenet", mnist, batch_size=_B, steps=10)
-  train_trace_lib.train_trace(copy, "lenet", mnist, batch_size=_B, steps=_T, overwrite=True)
+  train_lib.train_trace(copy, "lenet", mnist, batch_size=_B, steps=10)
+  train_lib.train_trace(copy, "lenet", mnist, batch_size=_B, steps=_T, overwrite=True)
   assert trace_lib.Trace(copy).steps == _T
 
 
@@ -95,22 +95,22 @@ def test_vggmini_takes_a_step_on_cifar10(cifar10):
   step = sgd_step.SGDStep(model, 0.01)
   assert step.num_parameters == 5_742_986
   theta = models.initial_parameters(step.layout, seed=0)
-  indices = train_trace_lib.batch_schedule(50_000, 32, 1, seed=0)[0]
+  indices = train_lib.batch_schedule(50_000, 32, 1, seed=0)[0]
   new = step(theta, *sgd_step.BatchSource(cifar10.x_train, cifar10.y_train, 10)(indices)).numpy()
   assert np.isfinite(new).all() and 0 < np.linalg.norm(new - theta) < 1
 
 
 def test_batch_schedule_is_seeded_epoch_shuffles():
-  batches = train_trace_lib.batch_schedule(10, 3, steps=7, seed=5)
+  batches = train_lib.batch_schedule(10, 3, steps=7, seed=5)
   assert batches.shape == (7, 3) and batches.dtype == np.int32
   for epoch in (batches[0:3], batches[3:6]):  # 3 batches per epoch, one example dropped
     assert len(set(epoch.ravel())) == 9
   assert not np.array_equal(batches[0:3], batches[3:6])
-  np.testing.assert_array_equal(batches, train_trace_lib.batch_schedule(10, 3, 7, seed=5))
+  np.testing.assert_array_equal(batches, train_lib.batch_schedule(10, 3, 7, seed=5))
 
 
 def _train_command(out, data_dir, *extra):
-  return [sys.executable, "-m", "forging_tf.train_trace", "--model=lenet", "--dataset=mnist",
+  return [sys.executable, "-m", "forging_tf.train.train", "--model=lenet", "--dataset=mnist",
           f"--batch_size={_B}", "--steps=300", f"--data_dir={data_dir}", f"--out={out}", *extra]
 
 
@@ -141,7 +141,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "resumed from step" in resumed.stdout
   reference = str(tmp_path / "uninterrupted")
-  train_trace_lib.train_trace(reference, "lenet", mnist, batch_size=_B, steps=300)
+  train_lib.train_trace(reference, "lenet", mnist, batch_size=_B, steps=300)
   assert trace_lib.Trace(out).complete
   assert np.array_equal(_checkpoints(out), _checkpoints(reference))
 
@@ -163,7 +163,7 @@ def test_binary_errors_are_one_line(data_dir, tmp_path, flags, message):
   result = subprocess.run(command, capture_output=True, text=True)
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert last.startswith("train_trace.py: error:") and message in last
+  assert last.startswith("forging-train: error:") and message in last
   assert not os.path.exists(tmp_path / "t")
 
 

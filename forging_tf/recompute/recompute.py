@@ -13,7 +13,7 @@ from absl import flags
 
 from forging_tf import cli
 from forging_tf import errors
-from forging_tf import recompute_lib
+from forging_tf.recompute import recompute_lib
 
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory to recompute.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Independent repeats R.", lower_bound=1)

@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from forging_tf import attack_engine
+from forging_tf.attacks import engine as engine_lib
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import results
@@ -110,7 +110,7 @@ def check_thudi_settings(M: int, n: int, m: int, available: int) -> None:
                              f"use n <= {available}")
 
 
-def thudi_attack(engine: attack_engine.AttackEngine, step: int, theta: np.ndarray,
+def thudi_attack(engine: engine_lib.AttackEngine, step: int, theta: np.ndarray,
                  theta_next: np.ndarray, batch: np.ndarray, positions: np.ndarray, M: int, n: int,
                  rng: np.random.Generator, sequential: bool = False) -> Forgery:
   """Thudi et al.'s greedy search at step `step` (theta, theta_next: [P] float32; batch: [b]).
@@ -121,7 +121,7 @@ def thudi_attack(engine: attack_engine.AttackEngine, step: int, theta: np.ndarra
   score = engine.sequential_errors if sequential else engine.candidate_errors
   candidate_errors = score(theta, theta_next, batch, positions, candidates)
   winner = int(np.argmin(candidate_errors))
-  forged = attack_engine.replace(batch, positions, candidates[winner])
+  forged = engine_lib.replace(batch, positions, candidates[winner])
   return Forgery(step, forged, np.asarray(positions),
                  engine.approximation_error(theta, theta_next, forged),
                  float(candidate_errors[winner]), candidate_errors)
@@ -145,11 +145,11 @@ def zhang_replacements(batch: np.ndarray, positions: np.ndarray,
   return np.array(replacements, np.int32)
 
 
-def zhang_attack(engine: attack_engine.AttackEngine, step: int, theta: np.ndarray,
+def zhang_attack(engine: engine_lib.AttackEngine, step: int, theta: np.ndarray,
                  theta_next: np.ndarray, batch: np.ndarray, positions: np.ndarray,
                  neighbours: np.ndarray) -> Forgery:
   """Zhang et al.'s class-wise nearest-neighbour forgery at step `step`."""
-  forged = attack_engine.replace(batch, positions,
+  forged = engine_lib.replace(batch, positions,
                                  zhang_replacements(batch, positions, neighbours))
   return Forgery(step, forged, np.asarray(positions),
                  engine.approximation_error(theta, theta_next, forged), float("nan"), None)

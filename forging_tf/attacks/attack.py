@@ -5,14 +5,14 @@ r"""Runs a greedy forging attack on the steps of a trace and saves the results a
       --n=3000 --seed=0 --out=results/attacks/NAME [--engine=vectorised|sequential] \
       [--neighbours_k=64] [--data_dir=...] [--overwrite] [platform flags]
 
-Writes OUT/summary.json and OUT/*.npy (format: forging_tf/attack_trace_lib.py), whole or not at
+Writes OUT/summary.json and OUT/*.npy (format: forging_tf/attack_lib.py), whole or not at
 all. Existing results are never replaced without --overwrite.
 """
 
 from absl import flags
 
-from forging_tf import attack_settings
-from forging_tf import attack_trace_lib
+from forging_tf.attacks import settings as attack_settings
+from forging_tf.attacks import attack_lib
 from forging_tf import cli
 
 _DEFAULTS = attack_settings.AttackSettings()
@@ -55,7 +55,7 @@ def main():
       attack=_ATTACK.value, steps=_STEPS.value, forging_fractions=tuple(_FRACTIONS.value),
       runs=_RUNS.value, M=_M.value, n=_N.value, seed=_SEED.value, engine=_ENGINE.value,
       neighbours_k=_NEIGHBOURS_K.value, memory_budget_bytes=_MEMORY_MB.value * 2**20)
-  summary = attack_trace_lib.run_attacks(
+  summary = attack_lib.run_attacks(
       _TRACE.value, dataset, settings, _OUT.value, neighbours_dir=_NEIGHBOURS_DIR.value,
       platform=platform, overwrite=_OVERWRITE.value, command=cli.command_line())
   print(f"{summary['settings']['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "

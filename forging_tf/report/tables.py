@@ -13,7 +13,7 @@ import os
 from absl import flags
 
 from forging_tf import cli
-from forging_tf import report_lib
+from forging_tf.report import report_lib
 
 _RESULTS = flags.DEFINE_list("results", ["results"], "Folders holding saved results.")
 _OUT = flags.DEFINE_string("out", "report", "Folder to write the tables, figures and REPORT.md "

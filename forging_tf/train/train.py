@@ -12,7 +12,7 @@ from absl import flags
 from forging_tf import cli
 from forging_tf import data
 from forging_tf import models
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 _MODEL = flags.DEFINE_enum("model", "lenet", sorted(models.MODELS), "Model to train.")
 _HIDDEN = flags.DEFINE_list("hidden", ["10"], "Hidden layer widths of --model=fcn.")
@@ -39,7 +39,7 @@ def main():
   platform = _PLATFORM.requested()
   dataset = data.load_dataset(_DATASET.value, _DATA_DIR.value, _DOWNLOAD.value)
   model_config = {"hidden": [int(w) for w in _HIDDEN.value]} if _MODEL.value == "fcn" else {}
-  summary = train_trace_lib.train_trace(
+  summary = train_lib.train_trace(
       _OUT.value, _MODEL.value, dataset, batch_size=_BATCH_SIZE.value, steps=_STEPS.value,
       k=_K.value, learning_rate=_LR.value, seed=_SEED.value, platform=platform,
       keep_pairs=_KEEP_PAIRS.value, overwrite=_OVERWRITE.value, model_config=model_config)

@@ -1,6 +1,6 @@
-"""Greedy forging attacks on the steps of a trace, saved as data (binary: attack_trace.py).
+"""Greedy forging attacks on the steps of a trace, saved as data (binary: attack.py, forging-attack).
 
-For every requested step i, forging fraction f and run r, the deletion set U (attacks.py) and the
+For every requested step i, forging fraction f and run r, the deletion set U (greedy.py) and the
 attack's random draws come from PCG64(SeedSequence([seed, i, m, r])) with m = round(f * b), so
 Thudi's and Zhang's attacks with the same seed delete the same examples, and any single cell can
 be re-run alone. The benign reproduction error of the logged batch at each step is measured on the
@@ -41,9 +41,9 @@ import time
 import numpy as np
 from absl import logging
 
-from forging_tf import attack_engine
-from forging_tf import attack_settings
-from forging_tf import attacks
+from forging_tf.attacks import engine as engine_lib
+from forging_tf.attacks import settings as attack_settings
+from forging_tf.attacks import greedy
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import platform as platform_lib
@@ -83,7 +83,7 @@ def parse_forging_fractions(labels, batch_size: int) -> list[ForgingFraction]:
     except ValueError:
       raise errors.ConfigError(f"forging fraction {text!r} is neither a number in (0, 1] nor "
                                "'1/b' / 'N/b'") from None
-    fractions.append(ForgingFraction(text, attacks.num_replaced(value, batch_size), batch_size))
+    fractions.append(ForgingFraction(text, greedy.num_replaced(value, batch_size), batch_size))
   seen = {}
   for fraction in fractions:
     if fraction.num_replaced in seen:
@@ -181,17 +181,17 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
   M, n, runs = settings.M, settings.n, settings.runs
   num_examples = dataset.x_train.shape[0]
   if thudi:
-    attacks.check_thudi_settings(M, n, max(f.num_replaced for f in fractions),
+    greedy.check_thudi_settings(M, n, max(f.num_replaced for f in fractions),
                                  num_examples - trace.batch_size)
   platform_lib.apply_platform(platform)
   step_fn = sgd_step.step_for_trace(trace, dataset)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
-  search = attack_engine.AttackEngine(step_fn, source, settings.memory_budget_bytes)
+  search = engine_lib.AttackEngine(step_fn, source, settings.memory_budget_bytes)
   neighbours = neighbours_file = None
   if not thudi:
     neighbours_dir = neighbours_dir or os.path.join(os.path.dirname(out), "neighbours")
     began = time.perf_counter()
-    neighbours, neighbours_file = attacks.load_or_compute_neighbours(
+    neighbours, neighbours_file = greedy.load_or_compute_neighbours(
         dataset, settings.neighbours_k, neighbours_dir)
     logging.info("nearest neighbours (top %d) of %s: %s (%.1f s)", settings.neighbours_k,
                  dataset.name, neighbours_file, time.perf_counter() - began)
@@ -221,14 +221,14 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
         cell_began = time.perf_counter()
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
             [settings.seed, step, fraction.num_replaced, r])))
-        positions = attacks.deletion_positions(b, fraction.num_replaced, rng)
+        positions = greedy.deletion_positions(b, fraction.num_replaced, rng)
         if thudi:
-          forgery = attacks.thudi_attack(
+          forgery = greedy.thudi_attack(
               search, step, theta, theta_next, batch, positions, M, n, rng,
               sequential=settings.engine == attack_settings.Engine.SEQUENTIAL)
           candidate_errors[s, f, r] = forgery.candidate_errors
         else:
-          forgery = attacks.zhang_attack(search, step, theta, theta_next, batch, positions,
+          forgery = greedy.zhang_attack(search, step, theta, theta_next, batch, positions,
                                          neighbours)
         approximation[s, f, r] = forgery.approximation_error
         engine_errors[s, f, r] = forgery.engine_error
@@ -261,7 +261,7 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
           "deletion_set": "m = round(f * b) positions of B_i, uniform without replacement, from "
                           "PCG64(SeedSequence([seed, step, m, run]))",
           "replacements_from": "D \\ B_i",
-          "neighbour_metric": None if thudi else attacks.NEIGHBOUR_METRIC,
+          "neighbour_metric": None if thudi else greedy.NEIGHBOUR_METRIC,
           "neighbours_file": neighbours_file,
       },
       "trace": trace.identity(),

@@ -1,4 +1,4 @@
-"""Training with plain SGD that writes an execution trace (binary: train_trace.py).
+"""Training with plain SGD that writes an execution trace (binary: train.py, forging-train).
 
 Mini-batches come from seeded epoch shuffles (`batch_schedule`) and are written into the trace
 before the first step, so nothing has to be re-derived later. Running the same training again on an

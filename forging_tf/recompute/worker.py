@@ -1,6 +1,6 @@
 """One repeat of a recomputation in a fresh process; started by recompute_lib, not by users.
 
-  python -m forging_tf.recompute_worker SPEC.json RESULT.npz
+  python -m forging_tf.recompute.worker SPEC.json RESULT.npz
 
 A ForgingError is printed as a last line `error: ...` and exits with status 2, which the parent
 turns back into its own one-line error. The parent holds the other end of this process's stdin
@@ -18,7 +18,7 @@ import numpy as np
 
 from forging_tf import errors
 from forging_tf import platform as platform_lib
-from forging_tf import recompute_lib
+from forging_tf.recompute import recompute_lib
 
 
 def main(spec_path: str, result_path: str) -> None:

@@ -8,7 +8,7 @@ r"""Runs an exact-forging experiment (SPEC section 6) and writes its results and
 fig4: mini-batch perturbation (Prop. 2) on MNIST with an L = 2 ReLU network; fig5: error-matrix
 sampling (Prop. 3) with softmax regression on MNIST and CIFAR-10; domain: the search for a forgery
 inside the domain (LP in the box, grid rounding, MILP) on the fig4 setting.
-Writes OUT whole (exact_forging_lib.run_experiment): summary.json (approximation_error, distinct,
+Writes OUT whole (exact_lib.run_experiment): summary.json (approximation_error, distinct,
 domain distances, settings), data.npz (original and forged batches) and, for fig4 and fig5,
 fig4.{png,pdf} or fig5.{png,pdf}. A result already at OUT is replaced only with --overwrite.
 """
@@ -18,8 +18,8 @@ import os
 from absl import flags
 
 from forging_tf import cli
-from forging_tf import exact_forging_lib
-from forging_tf import exact_settings
+from forging_tf.exact import exact_lib
+from forging_tf.exact import settings as exact_settings
 
 _DEFAULTS = exact_settings.ExactSettings()
 _EXPERIMENT = flags.DEFINE_enum_class("experiment", None, exact_settings.ExactExperiment,
@@ -80,7 +80,7 @@ def main():
       rounding_scales=tuple(float(s) for s in _ROUNDING_SCALES.value),
       milp_examples=_MILP_EXAMPLES.value, milp_pixels=_MILP_PIXELS.value,
       milp_max_levels=_MILP_MAX_LEVELS.value, milp_time_limit_s=_MILP_TIME_LIMIT.value)
-  summary = exact_forging_lib.run_experiment(
+  summary = exact_lib.run_experiment(
       settings, _OUT.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value,
       platform=platform, overwrite=_OVERWRITE.value, command=cli.command_line())
   written = sorted(os.listdir(_OUT.value))

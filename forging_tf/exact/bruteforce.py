@@ -20,9 +20,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from absl import flags
 
-from forging_tf import bruteforce_lib
+from forging_tf.exact import bruteforce_lib
 from forging_tf import cli
-from forging_tf import exact_settings
+from forging_tf.exact import settings as exact_settings
 
 _DEFAULTS = exact_settings.BruteForceSettings()
 _OUT = flags.DEFINE_string("out", None, "JSON file to write.")

@@ -4,7 +4,7 @@ r"""The whole study in one command: traces, reproduction errors, attacks, exact 
   forging-reproduce --preset=paper --out=runs/paper       # the paper's settings, for a GPU
   forging-reproduce --preset=quick --dry_run              # list the stages and their commands
 
-Runs every stage of the preset (reproduce_lib.PRESETS) in order, each as a command of this
+Runs every stage of the preset (presets.PRESETS) in order, each as a command of this
 package's binaries in a process of its own, and writes OUT/REPORT.md with Tables I-IV and
 Figures 2-6. Interrupted (Ctrl-C, a crash, a kill)? Run the same command again: finished stages
 are skipped and the interrupted one continues.
@@ -14,9 +14,10 @@ from absl import flags
 
 from forging_tf import cli
 from forging_tf import errors
-from forging_tf import reproduce_lib
+from forging_tf.reproduce import presets
+from forging_tf.reproduce import reproduce_lib
 
-_PRESET = flags.DEFINE_enum("preset", "quick", sorted(reproduce_lib.PRESETS),
+_PRESET = flags.DEFINE_enum("preset", "quick", sorted(presets.PRESETS),
                             "quick: reduced settings for a CPU; paper: the paper's, for a GPU.")
 _OUT = flags.DEFINE_string("out", None, "Folder to write everything into.")
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()

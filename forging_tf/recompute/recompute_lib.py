@@ -1,11 +1,12 @@
-"""Recomputing a trace: the benign reproduction error (SPEC section 2; binary: recompute.py).
+"""Recomputing a trace: the benign reproduction error (SPEC section 2; binary: recompute.py,
+forging-recompute).
 
 For every recomputed update i -> i + k of a trace (k = 1 for a full or sparse trace), load theta_i
 and the batches B_i .. B_{i+k-1}, take the k steps with the one SGD step on the recomputing
 platform, and measure the l2 and l-infinity distances to the logged theta_{i+k}. With R repeats,
 the reproduction error eps_repr is the largest l2 distance over all steps and repeats.
 
-Repeats are independent. By default each runs in a fresh Python process (recompute_worker.py), as
+Repeats are independent. By default each runs in a fresh Python process (worker.py), as
 a separate verifier would, so GPU auto-tuning and every other per-process state start anew. With
 the Ray executor, the steps of each repeat are split into shards, each a Ray task in a fresh
 worker process (max_calls=1) that opens the trace and the dataset itself; only step numbers and
@@ -42,7 +43,7 @@ from forging_tf import platform as platform_lib
 from forging_tf import results
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
-from forging_tf import train_trace_lib
+from forging_tf.train import train_lib
 
 
 
@@ -128,7 +129,7 @@ def recompute_repeat(trace_path: str, platform: platform_lib.Platform, steps: np
   began = last_report = time.perf_counter()
   try:
     for s, i in enumerate(steps):
-      recomputed = train_trace_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
+      recomputed = train_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
                                            int(i) + trace.k, progress_every_s=math.inf)
       l2[s], linf[s] = sgd_step.distances(recomputed, reader.get(i + trace.k))
       now = time.perf_counter()
@@ -305,7 +306,7 @@ def _finished_repeats(out: str, repeats: int, steps: np.ndarray) -> dict[int, Re
 
 
 def _fresh_process_repeat(spec: dict, out: str, repeat: int) -> RepeatResult:
-  """Runs one repeat in a new Python process (recompute_worker) and reads back its result."""
+  """Runs one repeat in a new Python process (worker.py) and reads back its result."""
   env = dict(os.environ)
   if spec["platform"]["onednn"] is not None:
     env[platform_lib.ONEDNN_ENV] = "1" if spec["platform"]["onednn"] else "0"
@@ -316,7 +317,7 @@ def _fresh_process_repeat(spec: dict, out: str, repeat: int) -> RepeatResult:
     # The worker holds the read end of a pipe whose write end only this process has: if this
     # process dies (even by SIGKILL) the worker reads end-of-file and stops too.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "forging_tf.recompute_worker", spec_path, result_path], env=env,
+        [sys.executable, "-m", "forging_tf.recompute.worker", spec_path, result_path], env=env,
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last_line = ""
     for line in worker.stderr:  # Passed through, so the worker's progress stays visible.

@@ -45,8 +45,8 @@ from absl import logging
 
 from forging_tf import domain
 from forging_tf import errors
-from forging_tf import exact_forging_lib
-from forging_tf import exact_settings
+from forging_tf.exact import dense
+from forging_tf.exact import settings as exact_settings
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import results
@@ -123,7 +123,7 @@ def make_pool(layers, v: int) -> Pool:
   levels, labels = example_pool(v, layers[0].kernel.shape[0], layers[-1].kernel.shape[1])
   x, y = model_inputs(levels, labels, layers[-1].kernel.shape[1])
   return Pool(v=v, levels=levels, labels=labels,
-              gradients=exact_forging_lib.per_example_gradients(layers, x, y))
+              gradients=dense.per_example_gradients(layers, x, y))
 
 
 # ------------------------------------------------------------------ enumeration of subsets
@@ -441,7 +441,7 @@ def recheck(layers, pool: Pool, true_rows, forged_rows) -> float:
   """||grad L(B) - grad L(S)||_2, both batch gradients recomputed from their examples in float64
   (independently of the per-example gradients and sums the search used)."""
   num_classes = layers[-1].kernel.shape[1]
-  gradients = [exact_forging_lib.batch_gradient(
+  gradients = [dense.batch_gradient(
       layers, *model_inputs(pool.levels[list(rows)], pool.labels[list(rows)], num_classes))
                for rows in (true_rows, forged_rows)]
   return float(np.linalg.norm(gradients[0] - gradients[1]))
@@ -554,7 +554,7 @@ def decide_cell(layers, pool: Pool, model: str, b: int,
   """One cell: sample the true batch, then search it as settings.method says (BruteForceMethod).
 
   Args:
-    layers: the model's dense layers (exact_forging_lib.dense_layers), for rechecking a
+    layers: the model's dense layers (dense.dense_layers), for rechecking a
       collision from scratch.
     pool: every example of the cell's pixel levels and its gradient (make_pool).
     model: the model's name, which seeds the true batch.
@@ -611,7 +611,7 @@ def table_iv(settings: exact_settings.BruteForceSettings, on_cell=None) -> list[
   cells = []
   for name in settings.models:
     model, theta = table_model(name, settings.seed)
-    layers = exact_forging_lib.dense_layers(model, theta)
+    layers = dense.dense_layers(model, theta)
     for v in settings.levels:
       pool = make_pool(layers, v)
       for b in settings.batch_sizes:

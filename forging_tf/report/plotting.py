@@ -1,7 +1,7 @@
 """Figures, drawn from saved results only (the arrays and summary an experiment wrote), so that a
 figure can be redrawn without re-running anything. Each figure is written as PNG and PDF.
 
-Fig. 2, 3 and 6: approximation error of the greedy attacks (series from tables_lib), with the
+Fig. 2, 3 and 6: approximation error of the greedy attacks (series from figure_panels), with the
 largest measured reproduction error as the verifier's threshold.
 Fig. 4 and Fig. 5: original batch against forged batch, the measured approximation error in the
 caption. Images are shown clipped to [0, 1]; how far the forged pixels leave [0, 1] is in the
@@ -120,7 +120,7 @@ def draw_exact(summary: dict, arrays, path_prefix: str) -> list[str]:
 
 def approximation_error_figure(panels, path_prefix: str, x_label: str, log_x: bool,
                                caption: str) -> list[str]:
-  """One panel per tables_lib.Panel: the mean over runs as a line, min..max as a band, the
+  """One panel per figure_panels.Panel: the mean over runs as a line, min..max as a band, the
   minimum dashed, and the verifier threshold (largest measured eps_repr) dotted."""
   figure, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
   for axis, panel in zip(axes[0], panels):

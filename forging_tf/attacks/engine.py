@@ -1,7 +1,7 @@
 """Scoring candidate forged batches of one step: the vectorised engine and the sequential loop.
 
 A candidate keeps the examples of B_i outside the deletion set U and puts m replacement examples
-at U's positions (attacks.py). Its approximation error is
+at U's positions (greedy.py). Its approximation error is
   ||theta_{i+1} - (theta_i - eta / b * (sum_{kept} g_j + sum_{replacements} g_j))||_2,
 with g_j the gradient of example j's cross-entropy at theta_i.
 
@@ -25,7 +25,7 @@ SGDStep ones by float32 rounding; attacks therefore re-score the engine's winner
 import numpy as np
 import tensorflow as tf
 
-from forging_tf import attack_settings
+from forging_tf.attacks import settings as attack_settings
 from forging_tf import forging_game
 from forging_tf import sgd_step
 

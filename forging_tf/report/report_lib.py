@@ -1,7 +1,7 @@
 """REPORT.md: the tables, the figures, and what they say, from saved results only.
 
-write_report renders Tables I-IV and Figures 2-6 (tables_lib) and writes one Markdown report
-around them that answers the questions a reader brings: how large benign reproduction errors are
+write_report renders Tables I-IV and Figures 2-6 (table_builders, figure_panels, plotting) and
+writes one Markdown report around them that answers the questions a reader brings: how large benign reproduction errors are
 on each platform pair, how large the attacks' approximation errors are, which of those a verifier
 would accept at which threshold, and what exact forging achieved. Every number in it is read from
 a result file, and every platform is spelled out from its fingerprint.
@@ -10,18 +10,26 @@ a result file, and every platform is spelled out from its fingerprint.
 import collections
 import os
 
-from forging_tf import results
-from forging_tf import tables_lib
+import numpy as np
 
-_fmt = tables_lib.format_error
+from forging_tf import results
+from forging_tf.report import figure_panels
+from forging_tf.report import platforms
+from forging_tf.report import plotting
+from forging_tf.report import saved_results
+from forging_tf.report import render
+from forging_tf.report import table_builders
+
+
+_fmt = table_builders.format_error
 
 
 def write_report(results_dirs: list[str], report_dir: str, report_path: str,
                  title: str = "Data forging: reproduction and approximation errors",
                  preamble: tuple[str, ...] | list[str] = ()) -> str:
   """Renders the tables and figures into report_dir and writes report_path; returns it."""
-  found = tables_lib.find_results(results_dirs)
-  tables, figures = tables_lib.render_tables_and_figures(found, report_dir)
+  found = saved_results.find_results(results_dirs)
+  tables, figures = render_tables_and_figures(found, report_dir)
   by_name = {table.name: table for table in tables}
   link = os.path.relpath(report_dir, os.path.dirname(os.path.abspath(report_path)))
 
@@ -33,7 +41,7 @@ def write_report(results_dirs: list[str], report_dir: str, report_path: str,
   def table(name: str) -> list[str]:
     if name not in by_name:
       return []
-    return [tables_lib.to_markdown(by_name[name]),
+    return [render.to_markdown(by_name[name]),
             f"([LaTeX]({link}/{name}.tex), [CSV]({link}/{name}.csv))", ""]
 
   lines = [f"# {title}", "", *preamble, ""]
@@ -59,9 +67,54 @@ def write_report(results_dirs: list[str], report_dir: str, report_path: str,
   return report_path
 
 
+def render_tables_and_figures(found: saved_results.FoundResults, out_dir: str
+                              ) -> tuple[list[table_builders.Table], list[str]]:
+  """Renders every table and figure `found` allows into out_dir (tables as .md/.tex/.csv plus
+  tables.md with all of them; figures as .png/.pdf)."""
+  tables = []
+  if found.reproduction:
+    tables += [table_builders.table1(found.reproduction), *(table_builders.table2(found.reproduction, part) for part in "abc")]
+  if found.attacks:
+    tables.append(table_builders.table3(found.reproduction, found.attacks))
+  if found.table4:
+    tables.append(table_builders.table4(found.table4))
+  tables = [table for table in tables if table.rows]  # Nothing measured: no table.
+  for table in tables:
+    render.write_table(table, out_dir)
+  results.write_text(os.path.join(out_dir, "tables.md"),
+                     "\n".join(render.to_markdown(table) for table in tables))
+  return tables, _render_figures(found.reproduction, found.attacks, found.exact, out_dir)
+
+
+def _render_figures(reproduction: list[dict], attack_records: list[dict], exact: list[dict],
+                    out_dir: str) -> list[str]:
+  figures = []
+  if attack_records:
+    platform_ids = ", ".join(sorted({r["platform"]["id"] for r in attack_records}))
+    caption = ("Approximation error re-scored with the SGD step, on platform " + platform_ids
+               + "; "
+               + table_builders.attack_runs_note(attack_records, ", M = {M}")
+               + ". Line: mean over runs, band: min..max, dashed: min; dotted: the largest "
+               "reproduction error measured for the model (forging-recompute).")
+    for name, panels, x_label, log_x in (
+        ("fig2", figure_panels.figure2_panels(reproduction, attack_records), "forging fraction", True),
+        ("fig3", figure_panels.figure3_panels(reproduction, attack_records), "training step", False),
+        ("fig6", figure_panels.figure6_panels(reproduction, attack_records), "forging fraction", True)):
+      if panels:
+        figures += plotting.approximation_error_figure(panels, os.path.join(out_dir, name),
+                                                       x_label, log_x, caption)
+  for summary in exact:
+    batches = os.path.join(os.path.dirname(summary["path"]), "data.npz")
+    if not os.path.exists(batches):
+      continue  # The batches were not kept (e.g. dataset images left out of git).
+    with np.load(batches, allow_pickle=False) as arrays:
+      figures += plotting.draw_exact(summary, dict(arrays),
+                                     os.path.join(out_dir, summary["experiment"]))
+  return figures
+
+
 def _model(record_trace: dict) -> str:
-  return {"lenet": "LeNet/MNIST", "vggmini": "VGGmini/CIFAR-10"}.get(
-      record_trace["model"], f"{record_trace['model']}/{record_trace['dataset']}")
+  return saved_results.model_label(record_trace["model"], record_trace["dataset"])
 
 
 def _same_platform(record: dict) -> bool:
@@ -196,22 +249,22 @@ def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
 
 
 def _labels(reproduction: list[dict], others: list[dict]) -> dict[str, str]:
-  return tables_lib.platform_labels(
+  return platforms.platform_labels(
       [r[side] for r in reproduction for side in ("generator_platform", "platform")]
       + others)
 
 
-def _platforms(found: tables_lib.FoundResults) -> list[str]:
+def _platforms(found: saved_results.FoundResults) -> list[str]:
   fingerprints = ([r[side] for r in found.reproduction
                    for side in ("generator_platform", "platform")]
                   + [r["platform"] for r in found.attacks + found.exact if r.get("platform")]
                   + ([found.table4["platform"]] if found.table4 and found.table4.get("platform")
                      else []))
   return [f"- `{label}` (id {platform_id}): {description}."
-          for label, platform_id, description in tables_lib.described_platforms(fingerprints)]
+          for label, platform_id, description in platforms.described_platforms(fingerprints)]
 
 
-def _sources(found: tables_lib.FoundResults) -> list[str]:
+def _sources(found: saved_results.FoundResults) -> list[str]:
   """Each result folder and the command that wrote it."""
   lines = [f"Results read from {', '.join(f'`{d}`' for d in found.dirs)}:", ""]
   for record in found.reproduction + found.attacks + found.exact:

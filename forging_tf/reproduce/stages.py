@@ -1,0 +1,231 @@
+"""How a study runs: a preset as a plan of stages, and one stage run as a process of its own.
+
+Each stage is one command of this package's own binaries (forging-train, forging-recompute,
+forging-attack, forging-exact, forging-bruteforce) run in a process of its own with its platform's
+flags: a platform's threads and oneDNN are fixed when TensorFlow starts, and a stage is then
+exactly what a user could have run by hand (its command is in its result and in the report). A
+stage is done when its output is complete (its record, or a complete trace).
+"""
+
+import dataclasses
+import datetime
+import os
+import re
+import signal
+import subprocess
+import sys
+from typing import Callable
+
+import numpy as np
+
+import forging_tf
+from forging_tf import errors
+from forging_tf import results
+from forging_tf.attacks import settings as attack_settings
+from forging_tf.reproduce import presets
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One command of the plan: program (a forging_tf.COMMANDS name) and its flags. output:
+  relative to OUT; done: whether it is complete there."""
+  name: str
+  program: str
+  flags: tuple[str, ...]
+  output: str
+  done: Callable[[str], bool]
+  onednn: bool | None = None
+
+  def argv(self, common: tuple[str, ...]) -> list[str]:
+    """The stage's process: `python -m MODULE`, so that it runs with this interpreter."""
+    return [sys.executable, "-m", forging_tf.COMMANDS[self.program], *self.flags, *common]
+
+  def command(self) -> str:
+    """The stage as a user would type it (data flags left out)."""
+    return " ".join((self.program, *self.flags))
+
+
+def _trace_name(model: str, b: int, steps: int, platform: str) -> str:
+  return f"{model}_b{b}_T{steps}_{platform}"
+
+
+def _trace_done(path: str) -> bool:
+  from forging_tf import trace as trace_lib  # zarr only when a plan is run, not to list it
+  try:
+    return trace_lib.is_trace(path) and trace_lib.Trace(path).complete
+  except errors.ForgingError:
+    return False
+
+
+def _record_done(kind: results.ResultKind, check=lambda record: True) -> Callable[[str], bool]:
+  """Whether the output holds a `kind` record (in the kind's record file, or the output itself
+  for a record of any name) that passes `check`: binaries write it last and atomically."""
+  file_name = results.RECORDS[kind].file_name
+
+  def done(path: str) -> bool:
+    try:
+      record = results.read_record(os.path.join(path, file_name) if file_name else path, kind)
+      return bool(check(record))
+    except (errors.ForgingError, KeyError, TypeError):
+      return False
+  return done
+
+
+def _attack_steps(spec: str, steps: int) -> str:
+  if spec == "middle":
+    return spec
+  count = int(spec.removeprefix("stages:"))
+  return ",".join(str(s) for s in np.unique(np.round(np.linspace(0, steps - 1, count))
+                                            .astype(int)))
+
+
+def plan(preset: presets.Preset) -> list[Stage]:
+  """The stages of `preset`, in the order they run (each after what it reads)."""
+  for platform in preset.platforms:
+    if platform not in presets.PLATFORMS:
+      raise errors.ConfigError(f"unknown platform {platform!r}; known: {sorted(presets.PLATFORMS)}")
+  steps = {(model, b): (dataset, t) for model, dataset, b, t in preset.steps}
+  primary = preset.platforms[0]
+  deterministic = [p for p in preset.platforms if presets.is_deterministic(p)]
+  other = [p for p in preset.platforms if not presets.is_deterministic(p)]
+  # (model, b, generating platform) -> recomputing platforms
+  matrix: dict[tuple[str, int, str], list[str]] = {}
+  for model, b in steps:
+    matrix[(model, b, primary)] = [primary]
+  for b in (100, 1000):
+    if ("lenet", b) in steps:
+      for generator in deterministic:
+        matrix[("lenet", b, generator)] = list(deterministic)
+  if ("lenet", 100) in steps:
+    for generator in other:
+      matrix[("lenet", 100, generator)] = list(other)
+  # Every other model's smallest b is recomputed on the other deterministic platforms too: their
+  # errors are its stealth threshold in Table III.
+  for model in {model for model, _ in steps} - {"lenet"}:
+    b = min(b for m, b in steps if m == model)
+    matrix[(model, b, primary)] = list(deterministic)
+
+  stages = []
+  for (model, b, generator) in matrix:
+    dataset, t = steps[(model, b)]
+    name = _trace_name(model, b, t, generator)
+    stages.append(Stage(
+        f"train {name}", "forging-train",
+        (f"--model={model}", f"--dataset={dataset}", f"--batch_size={b}", f"--steps={t}",
+         f"--lr={preset.learning_rate}", f"--seed={preset.seed}", f"--out=traces/{name}",
+         *presets.PLATFORMS[generator]),
+        f"traces/{name}", _trace_done, presets.onednn_setting(generator)))
+  for (model, b, generator), recomputers in matrix.items():
+    dataset, t = steps[(model, b)]
+    name = _trace_name(model, b, t, generator)
+    for recomputer in recomputers:
+      repeats = preset.repeats_same if recomputer == generator else preset.repeats_cross
+      output = f"results/repro/{name}__on__{recomputer}"
+      stages.append(Stage(
+          f"recompute {name} on {recomputer}", "forging-recompute",
+          (f"--trace=traces/{name}", f"--repeats={repeats}", f"--out={output}",
+           *preset.recompute_flags, *presets.PLATFORMS[recomputer]),
+          output, _record_done(results.ResultKind.REPRODUCTION_ERROR,
+                               lambda record, r=repeats: record["repeats"] >= r),
+          presets.onednn_setting(recomputer)))
+  for attack in preset.attacks:
+    if (attack.model, attack.batch_size) not in steps:
+      raise errors.ConfigError(f"preset {preset.name} attacks {attack.model} b="
+                               f"{attack.batch_size}, which it does not train")
+    _, t = steps[(attack.model, attack.batch_size)]
+    trace = _trace_name(attack.model, attack.batch_size, t, primary)
+    label = attack.steps.replace(":", "")
+    fractions = "_".join(f.replace("/", "over") for f in attack.fractions)
+    output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}"
+    search = ((f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
+              if attack.attack == attack_settings.Attack.THUDI else ("--neighbours_dir=results/neighbours",))
+    stages.append(Stage(
+        f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}",
+        "forging-attack",
+        (f"--trace=traces/{trace}", f"--attack={attack.attack}",
+         f"--steps={_attack_steps(attack.steps, t)}",
+         f"--forging_fraction={','.join(attack.fractions)}", f"--runs={attack.runs}", *search,
+         f"--out={output}", *presets.PLATFORMS[primary]),
+        output, _record_done(results.ResultKind.ATTACK), presets.onednn_setting(primary)))
+  for experiment, flags in preset.exact:
+    output = f"results/exact/{experiment}"
+    stages.append(Stage(
+        f"exact {experiment}", "forging-exact",
+        (f"--experiment={experiment}", f"--out={output}", *flags, *presets.PLATFORMS[primary]),
+        output, _record_done(results.ResultKind.EXACT_FORGING), presets.onednn_setting(primary)))
+  stages.append(Stage(
+      "bruteforce table4", "forging-bruteforce",
+      ("--out=results/table4.json", *preset.bruteforce, *presets.PLATFORMS[primary]),
+      "results/table4.json",
+      _record_done(results.ResultKind.TABLE_IV, lambda record: record["complete"]),
+      presets.onednn_setting(primary)))
+  return stages
+
+
+def takes_data_flags(stage: Stage) -> bool:
+  return stage.program != "forging-bruteforce"
+
+
+# Echoed to the console: the stage's own progress (absl log lines of this package's modules) and
+# its one-line error; TensorFlow's own lines go to the log only.
+_ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.-]+\.py):\d+\]")
+
+
+_PACKAGE_FILES = frozenset(
+    name for _, _, names in os.walk(os.path.dirname(os.path.abspath(forging_tf.__file__)))
+    for name in names if name.endswith(".py"))
+
+
+def echoed(line: str) -> bool:
+  match = _ABSL_LINE.match(line)
+  return (match is not None and match.group(1) in _PACKAGE_FILES) or ": error: " in line
+
+
+def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
+  argv = stage.argv(common)
+  env = dict(os.environ)
+  if stage.onednn is not None:  # spares the child re-executing itself for --onednn
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1" if stage.onednn else "0"
+  env["PYTHONUNBUFFERED"] = "1"
+  for name in ("FORGING_TF_DATA", "FORGING_TF_CACHE"):  # the stage runs in OUT
+    if env.get(name):
+      env[name] = os.path.abspath(env[name])
+  log_path = os.path.join(out, "logs", re.sub(r"[^\w.=-]+", "_", stage.name) + ".log")
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  last_lines = []
+  with open(log_path, "a", encoding="utf-8") as log:
+    log.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: "
+              f"{' '.join(argv)}\n")
+    log.flush()
+    process = subprocess.Popen(argv, cwd=out, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace",
+                               preexec_fn=_die_with_parent)
+    try:
+      for line in process.stdout:
+        log.write(line)
+        log.flush()
+        line = line.rstrip("\n")
+        last_lines = (last_lines + [line])[-20:]
+        if echoed(line):
+          echo("    " + line)
+      code = process.wait()
+    except BaseException:
+      process.kill()
+      process.wait()
+      raise
+  if code:
+    error = next((line for line in reversed(last_lines) if ": error: " in line),
+                 last_lines[-1] if last_lines else f"exit status {code}")
+    raise errors.ForgingError(f"stage '{stage.name}' failed: {error.strip()} (full output: "
+                              f"{log_path}); fix the cause and run the same command again, "
+                              "finished stages are kept")
+
+
+def _die_with_parent() -> None:
+  """Linux: the stage gets SIGKILL if forging-reproduce dies, so that a rerun never races an
+  orphaned stage writing the same files."""
+  try:
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  except (OSError, AttributeError):
+    pass
