@@ -38,7 +38,8 @@ setuptools.setup(
         "test": ["pytest>=8", "hypothesis>=6.100", "ray>=2.40"],
     },
     entry_points={
-        "console_scripts": [f"{command}={module}:run"
-                            for command, module in PACKAGE["COMMANDS"].items()],
+        "console_scripts": [
+            f"{command}={module}:run" for command, module in PACKAGE["COMMANDS"].items()
+        ],
     },
 )

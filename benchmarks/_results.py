@@ -9,8 +9,15 @@ from forging_tf import platform as platform_lib
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def write(name: str, ratio: float, fast_s: float, baseline_s: float, settings: dict,
-          platform: platform_lib.Platform, **measurements) -> str:
+def write(
+    name: str,
+    ratio: float,
+    fast_s: float,
+    baseline_s: float,
+    settings: dict,
+    platform: platform_lib.Platform,
+    **measurements,
+) -> str:
   result = {
       "name": name,
       "ratio": ratio,

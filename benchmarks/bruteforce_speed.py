@@ -23,12 +23,12 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _results  # pylint: disable=wrong-import-position
-
-from forging_tf.exact import bruteforce_lib
-from forging_tf.exact import settings as exact_settings
-from forging_tf.exact import dense
 from forging_tf import platform as platform_lib
+from forging_tf.exact import bruteforce_lib
+from forging_tf.exact import dense
+from forging_tf.exact import settings as exact_settings
+
+import _results  # pylint: disable=wrong-import-position
 
 _MODEL = flags.DEFINE_enum("model", "fcn", list(exact_settings.TABLE_MODELS), "Model.")
 _LEVELS = flags.DEFINE_integer("levels", 3, "Pixel levels v.", lower_bound=2)
@@ -46,27 +46,43 @@ def main(argv):
   times = {"search": [], "exhaustive": []}
   for _ in range(_ROUNDS.value):
     began = time.perf_counter()
-    search = bruteforce_lib.meet_in_the_middle(pool, _MODEL.value, rows, _TOLERANCE,
-                                               _LOOKUP_BUDGET, 3600, _SEED)
+    search = bruteforce_lib.meet_in_the_middle(
+        pool, _MODEL.value, rows, _TOLERANCE, _LOOKUP_BUDGET, 3600, _SEED
+    )
     times["search"].append(time.perf_counter() - began)
     began = time.perf_counter()
     exhaustive = bruteforce_lib.exhaustive(pool, _MODEL.value, rows, _TOLERANCE)
     times["exhaustive"].append(time.perf_counter() - began)
   fast_s, baseline_s = (statistics.median(times[k]) for k in ("search", "exhaustive"))
   _results.write(
-      "bruteforce_speed", ratio=baseline_s / fast_s, fast_s=fast_s, baseline_s=baseline_s,
+      "bruteforce_speed",
+      ratio=baseline_s / fast_s,
+      fast_s=fast_s,
+      baseline_s=baseline_s,
       ratio_definition="exhaustive enumeration seconds / meet-in-the-middle seconds, one cell",
       same_answer=search.found == exhaustive.found,
-      same_nearest_miss=bool(search.nearest_miss_exact and math.isclose(
-          search.nearest_miss, exhaustive.nearest_miss, rel_tol=1e-9)),
-      found=search.found, nearest_miss_search=search.nearest_miss,
-      nearest_miss_exhaustive=exhaustive.nearest_miss, batches=search.batches,
-      batches_enumerated=exhaustive.batches_covered + 1, times_s=times,
-      settings={"model": _MODEL.value, "v": _LEVELS.value, "b": _B.value, "seed": _SEED,
-                "tolerance": _TOLERANCE, "lookup_budget": _LOOKUP_BUDGET,
-                "rounds": _ROUNDS.value,
-                "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
-      platform=platform)
+      same_nearest_miss=bool(
+          search.nearest_miss_exact
+          and math.isclose(search.nearest_miss, exhaustive.nearest_miss, rel_tol=1e-9)
+      ),
+      found=search.found,
+      nearest_miss_search=search.nearest_miss,
+      nearest_miss_exhaustive=exhaustive.nearest_miss,
+      batches=search.batches,
+      batches_enumerated=exhaustive.batches_covered + 1,
+      times_s=times,
+      settings={
+          "model": _MODEL.value,
+          "v": _LEVELS.value,
+          "b": _B.value,
+          "seed": _SEED,
+          "tolerance": _TOLERANCE,
+          "lookup_budget": _LOOKUP_BUDGET,
+          "rounds": _ROUNDS.value,
+          "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+      },
+      platform=platform,
+  )
 
 
 if __name__ == "__main__":

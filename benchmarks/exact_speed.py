@@ -22,18 +22,17 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _results  # pylint: disable=wrong-import-position
-
 from forging_tf import data
 from forging_tf import domain
+from forging_tf import models
+from forging_tf import platform as platform_lib
 from forging_tf.exact import dense
 from forging_tf.exact import exact_lib
 from forging_tf.exact import propositions
-from forging_tf import models
-from forging_tf import platform as platform_lib
 
-_ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed runs of the factored projector.",
-                               lower_bound=1)
+import _results  # pylint: disable=wrong-import-position
+
+_ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed runs of the factored projector.", lower_bound=1)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
 
 _BATCH_SIZE, _HIDDEN, _SEED = 32, 8, 0
@@ -67,16 +66,27 @@ def main(argv):
   difference = float(np.abs(p_factored - p_kronecker).max())
   d, b = x.shape[1], _BATCH_SIZE
   _results.write(
-      "exact_speed", ratio=baseline_s / fast_s, fast_s=fast_s, baseline_s=baseline_s,
+      "exact_speed",
+      ratio=baseline_s / fast_s,
+      fast_s=fast_s,
+      baseline_s=baseline_s,
       ratio_definition="Kronecker pinv seconds / factored projector seconds, same W1, D1, F",
-      max_abs_difference=difference, max_abs_p=float(np.abs(p_factored).max()),
+      max_abs_difference=difference,
+      max_abs_p=float(np.abs(p_factored).max()),
       same_p=difference <= 1e-9 * float(np.abs(f).max()),
       kronecker_shape=[_HIDDEN * d + _HIDDEN * b, d * b],
       solution_space=propositions.solution_space(layers, x, y).as_dict(),
       factored_times_s=times,
-      settings={"dataset": "mnist", "batch_size": b, "hidden": _HIDDEN, "seed": _SEED,
-                "rounds": _ROUNDS.value, "dtype": "float64"},
-      platform=platform)
+      settings={
+          "dataset": "mnist",
+          "batch_size": b,
+          "hidden": _HIDDEN,
+          "seed": _SEED,
+          "rounds": _ROUNDS.value,
+          "dtype": "float64",
+      },
+      platform=platform,
+  )
 
 
 if __name__ == "__main__":

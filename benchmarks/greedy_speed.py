@@ -23,24 +23,26 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _results  # pylint: disable=wrong-import-position
-
-from forging_tf.attacks import engine as engine_lib
-from forging_tf.attacks import settings as attack_settings
-from forging_tf.attacks import greedy
 from forging_tf import data
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
+from forging_tf.attacks import engine as engine_lib
+from forging_tf.attacks import greedy
+from forging_tf.attacks import settings as attack_settings
 from forging_tf.train import train_lib
 
+import _results  # pylint: disable=wrong-import-position
+
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (LeNet).", lower_bound=1)
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 100, "SGD steps before the attacked step.",
-                                    lower_bound=0)
+_TRAIN_STEPS = flags.DEFINE_integer(
+    "train_steps", 100, "SGD steps before the attacked step.", lower_bound=0
+)
 _M = flags.DEFINE_integer("M", attack_settings.DEFAULT_M, "Candidates per attack.", lower_bound=1)
 _N = flags.DEFINE_integer("n", attack_settings.DEFAULT_POOL_SIZE, "Pool size.", lower_bound=1)
-_VGG_B = flags.DEFINE_integer("vggmini_batch_size", 100, "Batch size of the VGGmini step.",
-                              lower_bound=1)
+_VGG_B = flags.DEFINE_integer(
+    "vggmini_batch_size", 100, "Batch size of the VGGmini step.", lower_bound=1
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
 
 _B = 1000
@@ -52,10 +54,12 @@ class _Step:
   def __init__(self, dataset: data.Dataset, model: str, batch_size: int, train_steps: int):
     step_fn = sgd_step.SGDStep(models.build_model(model, dataset.x_train.shape[1:], 10), 0.01)
     source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, 10)
-    batches = train_lib.batch_schedule(dataset.x_train.shape[0], batch_size,
-                                             train_steps + 1, seed=0)
-    theta = train_lib.run_sgd(step_fn, source, models.initial_parameters(step_fn.layout, 0),
-                                    batches, 0, train_steps)
+    batches = train_lib.batch_schedule(
+        dataset.x_train.shape[0], batch_size, train_steps + 1, seed=0
+    )
+    theta = train_lib.run_sgd(
+        step_fn, source, models.initial_parameters(step_fn.layout, 0), batches, 0, train_steps
+    )
     self.theta = theta.numpy()
     self.batch = batches[train_steps]
     self.theta_next = step_fn(theta, *source(self.batch)).numpy()
@@ -64,12 +68,12 @@ class _Step:
   def candidates(self, m: int, M: int, n: int, seed: int):
     rng = np.random.default_rng(seed)
     positions = greedy.deletion_positions(len(self.batch), m, rng)
-    return positions, greedy.thudi_candidates(self.batch, positions,
-                                               self.engine.source.num_examples, M, n, rng)
+    return positions, greedy.thudi_candidates(
+        self.batch, positions, self.engine.source.num_examples, M, n, rng
+    )
 
   def timed(self, path: str, positions, candidates):
-    score = (self.engine.candidate_errors if path == "vectorised"
-             else self.engine.sequential_errors)
+    score = self.engine.candidate_errors if path == "vectorised" else self.engine.sequential_errors
     began = time.perf_counter()
     errors = score(self.theta, self.theta_next, self.batch, positions, candidates)
     return time.perf_counter() - began, errors
@@ -89,13 +93,15 @@ def _compare(step: _Step, positions, candidates, rounds: int) -> dict:
   forged = engine_lib.replace(step.batch, positions, candidates[int(np.argmin(fast_errors))])
   fast_s, sequential_s = (statistics.median(times[p]) for p in ("vectorised", "sequential"))
   return {
-      "vectorised_s": fast_s, "sequential_s": sequential_s, "ratio": sequential_s / fast_s,
+      "vectorised_s": fast_s,
+      "sequential_s": sequential_s,
+      "ratio": sequential_s / fast_s,
       "same_winner": bool(np.argmin(fast_errors) == winner),
-      "winner_error_rescored": step.engine.approximation_error(step.theta, step.theta_next,
-                                                               forged),
+      "winner_error_rescored": step.engine.approximation_error(step.theta, step.theta_next, forged),
       "winner_error_sequential": float(reference[winner]),
       "max_relative_difference": float(np.max(np.abs(fast_errors - reference) / reference)),
-      "all_vectorised_s": times["vectorised"], "all_sequential_s": times["sequential"],
+      "all_vectorised_s": times["vectorised"],
+      "all_sequential_s": times["sequential"],
   }
 
 
@@ -115,19 +121,30 @@ def main(argv):
   vggmini = _compare(vgg, positions, candidates, rounds=1)
   main_case, full = cases["1/b"], cases["1"]
   _results.write(
-      "greedy_speed", ratio=main_case["ratio"], fast_s=main_case["vectorised_s"],
-      baseline_s=main_case["sequential_s"], ratio_fraction_1=full["ratio"],
-      same_winner=main_case["same_winner"], same_winner_fraction_1=full["same_winner"],
+      "greedy_speed",
+      ratio=main_case["ratio"],
+      fast_s=main_case["vectorised_s"],
+      baseline_s=main_case["sequential_s"],
+      ratio_fraction_1=full["ratio"],
+      same_winner=main_case["same_winner"],
+      same_winner_fraction_1=full["same_winner"],
       lenet={f"fraction {label}": case for label, case in cases.items()},
       vggmini={"batch_size": _VGG_B.value, "fraction": "1/b", **vggmini},
       ratio_definition="sequential SGDStep loop seconds / vectorised engine seconds for the same "
-                       "M candidates of one LeNet/MNIST step at b=1000, fraction 1/b; fast_s and "
-                       "baseline_s are seconds per attack step",
-      settings={"M": M, "n": n, "batch_size": _B, "train_steps": _TRAIN_STEPS.value,
-                "rounds": _ROUNDS.value, "vggmini_rounds": 1,
-                "memory_budget_bytes": attack_settings.DEFAULT_MEMORY_BUDGET,
-                "learning_rate": 0.01},
-      platform=platform)
+      "M candidates of one LeNet/MNIST step at b=1000, fraction 1/b; fast_s and "
+      "baseline_s are seconds per attack step",
+      settings={
+          "M": M,
+          "n": n,
+          "batch_size": _B,
+          "train_steps": _TRAIN_STEPS.value,
+          "rounds": _ROUNDS.value,
+          "vggmini_rounds": 1,
+          "memory_budget_bytes": attack_settings.DEFAULT_MEMORY_BUDGET,
+          "learning_rate": 0.01,
+      },
+      platform=platform,
+  )
 
 
 if __name__ == "__main__":

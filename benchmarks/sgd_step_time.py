@@ -19,16 +19,17 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _results  # pylint: disable=wrong-import-position
-
 from forging_tf import data
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
 from forging_tf.train import train_lib
 
-_STEPS = flags.DEFINE_integer("steps", 100, "Steps per timed run (VGGmini: a tenth).",
-                              lower_bound=10)
+import _results  # pylint: disable=wrong-import-position
+
+_STEPS = flags.DEFINE_integer(
+    "steps", 100, "Steps per timed run (VGGmini: a tenth).", lower_bound=10
+)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
 
@@ -40,8 +41,11 @@ def _time_case(dataset, model_name, b, steps, rounds):
   batches = train_lib.batch_schedule(dataset.x_train.shape[0], b, steps, seed=0)
   theta0 = models.initial_parameters(step_fn.layout, seed=0)
   inputs = [source(batch) for batch in batches]
-  model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False,
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+  model.compile(
+      optimizer=keras.optimizers.SGD(0.01),
+      jit_compile=False,
+      loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+  )
 
   def ours():
     theta = tf.constant(theta0)
@@ -79,15 +83,28 @@ def main(argv):
   }
   main_case = cases["lenet_b100"]
   _results.write(
-      "sgd_step_time", ratio=main_case["keras"] / main_case["ours"],
-      fast_s=main_case["ours"] / 1000, baseline_s=main_case["keras"] / 1000,
-      cases={name: {"ms_per_step_sgd_step": c["ours"], "ms_per_step_keras": c["keras"],
-                    "ratio": c["keras"] / c["ours"]} for name, c in cases.items()},
+      "sgd_step_time",
+      ratio=main_case["keras"] / main_case["ours"],
+      fast_s=main_case["ours"] / 1000,
+      baseline_s=main_case["keras"] / 1000,
+      cases={
+          name: {
+              "ms_per_step_sgd_step": c["ours"],
+              "ms_per_step_keras": c["keras"],
+              "ratio": c["keras"] / c["ours"],
+          }
+          for name, c in cases.items()
+      },
       ratio_definition="Keras train_on_batch / SGDStep seconds per step, LeNet b=100; fast_s "
-                       "and baseline_s are seconds per step",
-      settings={"steps": steps, "vggmini_steps": max(10, steps // 10), "rounds": rounds,
-                "learning_rate": 0.01},
-      platform=platform)
+      "and baseline_s are seconds per step",
+      settings={
+          "steps": steps,
+          "vggmini_steps": max(10, steps // 10),
+          "rounds": rounds,
+          "learning_rate": 0.01,
+      },
+      platform=platform,
+  )
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _results  # pylint: disable=wrong-import-position
-
 from forging_tf import data
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
 from forging_tf.train import train_lib
+
+import _results  # pylint: disable=wrong-import-position
 
 _STEPS = flags.DEFINE_integer("steps", 400, "Steps per timed run.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
@@ -47,8 +47,9 @@ def main(argv):
   source = sgd_step.BatchSource(mnist.x_train, mnist.y_train, 10)
   batches = train_lib.batch_schedule(60_000, b, steps, seed=0)
   theta0 = models.initial_parameters(step_fn.layout, seed=0)
-  manifest = train_lib.trace_manifest("lenet", {}, mnist, step_fn, b, steps, k=1,
-                                            keep_pairs=0, seed=0, platform=platform)
+  manifest = train_lib.trace_manifest(
+      "lenet", {}, mnist, step_fn, b, steps, k=1, keep_pairs=0, seed=0, platform=platform
+  )
   stored = range(1, steps + 1)
 
   def untraced() -> float:
@@ -80,16 +81,27 @@ def main(argv):
       times[name].append(run())
   median = {name: statistics.median(t) for name, t in times.items()}
   _results.write(
-      "trace_overhead", ratio=median["async"] / median["untraced"], fast_s=median["async"],
-      baseline_s=median["sync"], untraced_s=median["untraced"],
+      "trace_overhead",
+      ratio=median["async"] / median["untraced"],
+      fast_s=median["async"],
+      baseline_s=median["sync"],
+      untraced_s=median["untraced"],
       sync_ratio=median["sync"] / median["untraced"],
       ms_per_step={name: 1000 * t / steps for name, t in median.items()},
       all_times_s=times,
       ratio_definition="async-traced / untraced training time (median over rounds); "
-                       "fast_s = async-traced, baseline_s = synchronously traced",
-      settings={"model": "lenet", "dataset": "mnist", "batch_size": b, "steps": steps, "k": 1,
-                "rounds": _ROUNDS.value, "trace_bytes_per_step": 4 * step_fn.num_parameters},
-      platform=platform)
+      "fast_s = async-traced, baseline_s = synchronously traced",
+      settings={
+          "model": "lenet",
+          "dataset": "mnist",
+          "batch_size": b,
+          "steps": steps,
+          "k": 1,
+          "rounds": _ROUNDS.value,
+          "trace_bytes_per_step": 4 * step_fn.num_parameters,
+      },
+      platform=platform,
+  )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ TensorFlow when it is first asked for the platform.
 import os
 import shlex
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from absl import app
 from absl import flags
@@ -24,10 +24,13 @@ _REEXEC_GUARD = "FORGING_TF_ONEDNN_REEXEC"
 def define_data_flags():
   """--data_dir and --download, for the binaries that load a dataset; returns their holders."""
   data_dir = flags.DEFINE_string(
-      "data_dir", None, f"Local data directory (default: ${data.DATA_DIR_ENV}, then "
-      "tensorflow-datasets' own).")
-  download = flags.DEFINE_boolean("download", True, "Let tensorflow-datasets download a dataset "
-                                  "when no local copy is found.")
+      "data_dir",
+      None,
+      f"Local data directory (default: ${data.DATA_DIR_ENV}, then " "tensorflow-datasets' own).",
+  )
+  download = flags.DEFINE_boolean(
+      "download", True, "Let tensorflow-datasets download a dataset when no local copy is found."
+  )
   return data_dir, download
 
 
@@ -37,18 +40,28 @@ class PlatformFlags:
   def __init__(self):
     self._device = flags.DEFINE_string("device", "cpu", "Device to compute on: cpu or gpu:N.")
     self._deterministic = flags.DEFINE_boolean(
-        "deterministic", True, "Op determinism (tf.config.experimental.enable_op_determinism); "
-        "false lets GPUs auto-tune.")
+        "deterministic",
+        True,
+        "Op determinism (tf.config.experimental.enable_op_determinism); "
+        "false lets GPUs auto-tune.",
+    )
     self._intra_op_threads = flags.DEFINE_integer(
-        "intra_op_threads", 0, "Intra-op threads (0: TensorFlow's default).", lower_bound=0)
+        "intra_op_threads", 0, "Intra-op threads (0: TensorFlow's default).", lower_bound=0
+    )
     self._inter_op_threads = flags.DEFINE_integer(
-        "inter_op_threads", 0, "Inter-op threads (0: TensorFlow's default).", lower_bound=0)
+        "inter_op_threads", 0, "Inter-op threads (0: TensorFlow's default).", lower_bound=0
+    )
     self._onednn = flags.DEFINE_enum(
-        "onednn", "default", ["default", "on", "off"], "oneDNN custom ops "
+        "onednn",
+        "default",
+        ["default", "on", "off"],
+        "oneDNN custom ops "
         "(TF_ENABLE_ONEDNN_OPTS); the binary re-executes itself if TensorFlow was imported with "
-        "the other setting.")
-    self._tf32 = flags.DEFINE_boolean("tf32", False, "TensorFloat-32 on GPUs (off: full "
-                                      "float32).")
+        "the other setting.",
+    )
+    self._tf32 = flags.DEFINE_boolean(
+        "tf32", False, "TensorFloat-32 on GPUs (off: full float32)."
+    )
 
   def requested(self):
     """The platform.Platform the flags ask for.
@@ -62,17 +75,22 @@ class PlatformFlags:
     onednn = {"default": None, "on": True, "off": False}[self._onednn.value]
     if onednn is not None and onednn != platform_lib.onednn_enabled():
       if os.environ.get(_REEXEC_GUARD):
-        raise errors.PlatformError(f"--onednn={self._onednn.value} has no effect with this "
-                                   "TensorFlow build")
+        raise errors.PlatformError(
+            f"--onednn={self._onednn.value} has no effect with this " "TensorFlow build"
+        )
       os.environ[platform_lib.ONEDNN_ENV] = "1" if onednn else "0"
       os.environ[_REEXEC_GUARD] = "1"
       sys.stdout.flush()
       sys.stderr.flush()
       os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return platform_lib.Platform(
-        device=self._device.value, deterministic=self._deterministic.value,
+        device=self._device.value,
+        deterministic=self._deterministic.value,
         intra_op_threads=self._intra_op_threads.value,
-        inter_op_threads=self._inter_op_threads.value, onednn=onednn, tf32=self._tf32.value)
+        inter_op_threads=self._inter_op_threads.value,
+        onednn=onednn,
+        tf32=self._tf32.value,
+    )
 
   def applied(self):
     """requested(), applied to this process (platform.apply_platform)."""

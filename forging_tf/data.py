@@ -53,6 +53,7 @@ class Dataset:
 
   x_train: [n, h, w, c] uint8, y_train: [n] int32, x_test: [m, h, w, c] uint8, y_test: [m] int32.
   """
+
   name: str
   x_train: np.ndarray
   y_train: np.ndarray
@@ -77,8 +78,12 @@ class Dataset:
 
 def fingerprint(x_train, y_train, x_test, y_test) -> str:
   digest = hashlib.sha256()
-  for name, array in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test),
-                      ("y_test", y_test)):
+  for name, array in (
+      ("x_train", x_train),
+      ("y_train", y_train),
+      ("x_test", x_test),
+      ("y_test", y_test),
+  ):
     array = np.ascontiguousarray(array)
     digest.update(f"{name}|{array.dtype.str}|{list(array.shape)}|".encode())
     digest.update(array.data)
@@ -103,7 +108,8 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
   raise errors.DatasetError(
       f"{name}: {looked_in} and tensorflow-datasets could not provide it ({tfds_problem}). "
       f"Either pass --data_dir or set {DATA_DIR_ENV} to a folder holding the {name} files "
-      f"(see README, 'Data'), or run once with internet so tensorflow-datasets can download it.")
+      f"(see README, 'Data'), or run once with internet so tensorflow-datasets can download it."
+  )
 
 
 def check_described(dataset: Dataset, description: dict) -> None:
@@ -114,16 +120,20 @@ def check_described(dataset: Dataset, description: dict) -> None:
     raise errors.DatasetError(
         f"{dataset.name} from {dataset.source} has fingerprint {dataset.fingerprint[:12]}..., "
         f"but the trace was trained on {description['fingerprint'][:12]}... (source "
-        f"{description.get('source')!r}); point --data_dir at the data the trace was trained on")
+        f"{description.get('source')!r}); point --data_dir at the data the trace was trained on"
+    )
   actual = dataset.as_dict()
   for key in ("name", "num_examples", "image_shape", "num_classes"):
     if description.get(key) != actual[key]:
-      raise errors.DatasetError(f"the trace describes {key} {description.get(key)!r:.60} of its "
-                                f"data, which are {actual[key]!r}; the trace was edited")
+      raise errors.DatasetError(
+          f"the trace describes {key} {description.get(key)!r:.60} of its "
+          f"data, which are {actual[key]!r}; the trace was edited"
+      )
 
 
-def load_described(description: dict, data_dir: str | None = None,
-                   download: bool = True) -> Dataset:
+def load_described(
+    description: dict, data_dir: str | None = None, download: bool = True
+) -> Dataset:
   """Loads the dataset a trace describes and checks it is the same data."""
   dataset = load_dataset(description["name"], data_dir, download)
   check_described(dataset, description)
@@ -140,13 +150,24 @@ def _make_dataset(spec: DatasetSpec, x_train, y_train, x_test, y_test, source: s
   if got != expected:
     raise errors.DatasetError(
         f"{spec.name} from {source} has {got} (images, labels) in (train, test), expected "
-        f"{expected}; the copy is incomplete: replace it")
+        f"{expected}; the copy is incomplete: replace it"
+    )
   for labels in (y_train, y_test):
     if labels.min() < 0 or labels.max() >= spec.num_classes:
-      raise errors.DatasetError(f"{spec.name} from {source} has labels outside "
-                                f"0..{spec.num_classes - 1}; the copy is corrupt: replace it")
-  return Dataset(spec.name, x_train, y_train, x_test, y_test, spec.num_classes, source,
-                 fingerprint(x_train, y_train, x_test, y_test))
+      raise errors.DatasetError(
+          f"{spec.name} from {source} has labels outside "
+          f"0..{spec.num_classes - 1}; the copy is corrupt: replace it"
+      )
+  return Dataset(
+      spec.name,
+      x_train,
+      y_train,
+      x_test,
+      y_test,
+      spec.num_classes,
+      source,
+      fingerprint(x_train, y_train, x_test, y_test),
+  )
 
 
 # MNIST ---------------------------------------------------------------------------------------
@@ -184,13 +205,17 @@ def read_idx(path: str) -> np.ndarray:
   magic = int.from_bytes(raw[:4], "big")
   ndim = {2049: 1, 2051: 3}.get(magic)
   if ndim is None:
-    raise errors.DatasetError(f"{path}: IDX magic number {magic} is neither 2049 (labels) nor "
-                              "2051 (images); replace the file")
+    raise errors.DatasetError(
+        f"{path}: IDX magic number {magic} is neither 2049 (labels) nor "
+        "2051 (images); replace the file"
+    )
   header = 4 + 4 * ndim
-  dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+  dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
   if len(raw) != header + int(np.prod(dims)):
-    raise errors.DatasetError(f"{path}: {len(raw) - header} data bytes for dimensions {dims}; "
-                              "the file is truncated or corrupt: replace it")
+    raise errors.DatasetError(
+        f"{path}: {len(raw) - header} data bytes for dimensions {dims}; "
+        "the file is truncated or corrupt: replace it"
+    )
   return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -211,12 +236,14 @@ def _load_local_cifar10(data_dir: str):
 def _jpeg_decoder() -> str:
   import PIL
   from PIL import features
+
   return f"Pillow {PIL.__version__} / libjpeg-turbo {features.version('libjpeg_turbo')}"
 
 
 def _cache_dir() -> str:
-  return os.environ.get(CACHE_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
-                                                       "forging_tf")
+  return os.environ.get(CACHE_DIR_ENV) or os.path.join(
+      os.path.expanduser("~"), ".cache", "forging_tf"
+  )
 
 
 def decode_cifar10_jpeg_npz(path: str):
@@ -246,8 +273,9 @@ def decode_cifar10_jpeg_npz(path: str):
   except (OSError, ValueError, KeyError, EOFError) as e:
     raise errors.DatasetError(f"cannot read CIFAR-10 npz {path} ({e}); replace the file") from e
   try:
-    results.write_npz(cache, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2],
-                      y_test=arrays[3])
+    results.write_npz(
+        cache, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3]
+    )
   except OSError:
     pass  # No writable cache: decode again next time.
   return tuple(arrays)
@@ -255,26 +283,36 @@ def decode_cifar10_jpeg_npz(path: str):
 
 def _decode_jpegs(buffer: np.ndarray, offsets: np.ndarray, path: str) -> np.ndarray:
   from PIL import Image
+
   offsets = np.asarray(offsets, dtype=np.int64)
-  if offsets.ndim != 1 or offsets[0] != 0 or offsets[-1] != buffer.size or np.any(
-      np.diff(offsets) <= 0):
+  if (
+      offsets.ndim != 1
+      or offsets[0] != 0
+      or offsets[-1] != buffer.size
+      or np.any(np.diff(offsets) <= 0)
+  ):
     raise errors.DatasetError(f"{path}: JPEG offsets do not index the byte buffer; replace it")
   images = np.empty((offsets.size - 1, 32, 32, 3), dtype=np.uint8)
   for i in range(offsets.size - 1):
     try:
-      image = Image.open(io.BytesIO(buffer[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB")
+      image = Image.open(io.BytesIO(buffer[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB")
       images[i] = np.asarray(image)
     except (OSError, ValueError) as e:
-      raise errors.DatasetError(f"{path}: JPEG {i} does not decode to 32x32 RGB ({e}); "
-                                "replace the file") from e
+      raise errors.DatasetError(
+          f"{path}: JPEG {i} does not decode to 32x32 RGB ({e}); " "replace the file"
+      ) from e
   return images
 
 
 class _ArrayUnpickler(pickle.Unpickler):
   """Unpickles the CIFAR-10 python batches and nothing else: only numpy array reconstruction."""
 
-  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-              ("numpy", "ndarray"), ("numpy", "dtype")}
+  _ALLOWED = {
+      ("numpy.core.multiarray", "_reconstruct"),
+      ("numpy._core.multiarray", "_reconstruct"),
+      ("numpy", "ndarray"),
+      ("numpy", "dtype"),
+  }
 
   def find_class(self, module, name):
     if (module, name) in self._ALLOWED:
@@ -322,6 +360,7 @@ def _load_tfds(spec: DatasetSpec, download: bool):
       builder.download_and_prepare()
     except Exception as e:  # tfds raises many types (network, checksum, disk); all mean "no".
       return None, f"download failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-  train, test = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1,
-                                                 as_supervised=True))
+  train, test = tfds.as_numpy(
+      builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True)
+  )
   return (train[0], train[1], test[0], test[1]), None

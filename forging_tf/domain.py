@@ -25,6 +25,7 @@ class DomainDistance:
   [0, 1]) from the nearest q / 255; label: largest l-infinity distance of a label row from the
   nearest one-hot row.
   """
+
   box: float
   grid: float
   label: float
@@ -69,8 +70,10 @@ def domain_violation(x: np.ndarray, y: np.ndarray, num_classes: int) -> str | No
     bad |= flat != flat.astype(np.float32)
   if bad.any():
     example, pixel = (int(i) for i in np.argwhere(bad)[0])
-    return (f"pixel {pixel} of example {example} is {float(flat[example, pixel])!r}, "
-            f"not one of q/255 (q = 0..255); {int(bad.sum())} pixels are off the grid")
+    return (
+        f"pixel {pixel} of example {example} is {float(flat[example, pixel])!r}, "
+        f"not one of q/255 (q = 0..255); {int(bad.sum())} pixels are off the grid"
+    )
   not_one_hot = ~(np.isin(y, (0.0, 1.0)).all(axis=1) & (y.sum(axis=1) == 1))
   if not_one_hot.any():
     example = int(np.argmax(not_one_hot))
@@ -87,9 +90,15 @@ def same_examples(x: np.ndarray, y: np.ndarray, other_x: np.ndarray, other_y: np
   count -0.0 as a new pixel and let the true batch pass for a forgery. A NaN equals nothing
   (such a batch is outside the domain anyway).
   """
+
   def sorted_rows(xs, ys) -> np.ndarray:
-    rows = np.concatenate([np.asarray(xs, np.float32).reshape(len(xs), -1),
-                           np.asarray(ys, np.float32).reshape(len(ys), -1)], axis=1)
+    rows = np.concatenate(
+        [
+            np.asarray(xs, np.float32).reshape(len(xs), -1),
+            np.asarray(ys, np.float32).reshape(len(ys), -1),
+        ],
+        axis=1,
+    )
     # lexsort compares values, so -0.0 and 0.0 tie and land where equal values land.
     return rows[np.lexsort(rows.T[::-1])]
 

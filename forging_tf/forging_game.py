@@ -40,6 +40,7 @@ class GameResult:
   error: the recomputation distance eps (None when the batch was rejected before recomputing);
   recomputed_from / recomputed_to: the stored checkpoints the recomputation ran between.
   """
+
   decision: str
   reason: str
   error: float | None
@@ -56,8 +57,9 @@ class GameResult:
     return f"{self.decision}: step {self.step}: {self.reason}"
 
 
-def approximation_error(step_fn: sgd_step.SGDStep, theta: np.ndarray, theta_next: np.ndarray,
-                        x, y) -> float:
+def approximation_error(
+    step_fn: sgd_step.SGDStep, theta: np.ndarray, theta_next: np.ndarray, x, y
+) -> float:
   """||theta_next - (theta - eta * grad L(B'; theta))||_2 (SPEC section 4), float64 distance.
 
   theta, theta_next: [P] float32; x: [b, h, w, c] float32 pixels; y: [b, n] float32 labels.
@@ -70,16 +72,24 @@ def examples_from_indices(dataset: data.Dataset, indices) -> tuple[np.ndarray, n
   """Dataset indices [b] -> (x [b, h, w, c] float32 = q / 255, y [b, n] float32 one-hot)."""
   indices = np.asarray(indices)
   num_examples = dataset.x_train.shape[0]
-  if (indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer)
-      or indices.size and (indices.min() < 0 or indices.max() >= num_examples)):
-    raise errors.ConfigError(f"forged indices must be a list of integers in 0..{num_examples - 1}"
-                             f" (the {dataset.name} training split)")
-  return examples_from_arrays(dataset.x_train[indices], dataset.y_train[indices],
-                              dataset.num_classes)
+  if (
+      indices.ndim != 1
+      or not np.issubdtype(indices.dtype, np.integer)
+      or indices.size
+      and (indices.min() < 0 or indices.max() >= num_examples)
+  ):
+    raise errors.ConfigError(
+        f"forged indices must be a list of integers in 0..{num_examples - 1}"
+        f" (the {dataset.name} training split)"
+    )
+  return examples_from_arrays(
+      dataset.x_train[indices], dataset.y_train[indices], dataset.num_classes
+  )
 
 
-def examples_from_arrays(images: np.ndarray, labels: np.ndarray,
-                         num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def examples_from_arrays(
+    images: np.ndarray, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Explicit examples -> (x, y) as the game sees them, without judging the domain.
 
   images: [b, h, w, c] uint8 levels q (fed as domain.PIXEL_VALUES[q], in the domain by
@@ -92,19 +102,27 @@ def examples_from_arrays(images: np.ndarray, labels: np.ndarray,
   elif np.issubdtype(images.dtype, np.floating):
     x = images
   else:
-    raise errors.ConfigError(f"forged images are {images.dtype}; give uint8 levels 0..255 or "
-                             "float pixels q/255")
+    raise errors.ConfigError(
+        f"forged images are {images.dtype}; give uint8 levels 0..255 or " "float pixels q/255"
+    )
   if labels.ndim == 1:
-    if (not np.issubdtype(labels.dtype, np.integer) or labels.size
-        and (labels.min() < 0 or labels.max() >= num_classes)):
-      raise errors.ConfigError(f"forged labels given as class ids must be integers in "
-                               f"0..{num_classes - 1}; give rows [b, {num_classes}] otherwise")
+    if (
+        not np.issubdtype(labels.dtype, np.integer)
+        or labels.size
+        and (labels.min() < 0 or labels.max() >= num_classes)
+    ):
+      raise errors.ConfigError(
+          f"forged labels given as class ids must be integers in "
+          f"0..{num_classes - 1}; give rows [b, {num_classes}] otherwise"
+      )
     y = np.eye(num_classes, dtype=np.float32)[labels]
   elif labels.ndim == 2 and np.issubdtype(labels.dtype, np.floating):
     y = labels
   else:
-    raise errors.ConfigError(f"forged labels have shape {labels.shape} and dtype {labels.dtype}; "
-                             f"give class ids [b] or float rows [b, {num_classes}]")
+    raise errors.ConfigError(
+        f"forged labels have shape {labels.shape} and dtype {labels.dtype}; "
+        f"give class ids [b] or float rows [b, {num_classes}]"
+    )
   return x, y
 
 
@@ -117,8 +135,14 @@ def recomputation_span(trace: trace_lib.Trace, step: int) -> tuple[int, int]:
   return start, end
 
 
-def recomputation_error(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.ndarray,
-                        dataset: data.Dataset, step_fn: sgd_step.SGDStep) -> float:
+def recomputation_error(
+    trace: trace_lib.Trace,
+    step: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    dataset: data.Dataset,
+    step_fn: sgd_step.SGDStep,
+) -> float:
   """eps of Algorithm 1: recompute the span around `step` with (x, y) in place of B_step.
 
   x: [b, h, w, c] float32, y: [b, n] float32. The other steps of the span use the logged batches.
@@ -129,8 +153,9 @@ def recomputation_error(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.
     if i == step:
       return tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
     batch = trace.batch(i)
-    return sgd_step.model_inputs(dataset.x_train[batch], dataset.y_train[batch],
-                                 dataset.num_classes)
+    return sgd_step.model_inputs(
+        dataset.x_train[batch], dataset.y_train[batch], dataset.num_classes
+    )
 
   theta = tf.convert_to_tensor(trace.checkpoint(start))
   for i in range(start, end - 1):
@@ -138,8 +163,15 @@ def recomputation_error(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.
   return approximation_error(step_fn, theta, trace.checkpoint(end), *inputs(end - 1))
 
 
-def play(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.ndarray, dataset: data.Dataset,
-         epsilon: float, step_fn: sgd_step.SGDStep) -> GameResult:
+def play(
+    trace: trace_lib.Trace,
+    step: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    dataset: data.Dataset,
+    epsilon: float,
+    step_fn: sgd_step.SGDStep,
+) -> GameResult:
   """Algorithm 1 for the forged batch (x [b', h, w, c], y [b', n]) at `step` (module docstring).
 
   `step_fn` must be built for the trace (sgd_step.step_for_trace) on the verifier's platform.
@@ -149,27 +181,36 @@ def play(trace: trace_lib.Trace, step: int, x: np.ndarray, y: np.ndarray, datase
   data.check_described(dataset, trace.manifest["dataset"])
   x, y = np.asarray(x), np.asarray(y)
   if x.ndim != 4 or tuple(x.shape[1:]) != step_fn.input_shape:
-    raise errors.ConfigError(f"forged images have shape {x.shape}; the trace's model takes "
-                             f"[b, {', '.join(map(str, step_fn.input_shape))}]")
+    raise errors.ConfigError(
+        f"forged images have shape {x.shape}; the trace's model takes "
+        f"[b, {', '.join(map(str, step_fn.input_shape))}]"
+    )
 
   def reject(reason: str) -> GameResult:
     return GameResult(REJECT, reason, None, float(epsilon), step)
 
   batch = trace.batch(step)
   if len(x) != len(batch):
-    return reject(f"the forged batch has {len(x)} examples, the trace's batches have "
-                  f"{len(batch)}")
+    return reject(
+        f"the forged batch has {len(x)} examples, the trace's batches have {len(batch)}"
+    )
   violation = domain.domain_violation(x, y, dataset.num_classes)
   if violation is not None:
     return reject(f"outside the domain: {violation}")
   x, y = x.astype(np.float32), y.astype(np.float32)
   if domain.same_examples(x, y, *examples_from_indices(dataset, batch)):
-    return reject(f"the forged batch equals B_{step} as a multiset of examples (the true "
-                  "batch)")
+    return reject(f"the forged batch equals B_{step} as a multiset of examples (the true " "batch)")
   start, end = recomputation_span(trace, step)
   error = recomputation_error(trace, step, x, y, dataset, step_fn)
   accepted = error <= epsilon
   relation = "<=" if accepted else ">"
-  return GameResult(ACCEPT if accepted else REJECT,
-                    f"recomputed theta_{end} from theta_{start}: error {error:.6g} {relation} "
-                    f"epsilon {epsilon:.6g}", error, float(epsilon), step, start, end)
+  return GameResult(
+      ACCEPT if accepted else REJECT,
+      f"recomputed theta_{end} from theta_{start}: error {error:.6g} {relation} "
+      f"epsilon {epsilon:.6g}",
+      error,
+      float(epsilon),
+      step,
+      start,
+      end,
+  )

@@ -8,7 +8,7 @@ each flattened in C order. `parameter_layout` says where each variable sits in t
 import dataclasses
 import inspect
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -20,48 +20,60 @@ _layers = keras.layers
 
 def lenet(input_shape=(28, 28, 1), num_classes=10) -> keras.Model:
   """LeNet, 61,706 parameters on 28x28x1 inputs."""
-  return keras.Sequential([
-      keras.Input(input_shape),
-      _layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
-      _layers.MaxPooling2D(2, name="pool1"),
-      _layers.Conv2D(16, 5, padding="valid", activation="relu", name="conv2"),
-      _layers.MaxPooling2D(2, name="pool2"),
-      _layers.Flatten(name="flatten"),
-      _layers.Dense(120, activation="relu", name="dense1"),
-      _layers.Dense(84, activation="relu", name="dense2"),
-      _layers.Dense(num_classes, name="logits"),
-  ], name="lenet")
+  return keras.Sequential(
+      [
+          keras.Input(input_shape),
+          _layers.Conv2D(6, 5, padding="same", activation="relu", name="conv1"),
+          _layers.MaxPooling2D(2, name="pool1"),
+          _layers.Conv2D(16, 5, padding="valid", activation="relu", name="conv2"),
+          _layers.MaxPooling2D(2, name="pool2"),
+          _layers.Flatten(name="flatten"),
+          _layers.Dense(120, activation="relu", name="dense1"),
+          _layers.Dense(84, activation="relu", name="dense2"),
+          _layers.Dense(num_classes, name="logits"),
+      ],
+      name="lenet",
+  )
 
 
 def vggmini(input_shape=(32, 32, 3), num_classes=10) -> keras.Model:
   """VGGmini, 5,742,986 parameters on 32x32x3 inputs: ELU, same padding, no batch norm."""
   stack = [keras.Input(input_shape)]
   for block, width in enumerate((64, 128, 256, 512), start=1):
-    stack += [_layers.Conv2D(width, 3, padding="same", activation="elu", name=f"conv{block}_1"),
-              _layers.Conv2D(width, 3, padding="same", activation="elu", name=f"conv{block}_2")]
+    stack += [
+        _layers.Conv2D(width, 3, padding="same", activation="elu", name=f"conv{block}_1"),
+        _layers.Conv2D(width, 3, padding="same", activation="elu", name=f"conv{block}_2"),
+    ]
     if block < 4:
       stack.append(_layers.MaxPooling2D(2, name=f"pool{block}"))
-  stack += [_layers.Flatten(name="flatten"),
-            _layers.Dense(128, activation="elu", name="dense1"),
-            _layers.Dense(64, activation="elu", name="dense2"),
-            _layers.Dense(num_classes, name="logits")]
+  stack += [
+      _layers.Flatten(name="flatten"),
+      _layers.Dense(128, activation="elu", name="dense1"),
+      _layers.Dense(64, activation="elu", name="dense2"),
+      _layers.Dense(num_classes, name="logits"),
+  ]
   return keras.Sequential(stack, name="vggmini")
 
 
 def logreg(input_shape, num_classes=10, use_bias=True) -> keras.Model:
   """Softmax (logistic) regression: L = 1."""
-  return keras.Sequential([
-      keras.Input(input_shape),
-      _layers.Flatten(name="flatten"),
-      _layers.Dense(num_classes, use_bias=use_bias, name="logits"),
-  ], name="logreg")
+  return keras.Sequential(
+      [
+          keras.Input(input_shape),
+          _layers.Flatten(name="flatten"),
+          _layers.Dense(num_classes, use_bias=use_bias, name="logits"),
+      ],
+      name="logreg",
+  )
 
 
 def fcn(input_shape, num_classes=10, hidden=(10,), use_bias=True) -> keras.Model:
   """Fully connected ReLU network with hidden layers of widths `hidden` (L = len(hidden) + 1)."""
   stack = [keras.Input(input_shape), _layers.Flatten(name="flatten")]
-  stack += [_layers.Dense(int(w), activation="relu", use_bias=use_bias, name=f"dense{i}")
-            for i, w in enumerate(hidden, start=1)]
+  stack += [
+      _layers.Dense(int(w), activation="relu", use_bias=use_bias, name=f"dense{i}")
+      for i, w in enumerate(hidden, start=1)
+  ]
   stack.append(_layers.Dense(num_classes, use_bias=use_bias, name="logits"))
   return keras.Sequential(stack, name="fcn")
 
@@ -81,12 +93,14 @@ def build_model(name: str, input_shape, num_classes: int, **config) -> keras.Mod
   try:
     return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **config)
   except (TypeError, ValueError) as e:
-    raise errors.ConfigError(f"cannot build {name} for inputs {tuple(input_shape)} with "
-                             f"options {config}: {e}") from e
+    raise errors.ConfigError(
+        f"cannot build {name} for inputs {tuple(input_shape)} with options {config}: {e}"
+    ) from e
 
 
-def config_problem(name: str, config: dict, input_shape, num_classes: int,
-                   num_parameters: int) -> str | None:
+def config_problem(
+    name: str, config: dict, input_shape, num_classes: int, num_parameters: int
+) -> str | None:
   """Why `config` cannot be the options of model `name` with `num_parameters` parameters on
   inputs `input_shape` and `num_classes` classes, or None if it can.
 
@@ -103,8 +117,11 @@ def config_problem(name: str, config: dict, input_shape, num_classes: int,
   if name not in ("logreg", "fcn"):
     return None
   hidden = config.get("hidden", list(options["hidden"].default)) if name == "fcn" else []
-  if not (isinstance(hidden, list) and len(hidden) <= 100
-          and all(type(w) is int and 0 < w <= num_parameters for w in hidden)):
+  if not (
+      isinstance(hidden, list)
+      and len(hidden) <= 100
+      and all(type(w) is int and 0 < w <= num_parameters for w in hidden)
+  ):
     return f"hidden is {hidden!r:.60}, not a list of positive widths"
   widths = [math.prod(input_shape), *hidden, num_classes]
   count = sum(a * b + b * config.get("use_bias", True) for a, b in zip(widths, widths[1:]))
@@ -116,14 +133,14 @@ def config_problem(name: str, config: dict, input_shape, num_classes: int,
 @dataclasses.dataclass(frozen=True)
 class ParameterSpec:
   """One variable's place in theta: theta[offset:offset + size].reshape(shape)."""
+
   name: str
   shape: tuple[int, ...]
   offset: int
   size: int
 
   def as_dict(self) -> dict:
-    return {"name": self.name, "shape": list(self.shape), "offset": self.offset,
-            "size": self.size}
+    return {"name": self.name, "shape": list(self.shape), "offset": self.offset, "size": self.size}
 
 
 def parameter_layout(model: keras.Model) -> tuple[ParameterSpec, ...]:
@@ -153,5 +170,5 @@ def initial_parameters(layout, seed: int) -> np.ndarray:
       receptive_field = int(np.prod(spec.shape[:-2])) if len(spec.shape) > 2 else 1
       fan_in, fan_out = spec.shape[-2] * receptive_field, spec.shape[-1] * receptive_field
       limit = np.sqrt(6.0 / (fan_in + fan_out))
-      theta[spec.offset:spec.offset + spec.size] = rng.uniform(-limit, limit, spec.size)
+      theta[spec.offset : spec.offset + spec.size] = rng.uniform(-limit, limit, spec.size)
   return theta

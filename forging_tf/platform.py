@@ -26,6 +26,7 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+
 # No public API says whether op determinism or oneDNN is in force, or switches determinism off
 # again; these internal ones do.
 from tensorflow.python.framework import config as tf_config
@@ -41,6 +42,7 @@ _SIMD_FLAGS = re.compile(r"^(sse\d.*|ssse3|avx.*|fma\w*|f16c|amx\w*|neon|asimd\w
 class Platform:
   """The settings a user chooses. 0 threads means TensorFlow's default; onednn None means the
   build's default (on for x86 Linux builds)."""
+
   device: str = "cpu"
   deterministic: bool = True
   intra_op_threads: int = 0
@@ -67,7 +69,8 @@ def apply_platform(platform: Platform) -> None:
     raise errors.PlatformError(
         f"oneDNN is {'on' if onednn_enabled() else 'off'} in this process and can only be "
         f"changed before TensorFlow is imported: set {ONEDNN_ENV}={want} in the environment "
-        "(the binaries' --onednn flag does this)")
+        "(the binaries' --onednn flag does this)"
+    )
   _apply_devices(platform)
   _apply_threads(platform)
   if platform.deterministic:
@@ -82,13 +85,17 @@ def _apply_devices(platform: Platform) -> None:
   gpus = tf.config.list_physical_devices("GPU")
   wanted = [] if platform.device == "cpu" else [int(platform.device.split(":")[1])]
   if wanted and not gpus:
-    raise errors.PlatformError(f"device {platform.device} asked for, but this process sees no "
-                               "GPU; use --device=cpu, or install forging_tf[gpu] on a machine "
-                               "with a GPU and its driver")
+    raise errors.PlatformError(
+        f"device {platform.device} asked for, but this process sees no "
+        "GPU; use --device=cpu, or install forging_tf[gpu] on a machine "
+        "with a GPU and its driver"
+    )
   if any(n >= len(gpus) for n in wanted):
-    raise errors.PlatformError(f"device {platform.device} asked for, but this process sees "
-                               f"{len(gpus)} GPU(s); use --device=cpu or a GPU index below "
-                               f"{len(gpus)}")
+    raise errors.PlatformError(
+        f"device {platform.device} asked for, but this process sees "
+        f"{len(gpus)} GPU(s); use --device=cpu or a GPU index below "
+        f"{len(gpus)}"
+    )
   visible = [gpus[n] for n in wanted]
   if tf.config.get_visible_devices("GPU") == visible:
     return
@@ -97,18 +104,27 @@ def _apply_devices(platform: Platform) -> None:
     for gpu in visible:
       tf.config.experimental.set_memory_growth(gpu, True)
   except RuntimeError as e:
-    raise errors.PlatformError(f"cannot select device {platform.device}: TensorFlow already "
-                               "started with other devices; choose the platform in a fresh "
-                               "process") from e
+    raise errors.PlatformError(
+        f"cannot select device {platform.device}: TensorFlow already "
+        "started with other devices; choose the platform in a fresh "
+        "process"
+    ) from e
 
 
 def _apply_threads(platform: Platform) -> None:
   threading = tf.config.threading
   for wanted, get, set_ in (
-      (platform.intra_op_threads, threading.get_intra_op_parallelism_threads,
-       threading.set_intra_op_parallelism_threads),
-      (platform.inter_op_threads, threading.get_inter_op_parallelism_threads,
-       threading.set_inter_op_parallelism_threads)):
+      (
+          platform.intra_op_threads,
+          threading.get_intra_op_parallelism_threads,
+          threading.set_intra_op_parallelism_threads,
+      ),
+      (
+          platform.inter_op_threads,
+          threading.get_inter_op_parallelism_threads,
+          threading.set_inter_op_parallelism_threads,
+      ),
+  ):
     if get() == wanted:
       continue
     try:
@@ -119,7 +135,8 @@ def _apply_threads(platform: Platform) -> None:
           f"inter={platform.inter_op_threads}: TensorFlow's runtime already started with "
           f"intra={threading.get_intra_op_parallelism_threads()}, "
           f"inter={threading.get_inter_op_parallelism_threads()}; choose threads in a fresh "
-          "process") from e
+          "process"
+      ) from e
 
 
 def _cpu_description() -> dict:
@@ -129,15 +146,22 @@ def _cpu_description() -> dict:
       for line in f:
         key, _, value = line.partition(":")
         key = key.strip()
-        if key in ("model name", "Hardware") and model in ("", python_platform.machine(),
-                                                           python_platform.processor()):
+        if key in ("model name", "Hardware") and model in (
+            "",
+            python_platform.machine(),
+            python_platform.processor(),
+        ):
           model = value.strip()
         elif key in ("flags", "Features") and not flags:
           flags = sorted(flag for flag in value.split() if _SIMD_FLAGS.match(flag))
   except OSError:
     pass
-  return {"model": model, "simd_flags": flags, "logical_cores": os.cpu_count(),
-          "machine": python_platform.machine()}
+  return {
+      "model": model,
+      "simd_flags": flags,
+      "logical_cores": os.cpu_count(),
+      "machine": python_platform.machine(),
+  }
 
 
 def _devices() -> list[dict]:
@@ -160,6 +184,7 @@ def platform_fingerprint(platform: Platform) -> dict:
   same platform share it.
   """
   import keras
+
   build = tf.sysconfig.get_build_info()
   fingerprint = {
       "settings": dataclasses.asdict(platform) | {"xla": False},

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,6 +38,7 @@ FORMAT_VERSION = 2
 
 class ResultKind(enum.StrEnum):
   """What a record holds. The values are data, stored in every record: they never change."""
+
   REPRODUCTION_ERROR = "forging_tf.reproduction_error"
   ATTACK = "forging_tf.attack_results"
   EXACT_FORGING = "forging_tf.exact_forging"
@@ -53,6 +54,7 @@ class RecordSpec:
   `forging-bruteforce --out` names it); what: how messages name such a result; fields: the
   dotted paths the tables and REPORT.md read.
   """
+
   file_name: str | None
   what: str
   fields: tuple[str, ...]
@@ -60,19 +62,44 @@ class RecordSpec:
 
 RECORDS = {
     ResultKind.REPRODUCTION_ERROR: RecordSpec(
-        "result.json", "a reproduction-error result",
-        ("eps_repr", "updates", "repeats", "trace.model", "trace.dataset", "trace.batch_size",
-         "trace.steps", "trace.k", "generator_platform.id", "generator_platform.in_force",
-         "platform.id", "platform.in_force")),
+        "result.json",
+        "a reproduction-error result",
+        (
+            "eps_repr",
+            "updates",
+            "repeats",
+            "trace.model",
+            "trace.dataset",
+            "trace.batch_size",
+            "trace.steps",
+            "trace.k",
+            "generator_platform.id",
+            "generator_platform.in_force",
+            "platform.id",
+            "platform.in_force",
+        ),
+    ),
     ResultKind.ATTACK: RecordSpec(
-        "summary.json", "attack results",
-        ("settings.attack", "settings.runs", "settings.M", "settings.n", "results",
-         "trace.model", "trace.dataset", "trace.batch_size", "trace.steps", "platform.id")),
-    ResultKind.EXACT_FORGING: RecordSpec("summary.json", "an exact-forging result",
-                                         ("experiment",)),
+        "summary.json",
+        "attack results",
+        (
+            "settings.attack",
+            "settings.runs",
+            "settings.M",
+            "settings.n",
+            "results",
+            "trace.model",
+            "trace.dataset",
+            "trace.batch_size",
+            "trace.steps",
+            "platform.id",
+        ),
+    ),
+    ResultKind.EXACT_FORGING: RecordSpec(
+        "summary.json", "an exact-forging result", ("experiment",)
+    ),
     ResultKind.TABLE_IV: RecordSpec(None, "a Table IV result", ("cells", "complete", "settings")),
-    ResultKind.REPRODUCE_RUN: RecordSpec("reproduce.json", "a forging-reproduce run",
-                                         ("preset",)),
+    ResultKind.REPRODUCE_RUN: RecordSpec("reproduce.json", "a forging-reproduce run", ("preset",)),
 }
 
 
@@ -92,7 +119,7 @@ def header(kind: ResultKind, command: str | None, platform: dict | None) -> dict
   return {
       "kind": ResultKind(kind).value,
       "format_version": FORMAT_VERSION,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "package_version": forging_tf.__version__,
       "command": command,
       "platform": platform,
@@ -104,12 +131,19 @@ def upgrade(record: dict) -> dict:
   if "kind" not in record and record.get("table") == "IV":
     record = record | {"kind": ResultKind.TABLE_IV.value}
   kind = record.get("kind")
-  if (kind == ResultKind.REPRODUCTION_ERROR and "platform" not in record
-      and "recomputer_platform" in record):
+  if (
+      kind == ResultKind.REPRODUCTION_ERROR
+      and "platform" not in record
+      and "recomputer_platform" in record
+  ):
     record = record | {"platform": record["recomputer_platform"]}
   settings = record.get("settings")
-  if (kind == ResultKind.ATTACK and isinstance(settings, dict) and "attack" not in settings
-      and "attack" in record):
+  if (
+      kind == ResultKind.ATTACK
+      and isinstance(settings, dict)
+      and "attack" not in settings
+      and "attack" in record
+  ):
     record = record | {"settings": settings | {"attack": record["attack"]}}
   return record
 
@@ -119,8 +153,9 @@ def choice(kind: type[enum.Enum], value, what: str):
   try:
     return kind(value)
   except ValueError:
-    raise errors.ConfigError(f"unknown {what} {value!r}; choose one of "
-                             f"{[member.value for member in kind]}") from None
+    raise errors.ConfigError(
+        f"unknown {what} {value!r}; choose one of {[member.value for member in kind]}"
+    ) from None
 
 
 def json_values(value):
@@ -153,9 +188,11 @@ def checked_record(record: dict, path: str, kind: ResultKind) -> dict:
     raise errors.ForgingError(f"{path} does not hold {RECORDS[kind].what}")
   missing = missing_field(record, RECORDS[kind].fields)
   if missing:
-    raise errors.ForgingError(f"{path} has no {missing}: it was edited or written by another "
-                              "version of forging_tf; run its experiment again or move it out "
-                              "of the way")
+    raise errors.ForgingError(
+        f"{path} has no {missing}: it was edited or written by another "
+        "version of forging_tf; run its experiment again or move it out "
+        "of the way"
+    )
   return record
 
 
@@ -210,8 +247,9 @@ def claimed_folder(out: str, marker: str, kind: ResultKind) -> bool:
     except errors.ForgingError:
       ours = False
     if not ours:
-      raise errors.ConfigError(f"{out} exists and does not hold {RECORDS[kind].what}; choose "
-                               "another --out")
+      raise errors.ConfigError(
+          f"{out} exists and does not hold {RECORDS[kind].what}; choose " "another --out"
+      )
     return True
   return False
 
@@ -220,12 +258,15 @@ def check_out(out: str, marker: str, kind: ResultKind, overwrite: bool) -> None:
   """Refuses (ConfigError) unless `out` is absent or an empty folder, or holds a result of
   `kind` (claimed_folder) and `overwrite` asks to replace it."""
   if claimed_folder(out, marker, kind) and not overwrite:
-    raise errors.ConfigError(f"{out} already holds {RECORDS[kind].what}; pass --overwrite to "
-                             "replace it or choose another --out")
+    raise errors.ConfigError(
+        f"{out} already holds {RECORDS[kind].what}; pass --overwrite to "
+        "replace it or choose another --out"
+    )
 
 
-def write_folder(out: str, marker: str, kind: ResultKind, fill: Callable[[str], None],
-                 overwrite: bool) -> None:
+def write_folder(
+    out: str, marker: str, kind: ResultKind, fill: Callable[[str], None], overwrite: bool
+) -> None:
   """Writes the result folder `out` whole, or not at all.
 
   Args:

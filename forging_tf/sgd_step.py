@@ -46,18 +46,22 @@ class SGDStep:
     # The batch dimension stays unknown so that every batch size runs the same graph.
     self._step = tf.function(
         self._update,
-        input_signature=[tf.TensorSpec([self.num_parameters], tf.float32),
-                         tf.TensorSpec([None, *self.input_shape], tf.float32),
-                         tf.TensorSpec([None, self.num_classes], tf.float32)],
-        jit_compile=False)
+        input_signature=[
+            tf.TensorSpec([self.num_parameters], tf.float32),
+            tf.TensorSpec([None, *self.input_shape], tf.float32),
+            tf.TensorSpec([None, self.num_classes], tf.float32),
+        ],
+        jit_compile=False,
+    )
 
   def __call__(self, theta, x, y) -> tf.Tensor:
     return self._step(theta, x, y)
 
   def variables(self, theta) -> list[tf.Tensor]:
     """theta [P] -> the model's trainable variables, in layout order, each in its own shape."""
-    return [tf.reshape(part, shape)
-            for part, shape in zip(tf.split(theta, self._sizes), self._shapes)]
+    return [
+        tf.reshape(part, shape) for part, shape in zip(tf.split(theta, self._sizes), self._shapes)
+    ]
 
   def example_losses(self, variables, x, y) -> tf.Tensor:
     """The forward pass and the loss: crossentropy(softmax(f_theta(x_j)), y_j) per example [b].
@@ -84,18 +88,20 @@ def step_for_trace(trace: trace_lib.Trace, dataset: data.Dataset) -> SGDStep:
   """
   data.check_described(dataset, trace.manifest["dataset"])
   entry = trace.manifest["model"]
-  model = models.build_model(entry["name"], dataset.x_train.shape[1:], dataset.num_classes,
-                             **entry["config"])
+  model = models.build_model(
+      entry["name"], dataset.x_train.shape[1:], dataset.num_classes, **entry["config"]
+  )
   step_fn = SGDStep(model, trace.learning_rate)
   if step_fn.layout != trace.layout:
-    raise errors.TraceError(f"{trace.path}: the parameter layout of {entry['name']} built here "
-                            "differs from the trace's; it was written by an incompatible version "
-                            "of the model")
+    raise errors.TraceError(
+        f"{trace.path}: the parameter layout of {entry['name']} built here "
+        "differs from the trace's; it was written by an incompatible version "
+        "of the model"
+    )
   return step_fn
 
 
-@tf.function(jit_compile=False,
-             input_signature=[tf.TensorSpec([None], tf.float32)] * 2)
+@tf.function(jit_compile=False, input_signature=[tf.TensorSpec([None], tf.float32)] * 2)
 def _distances(theta_a, theta_b):
   difference = tf.cast(theta_a, tf.float64) - tf.cast(theta_b, tf.float64)
   return tf.sqrt(tf.reduce_sum(tf.square(difference))), tf.reduce_max(tf.abs(difference))
@@ -109,8 +115,9 @@ def distances(theta_a, theta_b) -> tuple[float, float]:
   TensorFlow, so that a recomputation loop hands TensorFlow's thread pool no numpy work to
   compete with (on 2 cores that tripled the cost of the distance).
   """
-  l2, linf = _distances(tf.convert_to_tensor(theta_a, tf.float32),
-                        tf.convert_to_tensor(theta_b, tf.float32))
+  l2, linf = _distances(
+      tf.convert_to_tensor(theta_a, tf.float32), tf.convert_to_tensor(theta_b, tf.float32)
+  )
   return float(l2), float(linf)
 
 
@@ -126,8 +133,9 @@ def _model_inputs(images, labels, num_classes: int):
 
 def model_inputs(images: np.ndarray, labels: np.ndarray, num_classes: int):
   """Explicit examples -> (x, y) for SGDStep: images [b, h, w, c] uint8, labels [b] int."""
-  return _model_inputs(tf.convert_to_tensor(images, tf.uint8),
-                       tf.convert_to_tensor(labels, tf.int32), num_classes)
+  return _model_inputs(
+      tf.convert_to_tensor(images, tf.uint8), tf.convert_to_tensor(labels, tf.int32), num_classes
+  )
 
 
 class BatchSource:
@@ -141,13 +149,14 @@ class BatchSource:
     self._images = tf.constant(images, tf.uint8)
     self._labels = tf.constant(labels, tf.int32)
     self._num_classes = num_classes
-    self._gather = tf.function(self._gather_inputs,
-                               input_signature=[tf.TensorSpec([None], tf.int32)],
-                               jit_compile=False)
+    self._gather = tf.function(
+        self._gather_inputs, input_signature=[tf.TensorSpec([None], tf.int32)], jit_compile=False
+    )
 
   def __call__(self, indices):
     return self._gather(tf.convert_to_tensor(indices, tf.int32))
 
   def _gather_inputs(self, indices):
-    return _to_model_input(tf.gather(self._images, indices), tf.gather(self._labels, indices),
-                           self._num_classes)
+    return _to_model_input(
+        tf.gather(self._images, indices), tf.gather(self._labels, indices), self._num_classes
+    )

@@ -37,9 +37,23 @@ from forging_tf import models
 FORMAT_VERSION = 1
 MANIFEST_KEY = "forging_tf_trace"
 # Fields that say what the trace is; their digest (manifest_sha256) catches edits to any of them.
-_IDENTITY_FIELDS = ("format_version", "package_version", "created", "model", "dataset",
-                    "batch_size", "learning_rate", "seed", "steps", "k", "keep_pairs",
-                    "num_parameters", "parameter_layout", "platform", "batches_sha256")
+_IDENTITY_FIELDS = (
+    "format_version",
+    "package_version",
+    "created",
+    "model",
+    "dataset",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "steps",
+    "k",
+    "keep_pairs",
+    "num_parameters",
+    "parameter_layout",
+    "platform",
+    "batches_sha256",
+)
 _ALLOWED_CODECS = {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose"}
 # checkpoint_steps and batches are read whole on open: uncompressed, so that what is read is no
 # larger than what the files hold.
@@ -103,30 +117,47 @@ class Trace:
     self.num_parameters = m["num_parameters"]
     self.layout = tuple(
         models.ParameterSpec(p["name"], tuple(p["shape"]), p["offset"], p["size"])
-        for p in m["parameter_layout"])
+        for p in m["parameter_layout"]
+    )
     self.complete = m["complete"]
     # Nothing in proportion to the manifest's sizes is allocated before the files are known to
     # hold that much: a few bytes of manifest must not buy gigabytes of memory.
     stored_bytes = _stored_bytes(self.path)
-    batches = _array(group, "batches", np.int32, (self.steps, self.batch_size), self.path,
-                     _UNCOMPRESSED_CODECS)
+    batches = _array(
+        group, "batches", np.int32, (self.steps, self.batch_size), self.path, _UNCOMPRESSED_CODECS
+    )
     _check_stored(stored_bytes, "batches", 4 * self.steps * self.batch_size, self.path)
     self.checkpoint_steps = _checkpoint_steps_of(m, self.path)
     self._digests = m["checkpoint_sha256"]
-    self._checkpoints = _array(group, "checkpoints", np.float32,
-                               (len(self.checkpoint_steps), self.num_parameters), self.path)
+    self._checkpoints = _array(
+        group,
+        "checkpoints",
+        np.float32,
+        (len(self.checkpoint_steps), self.num_parameters),
+        self.path,
+    )
     self._chunk_files = _plain_chunk_files(self._checkpoints, self.num_parameters)
-    stored = _array(group, "checkpoint_steps", np.int64, (len(self.checkpoint_steps),),
-                    self.path, _UNCOMPRESSED_CODECS)
+    stored = _array(
+        group,
+        "checkpoint_steps",
+        np.int64,
+        (len(self.checkpoint_steps),),
+        self.path,
+        _UNCOMPRESSED_CODECS,
+    )
     _check_stored(stored_bytes, "checkpoint_steps", 8 * len(self.checkpoint_steps), self.path)
-    if not np.array_equal(_read(stored, slice(None), self.path, "checkpoint_steps"),
-                          self.checkpoint_steps):
-      raise errors.TraceError(f"{self.path}: checkpoint_steps do not match steps={self.steps}, "
-                              f"k={self.k}, keep_pairs={self.keep_pairs} of the manifest")
+    if not np.array_equal(
+        _read(stored, slice(None), self.path, "checkpoint_steps"), self.checkpoint_steps
+    ):
+      raise errors.TraceError(
+          f"{self.path}: checkpoint_steps do not match steps={self.steps}, "
+          f"k={self.k}, keep_pairs={self.keep_pairs} of the manifest"
+      )
     self.batches = _read(batches, slice(None), self.path, "batches")
     if sha256_hex(self.batches) != m["batches_sha256"]:
-      raise errors.TraceError(f"{self.path}: the batches array fails its sha256: it was truncated "
-                              "or altered")
+      raise errors.TraceError(
+          f"{self.path}: the batches array fails its sha256: it was truncated " "or altered"
+      )
     if self.batches.min() < 0 or self.batches.max() >= m["dataset"]["num_examples"]:
       raise errors.TraceError(f"{self.path}: batches index examples outside the dataset")
 
@@ -136,11 +167,20 @@ class Trace:
     the platform that wrote it."""
     m = self.manifest
     return {
-        "path": self.path, "manifest_sha256": m["manifest_sha256"], "model": m["model"]["name"],
-        "model_config": m["model"]["config"], "dataset": m["dataset"]["name"],
-        "dataset_fingerprint": m["dataset"]["fingerprint"], "batch_size": self.batch_size,
-        "learning_rate": self.learning_rate, "seed": self.seed, "steps": self.steps,
-        "k": self.k, "keep_pairs": self.keep_pairs, "platform_id": m["platform"]["id"]}
+        "path": self.path,
+        "manifest_sha256": m["manifest_sha256"],
+        "model": m["model"]["name"],
+        "model_config": m["model"]["config"],
+        "dataset": m["dataset"]["name"],
+        "dataset_fingerprint": m["dataset"]["fingerprint"],
+        "batch_size": self.batch_size,
+        "learning_rate": self.learning_rate,
+        "seed": self.seed,
+        "steps": self.steps,
+        "k": self.k,
+        "keep_pairs": self.keep_pairs,
+        "platform_id": m["platform"]["id"],
+    }
 
   @property
   def num_written(self) -> int:
@@ -151,16 +191,20 @@ class Trace:
     """theta_step [P] float32, checked against its sha256."""
     row = self._row(step)
     if row >= len(self._digests):
-      raise errors.TraceError(f"{self.path}: checkpoint of step {step} has not been written "
-                              f"(the trace is unfinished: {len(self._digests)} of "
-                              f"{len(self.checkpoint_steps)} checkpoints)")
+      raise errors.TraceError(
+          f"{self.path}: checkpoint of step {step} has not been written "
+          f"(the trace is unfinished: {len(self._digests)} of "
+          f"{len(self.checkpoint_steps)} checkpoints)"
+      )
     if self._chunk_files:
       theta = self._read_chunk_file(row)
     else:
       theta = _read(self._checkpoints, row, self.path, f"checkpoint of step {step}")
     if theta is None or sha256_hex(theta) != self._digests[row]:
-      raise errors.TraceError(f"{self.path}: checkpoint of step {step} fails its sha256: its "
-                              "chunk is missing, truncated or altered")
+      raise errors.TraceError(
+          f"{self.path}: checkpoint of step {step} fails its sha256: its "
+          "chunk is missing, truncated or altered"
+      )
     return theta
 
   def batch(self, step: int) -> np.ndarray:
@@ -187,8 +231,10 @@ class Trace:
   def _row(self, step: int) -> int:
     row = int(np.searchsorted(self.checkpoint_steps, step))
     if row >= len(self.checkpoint_steps) or self.checkpoint_steps[row] != step:
-      raise errors.TraceError(f"{self.path}: no checkpoint is stored for step {step} (k={self.k}"
-                              f", keep_pairs={self.keep_pairs})")
+      raise errors.TraceError(
+          f"{self.path}: no checkpoint is stored for step {step} (k={self.k}"
+          f", keep_pairs={self.keep_pairs})"
+      )
     return row
 
 
@@ -196,11 +242,14 @@ def _open_group(path: str):
   if not os.path.isdir(path):
     raise errors.TraceError(f"no trace at {path}: the folder does not exist")
   if not is_trace(path):
-    raise errors.TraceError(f"{path} is not a forging_tf trace (no readable zarr.json with a "
-                            f"'{MANIFEST_KEY}' manifest)")
+    raise errors.TraceError(
+        f"{path} is not a forging_tf trace (no readable zarr.json with a "
+        f"'{MANIFEST_KEY}' manifest)"
+    )
   try:
-    return zarr.open_group(store=zarr.storage.LocalStore(path, read_only=True), mode="r",
-                           zarr_format=3)
+    return zarr.open_group(
+        store=zarr.storage.LocalStore(path, read_only=True), mode="r", zarr_format=3
+    )
   except Exception as e:  # zarr raises many types on malformed metadata; all mean "unreadable".
     raise errors.TraceError(f"{path}: unreadable zarr group ({type(e).__name__}: {e})") from e
 
@@ -218,8 +267,10 @@ def _stored_bytes(path: str) -> dict[str, int]:
       with os.scandir(folder) as entries:
         for entry in entries:
           if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
-            raise errors.TraceError(f"{path}: {os.path.relpath(entry.path, path)} is a link or a "
-                                    "special file; a trace holds only folders and regular files")
+            raise errors.TraceError(
+                f"{path}: {os.path.relpath(entry.path, path)} is a link or a "
+                "special file; a trace holds only folders and regular files"
+            )
           if entry.is_dir():
             pending.append((entry.path, top or entry.name))
           elif top and not (entry.name == "zarr.json" and folder == os.path.join(path, top)):
@@ -231,8 +282,10 @@ def _stored_bytes(path: str) -> dict[str, int]:
 
 def _check_stored(stored_bytes: dict[str, int], name: str, needed: int, path: str) -> None:
   if stored_bytes.get(name, 0) < needed:
-    raise errors.TraceError(f"{path}: array '{name}' holds {stored_bytes.get(name, 0)} bytes, the "
-                            f"manifest implies {needed}: chunks are missing or truncated")
+    raise errors.TraceError(
+        f"{path}: array '{name}' holds {stored_bytes.get(name, 0)} bytes, the "
+        f"manifest implies {needed}: chunks are missing or truncated"
+    )
 
 
 def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed=_ALLOWED_CODECS):
@@ -241,35 +294,43 @@ def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed=_ALL
     codecs = [codec.to_dict()["name"] for codec in array.metadata.codecs]
     actual_dtype, actual_shape = array.dtype, tuple(array.shape)
   except Exception as e:  # A missing or malformed array, whatever zarr raises for it.
-    raise errors.TraceError(f"{path}: array '{name}' is missing or unreadable "
-                            f"({type(e).__name__}: {e})") from e
+    raise errors.TraceError(
+        f"{path}: array '{name}' is missing or unreadable ({type(e).__name__}: {e})"
+    ) from e
   if not isinstance(array, zarr.Array):
     raise errors.TraceError(f"{path}: '{name}' is not an array")
   if actual_dtype != np.dtype(dtype) or actual_shape != shape:
-    raise errors.TraceError(f"{path}: array '{name}' is {actual_dtype} {list(actual_shape)}, the "
-                            f"manifest implies {np.dtype(dtype)} {list(shape)}")
+    raise errors.TraceError(
+        f"{path}: array '{name}' is {actual_dtype} {list(actual_shape)}, the "
+        f"manifest implies {np.dtype(dtype)} {list(shape)}"
+    )
   if not set(codecs) <= codecs_allowed:
-    raise errors.TraceError(f"{path}: array '{name}' uses codecs {_show(codecs)}; only "
-                            f"{sorted(codecs_allowed)} are read")
+    raise errors.TraceError(
+        f"{path}: array '{name}' uses codecs {_show(codecs)}; only "
+        f"{sorted(codecs_allowed)} are read"
+    )
   return array
 
 
 def _plain_chunk_files(array, num_parameters: int) -> bool:
   """Whether each checkpoint is one raw little-endian file at checkpoints/c/<row>/0."""
   metadata = array.metadata
-  return ([codec.to_dict() for codec in metadata.codecs] ==
-          [{"name": "bytes", "configuration": {"endian": "little"}}]
-          and metadata.chunk_key_encoding.to_dict() == {"name": "default",
-                                                        "configuration": {"separator": "/"}}
-          and tuple(array.chunks) == (1, num_parameters))
+  return (
+      [codec.to_dict() for codec in metadata.codecs]
+      == [{"name": "bytes", "configuration": {"endian": "little"}}]
+      and metadata.chunk_key_encoding.to_dict()
+      == {"name": "default", "configuration": {"separator": "/"}}
+      and tuple(array.chunks) == (1, num_parameters)
+  )
 
 
 def _read(array, selection, path: str, what: str) -> np.ndarray:
   try:
     return np.asarray(array[selection])
   except Exception as e:  # A truncated or garbled chunk, whatever zarr's codecs raise for it.
-    raise errors.TraceError(f"{path}: {what} cannot be read ({type(e).__name__}: {e}); the "
-                            "trace is damaged") from e
+    raise errors.TraceError(
+        f"{path}: {what} cannot be read ({type(e).__name__}: {e}); the " "trace is damaged"
+    ) from e
 
 
 def _check(condition: bool, path: str, message: str) -> None:
@@ -288,59 +349,96 @@ def _is_int(value, low: int, high: int) -> bool:
 
 
 def _is_hex64(value) -> bool:
-  return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef"
-                                                             for c in value)
+  return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _validate_manifest(m, path: str) -> dict:
   """Checks every field a reader relies on; returns the manifest unchanged."""
   _check(isinstance(m, dict), path, "is missing or not a JSON object")
-  _check(m.get("format_version") == FORMAT_VERSION and type(m.get("format_version")) is int,
-         path, f"format_version is {_show(m.get('format_version'))}; this reader reads "
-         f"{FORMAT_VERSION}")
-  _check(manifest_digest(m) == m.get("manifest_sha256"), path,
-         "fails its manifest_sha256: a field was edited after the trace was created")
+  _check(
+      m.get("format_version") == FORMAT_VERSION and type(m.get("format_version")) is int,
+      path,
+      f"format_version is {_show(m.get('format_version'))}; this reader reads {FORMAT_VERSION}",
+  )
+  _check(
+      manifest_digest(m) == m.get("manifest_sha256"),
+      path,
+      "fails its manifest_sha256: a field was edited after the trace was created",
+  )
   for key in ("package_version", "created"):
     _check(isinstance(m.get(key), str), path, f"{key} is not a string")
   dataset = m.get("dataset")
   _check(isinstance(dataset, dict), path, "dataset is not an object")
-  _check(isinstance(dataset.get("name"), str) and _is_hex64(dataset.get("fingerprint")), path,
-         "dataset has no name or no sha256 fingerprint")
-  _check(_is_int(dataset.get("num_examples"), 1, _MAX_EXAMPLES), path,
-         f"dataset.num_examples is {_show(dataset.get('num_examples'))}")
+  _check(
+      isinstance(dataset.get("name"), str) and _is_hex64(dataset.get("fingerprint")),
+      path,
+      "dataset has no name or no sha256 fingerprint",
+  )
+  _check(
+      _is_int(dataset.get("num_examples"), 1, _MAX_EXAMPLES),
+      path,
+      f"dataset.num_examples is {_show(dataset.get('num_examples'))}",
+  )
   image_shape = dataset.get("image_shape")
-  _check(isinstance(image_shape, list) and 1 <= len(image_shape) <= 3
-         and all(_is_int(d, 1, 2**16) for d in image_shape), path,
-         f"dataset.image_shape is {_show(image_shape)}")
-  _check(_is_int(dataset.get("num_classes"), 1, 2**16), path,
-         f"dataset.num_classes is {_show(dataset.get('num_classes'))}")
+  _check(
+      isinstance(image_shape, list)
+      and 1 <= len(image_shape) <= 3
+      and all(_is_int(d, 1, 2**16) for d in image_shape),
+      path,
+      f"dataset.image_shape is {_show(image_shape)}",
+  )
+  _check(
+      _is_int(dataset.get("num_classes"), 1, 2**16),
+      path,
+      f"dataset.num_classes is {_show(dataset.get('num_classes'))}",
+  )
   _check(_is_int(m.get("steps"), 1, _MAX_STEPS), path, f"steps is {_show(m.get('steps'))}")
-  _check(_is_int(m.get("batch_size"), 1, min(_MAX_BATCH, dataset["num_examples"])), path,
-         f"batch_size is {_show(m.get('batch_size'))}")
+  _check(
+      _is_int(m.get("batch_size"), 1, min(_MAX_BATCH, dataset["num_examples"])),
+      path,
+      f"batch_size is {_show(m.get('batch_size'))}",
+  )
   _check(_is_int(m.get("k"), 1, m["steps"]), path, f"k is {_show(m.get('k'))}")
-  _check(_is_int(m.get("keep_pairs"), 0, m["steps"]), path,
-         f"keep_pairs is {_show(m.get('keep_pairs'))}")
+  _check(
+      _is_int(m.get("keep_pairs"), 0, m["steps"]),
+      path,
+      f"keep_pairs is {_show(m.get('keep_pairs'))}",
+  )
   _check(_is_int(m.get("seed"), 0, 2**63 - 1), path, f"seed is {_show(m.get('seed'))}")
   lr = m.get("learning_rate")
-  _check(type(lr) is float and math.isfinite(lr) and lr > 0, path,
-         f"learning_rate is {_show(lr)}")
-  _check(_is_int(m.get("num_parameters"), 1, _MAX_PARAMETERS), path,
-         f"num_parameters is {_show(m.get('num_parameters'))}")
+  _check(type(lr) is float and math.isfinite(lr) and lr > 0, path, f"learning_rate is {_show(lr)}")
+  _check(
+      _is_int(m.get("num_parameters"), 1, _MAX_PARAMETERS),
+      path,
+      f"num_parameters is {_show(m.get('num_parameters'))}",
+  )
   _validate_layout(m.get("parameter_layout"), m["num_parameters"], path)
   model = m.get("model")
-  _check(isinstance(model, dict) and isinstance(model.get("name"), str)
-         and isinstance(model.get("config"), dict), path, "model is not {name, config}")
+  _check(
+      isinstance(model, dict)
+      and isinstance(model.get("name"), str)
+      and isinstance(model.get("config"), dict),
+      path,
+      "model is not {name, config}",
+  )
   _check(model["name"] in models.MODELS, path, f"names unknown model {_show(model['name'])}")
-  problem = models.config_problem(model["name"], model["config"], image_shape,
-                                  dataset["num_classes"], m["num_parameters"])
+  problem = models.config_problem(
+      model["name"], model["config"], image_shape, dataset["num_classes"], m["num_parameters"]
+  )
   _check(problem is None, path, f"model {model['name']}: {problem}")
   platform = m.get("platform")
-  _check(isinstance(platform, dict) and isinstance(platform.get("id"), str), path,
-         "platform is not an object with an id")
+  _check(
+      isinstance(platform, dict) and isinstance(platform.get("id"), str),
+      path,
+      "platform is not an object with an id",
+  )
   _check(_is_hex64(m.get("batches_sha256")), path, "batches_sha256 is not a sha256")
   digests = m.get("checkpoint_sha256")
-  _check(isinstance(digests, list) and all(_is_hex64(d) for d in digests), path,
-         "checkpoint_sha256 is not a list of sha256 digests")
+  _check(
+      isinstance(digests, list) and all(_is_hex64(d) for d in digests),
+      path,
+      "checkpoint_sha256 is not a list of sha256 digests",
+  )
   _check(isinstance(m.get("complete"), bool), path, "complete is not true/false")
   return m
 
@@ -353,31 +451,53 @@ def _checkpoint_steps_of(m: dict, path: str) -> np.ndarray:
   except errors.ConfigError as e:
     raise errors.TraceError(f"{path}: manifest steps/k/keep_pairs contradict each other: {e}")
   written = len(m["checkpoint_sha256"])
-  _check(written <= len(steps), path,
-         f"checkpoint_sha256 records {written} digests for {len(steps)} checkpoints")
-  _check(not m["complete"] or written == len(steps), path,
-         f"says complete but records {written} of {len(steps)} checkpoints")
+  _check(
+      written <= len(steps),
+      path,
+      f"checkpoint_sha256 records {written} digests for {len(steps)} checkpoints",
+  )
+  _check(
+      not m["complete"] or written == len(steps),
+      path,
+      f"says complete but records {written} of {len(steps)} checkpoints",
+  )
   return steps
 
 
 def _validate_layout(layout, num_parameters: int, path: str) -> None:
-  _check(isinstance(layout, list) and 0 < len(layout) <= 10_000, path,
-         "parameter_layout is not a non-empty list")
+  _check(
+      isinstance(layout, list) and 0 < len(layout) <= 10_000,
+      path,
+      "parameter_layout is not a non-empty list",
+  )
   offset = 0
   for i, spec in enumerate(layout):
-    _check(isinstance(spec, dict) and isinstance(spec.get("name"), str), path,
-           f"parameter_layout[{i}] has no name")
+    _check(
+        isinstance(spec, dict) and isinstance(spec.get("name"), str),
+        path,
+        f"parameter_layout[{i}] has no name",
+    )
     shape = spec.get("shape")
-    _check(isinstance(shape, list) and len(shape) <= 8
-           and all(_is_int(d, 1, _MAX_PARAMETERS) for d in shape), path,
-           f"parameter_layout[{i}].shape is {_show(shape)}")
+    _check(
+        isinstance(shape, list)
+        and len(shape) <= 8
+        and all(_is_int(d, 1, _MAX_PARAMETERS) for d in shape),
+        path,
+        f"parameter_layout[{i}].shape is {_show(shape)}",
+    )
     size = math.prod(shape)
-    _check(_is_int(spec.get("size"), size, size) and _is_int(spec.get("offset"), offset, offset),
-           path, f"parameter_layout[{i}] ({_show(spec['name'])}) has offset/size "
-           f"{_show(spec.get('offset'))}/{_show(spec.get('size'))}, expected {offset}/{size}")
+    _check(
+        _is_int(spec.get("size"), size, size) and _is_int(spec.get("offset"), offset, offset),
+        path,
+        f"parameter_layout[{i}] ({_show(spec['name'])}) has offset/size "
+        f"{_show(spec.get('offset'))}/{_show(spec.get('size'))}, expected {offset}/{size}",
+    )
     offset += size
-  _check(offset == num_parameters, path,
-         f"parameter_layout covers {offset} parameters, num_parameters is {num_parameters}")
+  _check(
+      offset == num_parameters,
+      path,
+      f"parameter_layout covers {offset} parameters, num_parameters is {num_parameters}",
+  )
 
 
 # Writing -------------------------------------------------------------------------------------
@@ -402,8 +522,9 @@ class TraceWriter:
     self._manifest = dict(self._group.attrs[MANIFEST_KEY])
     self._chunks = os.path.join(path, "checkpoints", "c")
     self._commit_every_s = commit_every_s
-    self.checkpoint_steps = checkpoint_steps(self._manifest["steps"], self._manifest["k"],
-                                             self._manifest["keep_pairs"])
+    self.checkpoint_steps = checkpoint_steps(
+        self._manifest["steps"], self._manifest["k"], self._manifest["keep_pairs"]
+    )
     self._digests = list(self._manifest["checkpoint_sha256"])
     self._next_row = len(self._digests)
     self._queue = queue.Queue(maxsize=max_pending)
@@ -415,9 +536,14 @@ class TraceWriter:
   def create(cls, path: str, manifest: dict, batches: np.ndarray) -> "TraceWriter":
     """Creates the trace at `path` (which must not hold anything) with no checkpoint written."""
     steps = checkpoint_steps(manifest["steps"], manifest["k"], manifest["keep_pairs"])
-    manifest = dict(manifest, format_version=FORMAT_VERSION,
-                    package_version=forging_tf.__version__,
-                    batches_sha256=sha256_hex(batches), checkpoint_sha256=[], complete=False)
+    manifest = dict(
+        manifest,
+        format_version=FORMAT_VERSION,
+        package_version=forging_tf.__version__,
+        batches_sha256=sha256_hex(batches),
+        checkpoint_sha256=[],
+        complete=False,
+    )
     manifest["manifest_sha256"] = manifest_digest(manifest)
     parent = os.path.dirname(os.path.abspath(path))
     try:
@@ -430,20 +556,29 @@ class TraceWriter:
       num_parameters = manifest["num_parameters"]
       # TraceWriter._write_chunk relies on this encoding: chunk (row, 0) is checkpoints/c/row/0,
       # holding the row's float32 little-endian bytes.
-      group.create_array("checkpoints", shape=(len(steps), num_parameters),
-                         chunks=(1, num_parameters), dtype="<f4", compressors=None,
-                         filters=None, serializer={"name": "bytes",
-                                                   "configuration": {"endian": "little"}},
-                         chunk_key_encoding={"name": "default", "separator": "/"},
-                         fill_value=np.nan)
+      group.create_array(
+          "checkpoints",
+          shape=(len(steps), num_parameters),
+          chunks=(1, num_parameters),
+          dtype="<f4",
+          compressors=None,
+          filters=None,
+          serializer={"name": "bytes", "configuration": {"endian": "little"}},
+          chunk_key_encoding={"name": "default", "separator": "/"},
+          fill_value=np.nan,
+      )
       # Every chunk is written, even one that equals the fill value: the reader counts the
       # bytes of these arrays before it reads them.
-      group.create_array("checkpoint_steps", data=steps, compressors=None,
-                         config={"write_empty_chunks": True})
-      group.create_array("batches", data=batches.astype(np.int32),
-                         chunks=(min(len(batches), max(1, 2**20 // batches.shape[1])),
-                                 batches.shape[1]), compressors=None,
-                         config={"write_empty_chunks": True})
+      group.create_array(
+          "checkpoint_steps", data=steps, compressors=None, config={"write_empty_chunks": True}
+      )
+      group.create_array(
+          "batches",
+          data=batches.astype(np.int32),
+          chunks=(min(len(batches), max(1, 2**20 // batches.shape[1])), batches.shape[1]),
+          compressors=None,
+          config={"write_empty_chunks": True},
+      )
       for row in range(len(steps)):  # chunk folders up front: one mkdir less per step
         os.makedirs(os.path.join(staging, "checkpoints", "c", str(row)))
       group.attrs[MANIFEST_KEY] = manifest
@@ -516,12 +651,13 @@ class TraceWriter:
     needed.
     """
     raw = memoryview(np.ascontiguousarray(theta, dtype="<f4")).cast("B")
-    fd = os.open(os.path.join(self._chunks, str(row), "0"),
-                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(
+        os.path.join(self._chunks, str(row), "0"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+    )
     try:
       view = raw
       while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     finally:
       os.close(fd)
     return sha256_hex(theta)

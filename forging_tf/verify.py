@@ -28,12 +28,15 @@ EXIT_REJECT = 3
 
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory (the published trace S).")
 _STEP = flags.DEFINE_integer("step", None, "Step t whose batch B_t the forgery replaces.")
-_FORGED_INDICES = flags.DEFINE_string("forged_indices", None,
-                                      "Forged batch as training-set indices: comma list or .npy.")
-_FORGED_NPZ = flags.DEFINE_string("forged_npz", None, "Forged batch as explicit examples: an "
-                                  ".npz with x and y.")
-_EPSILON = flags.DEFINE_float("epsilon", None, "Threshold: ACCEPT iff the recomputation error "
-                              "is <= epsilon.")
+_FORGED_INDICES = flags.DEFINE_string(
+    "forged_indices", None, "Forged batch as training-set indices: comma list or .npy."
+)
+_FORGED_NPZ = flags.DEFINE_string(
+    "forged_npz", None, "Forged batch as explicit examples: an .npz with x and y."
+)
+_EPSILON = flags.DEFINE_float(
+    "epsilon", None, "Threshold: ACCEPT iff the recomputation error is <= epsilon."
+)
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "step", "epsilon"])
@@ -56,15 +59,17 @@ def _forged_examples(dataset: data.Dataset):
       try:
         indices = np.array([int(i) for i in value.split(",") if i.strip()], np.int64)
       except (ValueError, OverflowError):
-        raise errors.ConfigError("--forged_indices must be comma-separated integers or a .npy "
-                                 "file") from None
+        raise errors.ConfigError(
+            "--forged_indices must be comma-separated integers or a .npy file"
+        ) from None
     return forging_game.examples_from_indices(dataset, indices)
   try:
     with np.load(_FORGED_NPZ.value, allow_pickle=False) as forged:
       images, labels = forged["x"], forged["y"]
   except (OSError, ValueError, KeyError) as e:
-    raise errors.ConfigError(f"cannot read x and y from {_FORGED_NPZ.value} ({e}); give an .npz "
-                             "with arrays x and y") from e
+    raise errors.ConfigError(
+        f"cannot read x and y from {_FORGED_NPZ.value} ({e}); give an .npz " "with arrays x and y"
+    ) from e
   return forging_game.examples_from_arrays(images, labels, dataset.num_classes)
 
 
@@ -74,8 +79,10 @@ def main():
   x, y = _forged_examples(dataset)
   step_fn = sgd_step.step_for_trace(trace, dataset)
   result = forging_game.play(trace, _STEP.value, x, y, dataset, _EPSILON.value, step_fn)
-  print(f"{result.describe()} (verifier platform "
-        f"{platform_lib.platform_fingerprint(platform)['id']})")
+  print(
+      f"{result.describe()} (verifier platform "
+      f"{platform_lib.platform_fingerprint(platform)['id']})"
+  )
   if not result.accepted:
     sys.exit(EXIT_REJECT)
 

@@ -30,8 +30,9 @@ def main(test_file: str) -> int:
     sys.exit(f"forging_tf comes from {forging_tf.__file__}, not from this test's runfiles")
   os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
   try:
-    return pytest.main([test_file, f"--basetemp={os.path.join(scratch, 'pytest')}",
-                        "-p", "no:cacheprovider"])
+    return pytest.main(
+        [test_file, f"--basetemp={os.path.join(scratch, 'pytest')}", "-p", "no:cacheprovider"]
+    )
   finally:
     shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
 

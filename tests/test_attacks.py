@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from forging_tf.attacks import engine as engine_lib
-from forging_tf.attacks import settings as attack_settings
-from forging_tf.attacks import attack_lib
-from forging_tf.attacks import greedy
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import forging_game
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
+from forging_tf.attacks import attack_lib
+from forging_tf.attacks import engine as engine_lib
+from forging_tf.attacks import greedy
+from forging_tf.attacks import settings as attack_settings
 from forging_tf.train import train_lib
 
 _N, _B, _T = 3000, 20, 4
@@ -26,8 +26,9 @@ _N, _B, _T = 3000, 20, 4
 def subset(mnist) -> data.Dataset:
   """The first 3,000 MNIST training images: small enough for exact neighbours in a test."""
   arrays = (mnist.x_train[:_N], mnist.y_train[:_N], mnist.x_test[:10], mnist.y_test[:10])
-  return data.Dataset("mnist", *arrays, mnist.num_classes, "first 3000 of MNIST",
-                      data.fingerprint(*arrays))
+  return data.Dataset(
+      "mnist", *arrays, mnist.num_classes, "first 3000 of MNIST", data.fingerprint(*arrays)
+  )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,10 @@ def small_trace(subset, tmp_path_factory) -> str:
 def engine(small_trace, subset) -> engine_lib.AttackEngine:
   step_fn = sgd_step.step_for_trace(trace_lib.Trace(small_trace), subset)
   return engine_lib.AttackEngine(
-      step_fn, sgd_step.BatchSource(subset.x_train, subset.y_train, subset.num_classes),
-      memory_budget_bytes=2**20 * 60)  # 63 candidates a group: the 64 below take two groups
+      step_fn,
+      sgd_step.BatchSource(subset.x_train, subset.y_train, subset.num_classes),
+      memory_budget_bytes=2**20 * 60,
+  )  # 63 candidates a group: the 64 below take two groups
 
 
 @pytest.mark.parametrize("m", [1, 7, _B])
@@ -50,8 +53,9 @@ def test_engine_matches_the_sequential_loop(engine, small_trace, m):
   trace = trace_lib.Trace(small_trace)
   theta, theta_next, batch = trace.checkpoint(2), trace.checkpoint(3), trace.batch(2)
   positions = greedy.deletion_positions(_B, m, np.random.default_rng(m))
-  candidates = greedy.thudi_candidates(batch, positions, _N, M=64, n=300,
-                                        rng=np.random.default_rng(100 + m))
+  candidates = greedy.thudi_candidates(
+      batch, positions, _N, M=64, n=300, rng=np.random.default_rng(100 + m)
+  )
   assert engine.candidates_per_group < len(candidates)
   fast = engine.candidate_errors(theta, theta_next, batch, positions, candidates)
   reference = engine.sequential_errors(theta, theta_next, batch, positions, candidates)
@@ -60,8 +64,9 @@ def test_engine_matches_the_sequential_loop(engine, small_trace, m):
   np.testing.assert_allclose(fast, reference, rtol=1e-5)
   assert np.argmin(fast) == np.argmin(reference)
   assert np.sort(reference)[1] - np.sort(reference)[0] > 1e-4 * reference.min()
-  forgery = greedy.thudi_attack(engine, 2, theta, theta_next, batch, positions, 64, 300,
-                                 np.random.default_rng(100 + m))
+  forgery = greedy.thudi_attack(
+      engine, 2, theta, theta_next, batch, positions, 64, 300, np.random.default_rng(100 + m)
+  )
   # The reported number is the SGDStep re-score, i.e. the sequential loop's number.
   assert forgery.approximation_error == reference[int(np.argmin(reference))]
   assert forgery.engine_error == fast.min()
@@ -77,8 +82,9 @@ def test_no_forged_batch_contains_an_example_of_u(engine, small_trace, subset):
     positions = greedy.deletion_positions(_B, m, rng)
     deleted = set(batch[positions].tolist())
     candidates = greedy.thudi_candidates(batch, positions, _N, M=30, n=m + 5, rng=rng)
-    zhang = engine_lib.replace(batch, positions,
-                                  greedy.zhang_replacements(batch, positions, neighbours))
+    zhang = engine_lib.replace(
+        batch, positions, greedy.zhang_replacements(batch, positions, neighbours)
+    )
     for forged in [engine_lib.replace(batch, positions, c) for c in candidates] + [zhang]:
       assert not deleted & set(forged.tolist())
       assert len(set(forged.tolist())) == _B  # no example twice in a batch
@@ -113,15 +119,18 @@ def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(subset, s
 
 def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
   out = str(tmp_path / "attacks" / "thudi")
-  settings = attack_settings.AttackSettings("thudi", "1,3", ("1/b", "0.5", "1"), runs=2, M=8,
-                                           n=100, seed=3)
+  settings = attack_settings.AttackSettings(
+      "thudi", "1,3", ("1/b", "0.5", "1"), runs=2, M=8, n=100, seed=3
+  )
   summary = attack_lib.run_attacks(small_trace, subset, settings, out, command="cmd")
   assert summary["settings"] == settings.as_dict() and summary["settings"]["attack"] == "thudi"
   assert summary["kind"] == "forging_tf.attack_results" and summary["command"] == "cmd"
   assert summary["steps"] == [1, 3]
   assert [f["num_replaced"] for f in summary["forging_fractions"]] == [1, 10, 20]
-  assert summary["trace"]["manifest_sha256"] == trace_lib.Trace(small_trace).manifest[
-      "manifest_sha256"]
+  assert (
+      summary["trace"]["manifest_sha256"]
+      == trace_lib.Trace(small_trace).manifest["manifest_sha256"]
+  )
   assert summary["trace"]["batch_size"] == _B and summary["platform"]["id"]
   with open(os.path.join(out, "summary.json")) as f:
     assert json.load(f) == json.loads(json.dumps(summary))
@@ -138,43 +147,54 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
     for f in range(3):
       # Stored errors are what the verifier's game measures for the stored batches.
       x, y = forging_game.examples_from_indices(subset, forged[s, f, 0])
-      assert error[s, f, 0] == forging_game.recomputation_error(trace, step, x, y, subset,
-                                                                step_fn)
+      assert error[s, f, 0] == forging_game.recomputation_error(trace, step, x, y, subset, step_fn)
       assert not set(forged[s, f, 1][mask[s, f, 1]]) & set(trace.batch(step).tolist())
       row = summary["results"][3 * s + f]
       assert row["min_approximation_error"] == error[s, f].min() > 0
   with pytest.raises(errors.ConfigError, match="pass --overwrite"):
     attack_lib.run_attacks(
-        small_trace, subset, attack_settings.AttackSettings(steps="1", forging_fractions=("1",),
-                                                            runs=1, M=2), out)
+        small_trace,
+        subset,
+        attack_settings.AttackSettings(steps="1", forging_fractions=("1",), runs=1, M=2),
+        out,
+    )
   zhang = attack_lib.run_attacks(
-      small_trace, subset, attack_settings.AttackSettings("zhang", "middle", ("1/b", "1"), runs=2,
-                                                          seed=3, neighbours_k=8),
-      str(tmp_path / "attacks" / "zhang"))
+      small_trace,
+      subset,
+      attack_settings.AttackSettings(
+          "zhang", "middle", ("1/b", "1"), runs=2, seed=3, neighbours_k=8
+      ),
+      str(tmp_path / "attacks" / "zhang"),
+  )
   assert zhang["steps"] == [2] and os.path.isfile(zhang["method"]["neighbours_file"])
-  assert os.path.dirname(zhang["method"]["neighbours_file"]) == str(tmp_path / "attacks" /
-                                                                    "neighbours")
+  assert os.path.dirname(zhang["method"]["neighbours_file"]) == str(
+      tmp_path / "attacks" / "neighbours"
+  )
   assert zhang["results"][0]["min_engine_error"] is None
 
 
-@pytest.mark.parametrize("call, message", [
-    (dict(forging_fractions=("1.5",)), r"outside \(0, 1\]"),
-    (dict(forging_fractions=("0.001",)), "replaces no example"),
-    (dict(forging_fractions=("1/b", "0.05")), "both replace 1"),
-    (dict(forging_fractions=("half",)), "neither a number"),
-    (dict(M=0), r"M >= 1"),
-    (dict(n=5), "use n >= 20"),
-    (dict(n=_N), "more than the 2980 examples"),
-    (dict(steps="7"), "no stored pair"),
-    (dict(steps="1,x"), "comma list"),
-    (dict(runs=0), "at least one run"),
-    (dict(attack="greedy"), "unknown attack 'greedy'; choose one of"),
-    (dict(engine="fast"), "unknown engine 'fast'; choose one of"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (dict(forging_fractions=("1.5",)), r"outside \(0, 1\]"),
+        (dict(forging_fractions=("0.001",)), "replaces no example"),
+        (dict(forging_fractions=("1/b", "0.05")), "both replace 1"),
+        (dict(forging_fractions=("half",)), "neither a number"),
+        (dict(M=0), r"M >= 1"),
+        (dict(n=5), "use n >= 20"),
+        (dict(n=_N), "more than the 2980 examples"),
+        (dict(steps="7"), "no stored pair"),
+        (dict(steps="1,x"), "comma list"),
+        (dict(runs=0), "at least one run"),
+        (dict(attack="greedy"), "unknown attack 'greedy'; choose one of"),
+        (dict(engine="fast"), "unknown engine 'fast'; choose one of"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(small_trace, subset, tmp_path, call, message):
   with pytest.raises(errors.ForgingError, match=message) as raised:
-    attack_lib.run_attacks(small_trace, subset, attack_settings.AttackSettings(**call),
-                                 str(tmp_path / "out"))
+    attack_lib.run_attacks(
+        small_trace, subset, attack_settings.AttackSettings(**call), str(tmp_path / "out")
+    )
   assert "\n" not in str(raised.value)
   assert not os.path.exists(tmp_path / "out")
 
@@ -186,22 +206,31 @@ def test_traces_without_pairs_and_other_data_are_refused(subset, mnist, small_tr
     attack_lib.parse_steps("middle", trace_lib.Trace(path))
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
     attack_lib.run_attacks(
-        small_trace, mnist, attack_settings.AttackSettings(steps="1", forging_fractions=("1",),
-                                                           M=2, n=30), str(tmp_path / "o"))
+        small_trace,
+        mnist,
+        attack_settings.AttackSettings(steps="1", forging_fractions=("1",), M=2, n=30),
+        str(tmp_path / "o"),
+    )
 
 
 def _attack_binary(*flags_):
-  return subprocess.run([sys.executable, "-m", "forging_tf.attacks.attack", *flags_],
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+      [sys.executable, "-m", "forging_tf.attacks.attack", *flags_],
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
 
 
 def test_binary_gives_one_line_errors(small_trace, data_dir, tmp_path):
   common = [f"--trace={small_trace}", f"--data_dir={data_dir}", f"--out={tmp_path / 'o'}"]
   # A library error (ConfigError) and a flag parsing error; the trace/data mismatch is checked
   # in-process above.
-  for extra, message in ((["--forging_fraction=1/b,1.5"], "forging fraction 1.5 is outside"),
-                         (["--M=0"], "M=0: the greedy search needs at least one candidate"),
-                         (["--attack=greedy"], "flag --attack=greedy")):
+  for extra, message in (
+      (["--forging_fraction=1/b,1.5"], "forging fraction 1.5 is outside"),
+      (["--M=0"], "M=0: the greedy search needs at least one candidate"),
+      (["--attack=greedy"], "flag --attack=greedy"),
+  ):
     result = _attack_binary(*common, *extra)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]

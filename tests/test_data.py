@@ -29,19 +29,35 @@ _CIFAR_DECODED_SHA256 = {
 def test_mnist_is_the_official_data(mnist, data_dir):
   assert mnist.x_train.shape == (60_000, 28, 28, 1) and mnist.x_train.dtype == np.uint8
   assert mnist.x_test.shape == (10_000, 28, 28, 1) and mnist.y_train.dtype == np.int32
-  assert np.bincount(mnist.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
-                                                 5851, 5949]
+  assert np.bincount(mnist.y_train).tolist() == [
+      5923,
+      6742,
+      5958,
+      6131,
+      5842,
+      5421,
+      5918,
+      6265,
+      5851,
+      5949,
+  ]
   assert mnist.y_train[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
   for key, stem in data._MNIST_FILES.items():
     with gzip.open(os.path.join(data_dir, "mnist", stem + ".gz"), "rb") as f:
       assert hashlib.sha256(f.read()).hexdigest() == _MNIST_IDX_SHA256[key]
-  assert mnist.fingerprint == data.fingerprint(mnist.x_train, mnist.y_train, mnist.x_test,
-                                               mnist.y_test)
+  assert mnist.fingerprint == data.fingerprint(
+      mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test
+  )
   assert mnist.as_dict()["fingerprint"] == mnist.fingerprint and "IDX" in mnist.source
 
 
 def test_cifar10_decodes_with_pillow_and_is_cached(cifar10, data_dir):
-  assert cifar10.x_train.shape == (50_000, 32, 32, 3) and cifar10.x_test.shape == (10_000, 32, 32, 3)
+  assert cifar10.x_train.shape == (50_000, 32, 32, 3) and cifar10.x_test.shape == (
+      10_000,
+      32,
+      32,
+      3,
+  )
   assert np.bincount(cifar10.y_train).tolist() == [5000] * 10
   assert "Pillow" in cifar10.source
   if (Image.__version__, features.version("libjpeg_turbo")) == ("13.0.0", "3.2.0"):
@@ -63,8 +79,15 @@ def test_jpeg_npz_decoding_on_small_arrays(tmp_path):
     blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
   offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])])
   path = tmp_path / "cifar10_jpeg.npz"
-  np.savez(path, train_jpeg=np.concatenate(blobs), train_offsets=offsets, y_train=[1, 2, 3],
-           test_jpeg=blobs[0], test_offsets=[0, len(blobs[0])], y_test=[4])
+  np.savez(
+      path,
+      train_jpeg=np.concatenate(blobs),
+      train_offsets=offsets,
+      y_train=[1, 2, 3],
+      test_jpeg=blobs[0],
+      test_offsets=[0, len(blobs[0])],
+      y_test=[4],
+  )
   x_train, y_train, x_test, y_test = data.decode_cifar10_jpeg_npz(str(path))
   assert x_train.shape == (3, 32, 32, 3) and y_train.tolist() == [1, 2, 3]
   for blob, decoded in zip(blobs, x_train):  # exactly what the documented decoder gives
@@ -84,7 +107,7 @@ def test_cifar10_batches_py_folder(tmp_path):
   folder.mkdir()
   images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
   for i in range(5):
-    _write_batch(folder / f"data_batch_{i + 1}", images[i:i + 1], [i])
+    _write_batch(folder / f"data_batch_{i + 1}", images[i : i + 1], [i])
   _write_batch(folder / "test_batch", images[5:], [9])
   x_train, y_train, x_test, y_test = data.read_cifar10_batches_py(str(folder))
   np.testing.assert_array_equal(x_train, images[:5])
@@ -93,6 +116,7 @@ def test_cifar10_batches_py_folder(tmp_path):
 
 
 class _Exploit:
+
   def __reduce__(self):
     return (os.system, ("touch /tmp/forging_tf_pwned",))
 
@@ -107,11 +131,14 @@ def test_cifar10_batches_never_run_code(tmp_path):
   assert not os.path.exists("/tmp/forging_tf_pwned")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda raw: raw[:-10], "truncated"),
-    (lambda raw: b"\x00\x00\x09\x99" + raw[4:], "magic number"),
-    (lambda raw: raw[:5], "too short"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda raw: raw[:-10], "truncated"),
+        (lambda raw: b"\x00\x00\x09\x99" + raw[4:], "magic number"),
+        (lambda raw: raw[:5], "too short"),
+    ],
+)
 def test_damaged_idx_files_are_clear_errors(tmp_path, damage, message):
   header = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (2, 3, 3))
   raw = header + bytes(range(18))

@@ -10,13 +10,13 @@ import pytest
 
 from forging_tf import domain
 from forging_tf import errors
+from forging_tf import models
 from forging_tf.exact import dense
 from forging_tf.exact import exact_lib
 from forging_tf.exact import in_domain
 from forging_tf.exact import propositions
 from forging_tf.exact import scoring
 from forging_tf.exact import settings as exact_settings
-from forging_tf import models
 
 # (model, config): FCNs of depth 1..3 with and without biases, and softmax regression.
 _NETWORKS = [
@@ -57,8 +57,11 @@ def test_mini_batch_perturbation_is_an_exact_forgery(name, config):
   d1 = dense.first_layer_errors(scorer.layers, x, y)
   w1 = scorer.layers[0].kernel
   assert np.abs(p @ w1).max() < 1e-13 and np.abs(p.T @ d1).max() < 1e-13
-  assert space.dimension == (x.shape[1] - np.linalg.matrix_rank(w1)) * (
-      x.shape[0] - np.linalg.matrix_rank(d1)) > 0
+  assert (
+      space.dimension
+      == (x.shape[1] - np.linalg.matrix_rank(w1)) * (x.shape[0] - np.linalg.matrix_rank(d1))
+      > 0
+  )
   assert space.paper_condition == (9 * 12 > w1.shape[1] * (9 + 12))
   score = scorer.score(x, y, x + p, y)
   assert score.distinct and abs(score.max_pixel_change - 0.3) < 1e-12
@@ -70,12 +73,17 @@ def test_factored_projector_is_the_kronecker_pseudo_inverse():
   scorer, x, y, rng = _setting("fcn", {"hidden": [3, 2]}, seed=3, b=7)
   f = rng.standard_normal(x.shape)
   space = propositions.solution_space(scorer.layers, x, y)
-  reference = propositions.kronecker_perturbation(scorer.layers[0].kernel,
-                                        dense.first_layer_errors(scorer.layers, x, y), f)
+  reference = propositions.kronecker_perturbation(
+      scorer.layers[0].kernel, dense.first_layer_errors(scorer.layers, x, y), f
+  )
   np.testing.assert_allclose(propositions.project(space, f), reference, rtol=0, atol=1e-12)
   # The Kronecker null space has the dimension the factored form reports.
-  k = np.concatenate([np.kron(dense.first_layer_errors(scorer.layers, x, y).T, np.eye(9)),
-                      np.kron(np.eye(7), scorer.layers[0].kernel.T)])
+  k = np.concatenate(
+      [
+          np.kron(dense.first_layer_errors(scorer.layers, x, y).T, np.eye(9)),
+          np.kron(np.eye(7), scorer.layers[0].kernel.T),
+      ]
+  )
   assert k.shape[1] - np.linalg.matrix_rank(k) == space.dimension
 
 
@@ -120,8 +128,11 @@ def test_prop1_holds_on_random_draws():
 
 def test_prop1_exception_an_inactive_first_layer_forgets_the_input():
   model = models.build_model("fcn", (2, 2, 1), 3, hidden=[5])
-  theta = np.random.default_rng(8).standard_normal(
-      models.num_parameters(models.parameter_layout(model))).astype(np.float32)
+  theta = (
+      np.random.default_rng(8)
+      .standard_normal(models.num_parameters(models.parameter_layout(model)))
+      .astype(np.float32)
+  )
   layers = dense.dense_layers(model, theta)
   layers[0].kernel[:] = -np.abs(layers[0].kernel)
   layers[0].bias[:] = 0.0
@@ -143,9 +154,17 @@ def test_dense_layers_rejects_convolutional_models():
 
 def test_in_domain_search_reports_valid_attempts():
   scorer, x, y, rng = _setting("fcn", {"hidden": [2]}, seed=10, b=6, image=(4, 4, 1))
-  report = in_domain.in_domain_search(scorer, x, y, rng, rounding_scales=[1.0, 0.1],
-                               milp_examples=2, milp_pixels=3, milp_max_levels=2,
-                               milp_time_limit_s=20)
+  report = in_domain.in_domain_search(
+      scorer,
+      x,
+      y,
+      rng,
+      rounding_scales=[1.0, 0.1],
+      milp_examples=2,
+      milp_pixels=3,
+      milp_max_levels=2,
+      milp_time_limit_s=20,
+  )
   methods = [a.method for a in report.attempts]
   assert methods[0] == "lp_box" and methods[-1] == "milp"
   lp = report.attempts[0].score
@@ -155,14 +174,16 @@ def test_in_domain_search_reports_valid_attempts():
     assert domain.domain_violation(attempt.forged, y, 4) is None
   best = report.best
   assert best is not None and best.score.approximation_error == min(
-      a.score.approximation_error for a in report.attempts[1:])
+      a.score.approximation_error for a in report.attempts[1:]
+  )
   milp = report.attempts[-1]
   assert milp.detail["milp_status"] == 0 and 1 <= milp.detail["levels_changed"] <= 12
 
 
 def test_fig4_on_mnist(mnist):
-  result = exact_lib.fig4_experiment(mnist, exact_settings.ExactSettings(batch_size=32, hidden=8,
-                                                                  perturbation_scale=0.5))
+  result = exact_lib.fig4_experiment(
+      mnist, exact_settings.ExactSettings(batch_size=32, hidden=8, perturbation_scale=0.5)
+  )
   summary = result.summary
   assert summary["distinct"] and summary["approximation_error"] < 1e-5
   assert summary["approximation_error_float64"] < 1e-15
@@ -174,9 +195,21 @@ def test_fig4_on_mnist(mnist):
 def test_binary_writes_summary_data_and_figure(tmp_path, data_dir):
   out = tmp_path / "fig4"
   completed = subprocess.run(
-      [sys.executable, "-m", "forging_tf.exact.exact", "--experiment=fig4", f"--out={out}",
-       f"--data_dir={data_dir}", "--batch_size=16", "--hidden=4"],
-      capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          "-m",
+          "forging_tf.exact.exact",
+          "--experiment=fig4",
+          f"--out={out}",
+          f"--data_dir={data_dir}",
+          "--batch_size=16",
+          "--hidden=4",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert completed.returncode == 0, completed.stderr[-2000:]
   summary = json.loads((out / "summary.json").read_text())
   assert summary["distinct"] is True and summary["approximation_error"] < 1e-5
@@ -191,9 +224,21 @@ def test_binary_writes_summary_data_and_figure(tmp_path, data_dir):
 def test_binary_that_cannot_write_its_results_says_so_in_one_line(tmp_path, data_dir):
   (tmp_path / "file").write_text("mine")
   completed = subprocess.run(
-      [sys.executable, "-m", "forging_tf.exact.exact", "--experiment=fig4",
-       f"--out={tmp_path / 'file'}", f"--data_dir={data_dir}", "--batch_size=4", "--hidden=2"],
-      capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          "-m",
+          "forging_tf.exact.exact",
+          "--experiment=fig4",
+          f"--out={tmp_path / 'file'}",
+          f"--data_dir={data_dir}",
+          "--batch_size=4",
+          "--hidden=2",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   last = completed.stderr.strip().splitlines()[-1]
   assert completed.returncode != 0 and "Traceback" not in completed.stderr
   assert last == f"forging-exact: error: {tmp_path / 'file'} is a file; choose another --out"

@@ -46,10 +46,14 @@ def test_identical_batches_are_rejected(traces, mnist, step_fn):
   trace = trace_lib.Trace(traces[1])
   batch = trace.batch(2)
   reordered = np.roll(batch, 5)
-  explicit = forging_game.examples_from_arrays(mnist.x_train[reordered], mnist.y_train[reordered],
-                                               10)
-  for x, y in (forging_game.examples_from_indices(mnist, batch),
-               forging_game.examples_from_indices(mnist, reordered), explicit):
+  explicit = forging_game.examples_from_arrays(
+      mnist.x_train[reordered], mnist.y_train[reordered], 10
+  )
+  for x, y in (
+      forging_game.examples_from_indices(mnist, batch),
+      forging_game.examples_from_indices(mnist, reordered),
+      explicit,
+  ):
     result = forging_game.play(trace, 2, x, y, mnist, 1.0, step_fn)
     assert result.decision == forging_game.REJECT and result.error is None
     assert "equals B_2 as a multiset" in result.reason
@@ -63,9 +67,13 @@ def test_out_of_domain_and_wrong_size_batches_are_rejected(traces, mnist, step_f
   above[0, 0, 0, 0] = 1.5
   exact_real[0, 14, 14, 0] = 128 / 255  # the real number, not the float32 pixel of level 128
   soft[2] = 0.1
-  for x_, y_, reason in ((off_grid, y, "pixel 290 of example 3"), (above, y, "example 0"),
-                         (exact_real, y, "off the grid"), (x, soft, "not a one-hot row"),
-                         (x[:-1], y[:-1], "has 19 examples")):
+  for x_, y_, reason in (
+      (off_grid, y, "pixel 290 of example 3"),
+      (above, y, "example 0"),
+      (exact_real, y, "off the grid"),
+      (x, soft, "not a one-hot row"),
+      (x[:-1], y[:-1], "has 19 examples"),
+  ):
     result = forging_game.play(trace, 1, x_, y_, mnist, 1.0, step_fn)
     assert result.decision == forging_game.REJECT and result.error is None
     assert reason in result.reason, result.reason
@@ -73,8 +81,9 @@ def test_out_of_domain_and_wrong_size_batches_are_rejected(traces, mnist, step_f
 
 
 @pytest.mark.parametrize("k, step, span", [(1, 1, (1, 2)), (2, 1, (0, 2)), (2, 2, (2, 4))])
-def test_true_batch_recomputes_exactly_and_forgeries_are_judged_by_epsilon(traces, mnist, step_fn,
-                                                                           k, step, span):
+def test_true_batch_recomputes_exactly_and_forgeries_are_judged_by_epsilon(
+    traces, mnist, step_fn, k, step, span
+):
   trace = trace_lib.Trace(traces[k])
   assert forging_game.recomputation_span(trace, step) == span
   # eps_repr = 0: the verifier recomputes on the platform that wrote the trace.
@@ -88,8 +97,15 @@ def test_true_batch_recomputes_exactly_and_forgeries_are_judged_by_epsilon(trace
   assert (accepted.recomputed_from, accepted.recomputed_to) == span
   assert not forging_game.play(trace, step, x, y, mnist, np.nextafter(error, 0), step_fn).accepted
   # Explicit float pixels on the grid are the same forgery as the indices.
-  explicit = forging_game.play(trace, step, domain.PIXEL_VALUES[mnist.x_train[
-      _one_swapped(trace, step)]], y, mnist, error, step_fn)
+  explicit = forging_game.play(
+      trace,
+      step,
+      domain.PIXEL_VALUES[mnist.x_train[_one_swapped(trace, step)]],
+      y,
+      mnist,
+      error,
+      step_fn,
+  )
   assert explicit.accepted and explicit.error == error
 
 
@@ -124,25 +140,33 @@ def _edited_copy(path: str, to: str, edit) -> str:
 
 
 def test_a_trace_edited_to_another_model_or_data_is_refused(traces, mnist, tmp_path):
-  logreg = _edited_copy(traces[1], str(tmp_path / "logreg"),
-                        lambda m: m["model"].update(name="logreg"))
-  with pytest.raises(errors.TraceError, match=r"widths \[784, 10\] make 7850 parameters, not "
-                     "61706"):
+  logreg = _edited_copy(
+      traces[1], str(tmp_path / "logreg"), lambda m: m["model"].update(name="logreg")
+  )
+  with pytest.raises(
+      errors.TraceError, match=r"widths \[784, 10\] make 7850 parameters, not " "61706"
+  ):
     trace_lib.Trace(logreg)
-  vggmini = _edited_copy(traces[1], str(tmp_path / "vggmini"),
-                         lambda m: m["model"].update(name="vggmini"))
+  vggmini = _edited_copy(
+      traces[1], str(tmp_path / "vggmini"), lambda m: m["model"].update(name="vggmini")
+  )
   with pytest.raises(errors.TraceError, match="parameter layout of vggmini built here differs"):
     sgd_step.step_for_trace(trace_lib.Trace(vggmini), mnist)
   # The model is built from the data's shape, so the shape the trace states must be the data's.
-  shape = _edited_copy(traces[1], str(tmp_path / "shape"),
-                       lambda m: m["dataset"].update(image_shape=[1, 1, 1]))
+  shape = _edited_copy(
+      traces[1], str(tmp_path / "shape"), lambda m: m["dataset"].update(image_shape=[1, 1, 1])
+  )
   with pytest.raises(errors.DatasetError, match=r"describes image_shape \[1, 1, 1\]"):
     sgd_step.step_for_trace(trace_lib.Trace(shape), mnist)
 
 
 def _verify(*flags_):
-  return subprocess.run([sys.executable, "-m", "forging_tf.verify", *flags_], capture_output=True,
-                        text=True, timeout=120)
+  return subprocess.run(
+      [sys.executable, "-m", "forging_tf.verify", *flags_],
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
 
 
 def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
@@ -160,8 +184,9 @@ def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
   assert rejected.stdout.startswith("REJECT: step 1: the forged batch equals B_1 as a multiset")
   bad = _verify(*common, "--forged_indices=1,x", "--epsilon=1")
   assert bad.returncode == 1
-  assert bad.stderr.strip().splitlines()[-1] == ("forging-verify: error: --forged_indices must be "
-                                                 "comma-separated integers or a .npy file")
+  assert bad.stderr.strip().splitlines()[-1] == (
+      "forging-verify: error: --forged_indices must be comma-separated integers or a .npy file"
+  )
 
 
 def test_true_batch_with_negative_zero_pixels_is_rejected(traces, mnist, data_dir, tmp_path):
@@ -171,15 +196,24 @@ def test_true_batch_with_negative_zero_pixels_is_rejected(traces, mnist, data_di
   batch = trace.batch(1)
   pixels = domain.PIXEL_VALUES[mnist.x_train[batch]]
   signed = np.where(pixels == 0, np.float32(-0.0), pixels)
-  assert np.signbit(signed).any() and domain.domain_violation(
-      signed, np.eye(10, dtype=np.float32)[mnist.y_train[batch]], 10) is None
+  assert (
+      np.signbit(signed).any()
+      and domain.domain_violation(signed, np.eye(10, dtype=np.float32)[mnist.y_train[batch]], 10)
+      is None
+  )
   npz = str(tmp_path / "signed_zeros.npz")
   np.savez(npz, x=signed, y=mnist.y_train[batch])
-  result = _verify(f"--trace={traces[1]}", "--step=1", f"--data_dir={data_dir}",
-                   f"--forged_npz={npz}", "--epsilon=0")
+  result = _verify(
+      f"--trace={traces[1]}",
+      "--step=1",
+      f"--data_dir={data_dir}",
+      f"--forged_npz={npz}",
+      "--epsilon=0",
+  )
   assert result.returncode == 3, result.stderr[-2000:]
-  assert result.stdout.startswith("REJECT: step 1: the forged batch equals B_1 as a multiset of "
-                                  "examples (the true batch)"), result.stdout
+  assert result.stdout.startswith(
+      "REJECT: step 1: the forged batch equals B_1 as a multiset of examples (the true batch)"
+  ), result.stdout
 
 
 def test_verify_binary_bad_inputs(traces, data_dir):
@@ -188,8 +222,12 @@ def test_verify_binary_bad_inputs(traces, data_dir):
   common = [f"--trace={traces[1]}", "--step=1", "--epsilon=1", f"--data_dir={data_dir}"]
   for flag, code, line in (
       ("--forged_indices=1,2,3", 3, "REJECT: step 1: the forged batch has 3 examples"),
-      ("--forged_indices=99999999999999999999", 1,
-       "forging-verify: error: --forged_indices must be comma-separated integers")):
+      (
+          "--forged_indices=99999999999999999999",
+          1,
+          "forging-verify: error: --forged_indices must be comma-separated integers",
+      ),
+  ):
     result = _verify(*common, flag)
     output = (result.stdout if code == 3 else result.stderr).strip().splitlines()
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]

@@ -12,10 +12,26 @@ def _output_shapes(model):
 def test_lenet_matches_the_paper():
   model = models.build_model("lenet", (28, 28, 1), 10)
   assert model.count_params() == 61_706
-  assert _output_shapes(model) == [(28, 28, 6), (14, 14, 6), (10, 10, 16), (5, 5, 16), (400,),
-                                   (120,), (84,), (10,)]
+  assert _output_shapes(model) == [
+      (28, 28, 6),
+      (14, 14, 6),
+      (10, 10, 16),
+      (5, 5, 16),
+      (400,),
+      (120,),
+      (84,),
+      (10,),
+  ]
   assert [type(layer).__name__ for layer in model.layers] == [
-      "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense", "Dense"]
+      "Conv2D",
+      "MaxPooling2D",
+      "Conv2D",
+      "MaxPooling2D",
+      "Flatten",
+      "Dense",
+      "Dense",
+      "Dense",
+  ]
 
 
 def test_vggmini_matches_the_paper():
@@ -29,12 +45,15 @@ def test_vggmini_matches_the_paper():
   assert all(c.padding == "same" and c.activation.__name__ == "elu" for c in convs)
 
 
-@pytest.mark.parametrize("name, config, expected", [
-    ("logreg", {}, 4 * 3 + 3),
-    ("logreg", {"use_bias": False}, 4 * 3),
-    ("fcn", {"hidden": (10,)}, 4 * 10 + 10 + 10 * 3 + 3),
-    ("fcn", {"hidden": (8, 5), "use_bias": False}, 4 * 8 + 8 * 5 + 5 * 3),
-])
+@pytest.mark.parametrize(
+    "name, config, expected",
+    [
+        ("logreg", {}, 4 * 3 + 3),
+        ("logreg", {"use_bias": False}, 4 * 3),
+        ("fcn", {"hidden": (10,)}, 4 * 10 + 10 + 10 * 3 + 3),
+        ("fcn", {"hidden": (8, 5), "use_bias": False}, 4 * 8 + 8 * 5 + 5 * 3),
+    ],
+)
 def test_small_models_have_the_stated_parameters(name, config, expected):
   assert models.build_model(name, (2, 2, 1), 3, **config).count_params() == expected
 
@@ -55,7 +74,7 @@ def test_initial_parameters_are_seeded_glorot_with_zero_biases():
   np.testing.assert_array_equal(theta, models.initial_parameters(layout, seed=3))
   assert not np.array_equal(theta, models.initial_parameters(layout, seed=4))
   for spec in layout:
-    values = theta[spec.offset:spec.offset + spec.size]
+    values = theta[spec.offset : spec.offset + spec.size]
     if spec.name.endswith("bias"):
       assert not values.any()
     else:

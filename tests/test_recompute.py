@@ -13,8 +13,8 @@ import pytest
 
 from forging_tf import data
 from forging_tf import errors
-from forging_tf.recompute import recompute_lib
 from forging_tf import trace as trace_lib
+from forging_tf.recompute import recompute_lib
 from forging_tf.train import train_lib
 
 _B, _T = 100, 12
@@ -31,11 +31,25 @@ def lenet_trace(mnist, tmp_path_factory) -> str:
 def other_platform_trace(data_dir, tmp_path_factory) -> str:
   """A trace written with oneDNN switched to the other setting, in its own process."""
   from forging_tf import platform as platform_lib
+
   path = str(tmp_path_factory.mktemp("traces") / "other")
   onednn = "off" if platform_lib.onednn_enabled() else "on"
-  subprocess.run([sys.executable, "-m", "forging_tf.train.train", "--model=lenet",
-                  "--dataset=mnist", f"--batch_size={_B}", "--steps=6", f"--data_dir={data_dir}",
-                  f"--onednn={onednn}", f"--out={path}"], check=True, capture_output=True)
+  subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "forging_tf.train.train",
+          "--model=lenet",
+          "--dataset=mnist",
+          f"--batch_size={_B}",
+          "--steps=6",
+          f"--data_dir={data_dir}",
+          f"--onednn={onednn}",
+          f"--out={path}",
+      ],
+      check=True,
+      capture_output=True,
+  )
   return path
 
 
@@ -49,8 +63,7 @@ def _distances(out) -> dict:
     return {name: f[name] for name in f.files}
 
 
-def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, data_dir,
-                                                                   tmp_path):
+def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, data_dir, tmp_path):
   summary = _recompute(lenet_trace, tmp_path / "r", data_dir, repeats=2)
   assert summary.eps_repr == 0.0 and summary.steps_recomputed == _T
   distances = _distances(tmp_path / "r")
@@ -64,8 +77,9 @@ def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, 
   assert plain["same_platform"] is True
   with open(tmp_path / "r" / "result.json") as f:
     record = json.load(f)
-  assert record["trace"]["manifest_sha256"] == trace_lib.Trace(lenet_trace).manifest[
-      "manifest_sha256"]
+  assert (
+      record["trace"]["manifest_sha256"] == trace_lib.Trace(lenet_trace).manifest["manifest_sha256"]
+  )
   assert record["generator_platform"]["id"] == record["platform"]["id"]
   assert record["kind"] == "forging_tf.reproduction_error" and record["format_version"] == 2
 
@@ -99,7 +113,8 @@ def _rewrite_checkpoint(path: str, step: int, theta: np.ndarray) -> None:
   with open(meta_path) as f:
     meta = json.load(f)
   meta["attributes"][trace_lib.MANIFEST_KEY]["checkpoint_sha256"][step] = trace_lib.sha256_hex(
-      theta.astype(np.float32))
+      theta.astype(np.float32)
+  )
   with open(meta_path, "w") as f:
     json.dump(meta, f)
 
@@ -123,8 +138,7 @@ def test_tampered_checkpoint_shows_at_its_step_and_only_there(lenet_trace, data_
   assert summary.worst_step in (4, 5) and "step 4" in summary.describe()
 
 
-def test_flipped_byte_in_a_checkpoint_is_an_error_naming_the_step(lenet_trace, data_dir,
-                                                                  tmp_path):
+def test_flipped_byte_in_a_checkpoint_is_an_error_naming_the_step(lenet_trace, data_dir, tmp_path):
   path = str(tmp_path / "flipped")
   shutil.copytree(lenet_trace, path)
   chunk = os.path.join(path, "checkpoints", "c", "7", "0")
@@ -149,8 +163,14 @@ def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_p
   local = _recompute(other_platform_trace, tmp_path / "local", data_dir, repeats=1)
   ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
   try:
-    on_ray = _recompute(other_platform_trace, tmp_path / "ray", data_dir, repeats=1,
-                        executor="ray", ray_options=recompute_lib.RayOptions(shards=2))
+    on_ray = _recompute(
+        other_platform_trace,
+        tmp_path / "ray",
+        data_dir,
+        repeats=1,
+        executor="ray",
+        ray_options=recompute_lib.RayOptions(shards=2),
+    )
   finally:
     ray.shutdown()
   a, b = _distances(tmp_path / "local"), _distances(tmp_path / "ray")
@@ -163,8 +183,16 @@ def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_p
 def test_dataset_that_is_not_the_traces_is_refused(mnist, data_dir, tmp_path):
   x_train = mnist.x_train.copy()
   x_train[0] = 255 - x_train[0]
-  changed = data.Dataset("mnist", x_train, mnist.y_train, mnist.x_test, mnist.y_test, 10, "test",
-                         data.fingerprint(x_train, mnist.y_train, mnist.x_test, mnist.y_test))
+  changed = data.Dataset(
+      "mnist",
+      x_train,
+      mnist.y_train,
+      mnist.x_test,
+      mnist.y_test,
+      10,
+      "test",
+      data.fingerprint(x_train, mnist.y_train, mnist.x_test, mnist.y_test),
+  )
   path = str(tmp_path / "changed")
   train_lib.train_trace(path, "lenet", changed, batch_size=_B, steps=2)
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
@@ -185,17 +213,29 @@ def test_bad_requests_are_refused(lenet_trace, data_dir, tmp_path):
   assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--steps=5:99"], "outside the trace's steps"),
-    (["--steps=abc"], "is not START:END"),
-    (["--repeats=0"], "--repeats"),
-    (["--executor=spark"], "--executor"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps=5:99"], "outside the trace's steps"),
+        (["--steps=abc"], "is not START:END"),
+        (["--repeats=0"], "--repeats"),
+        (["--executor=spark"], "--executor"),
+    ],
+)
 def test_binary_errors_are_one_line(lenet_trace, data_dir, tmp_path, flags, message):
   result = subprocess.run(
-      [sys.executable, "-m", "forging_tf.recompute.recompute", f"--trace={lenet_trace}",
-       f"--data_dir={data_dir}", f"--out={tmp_path / 'r'}", *flags],
-      capture_output=True, text=True)
+      [
+          sys.executable,
+          "-m",
+          "forging_tf.recompute.recompute",
+          f"--trace={lenet_trace}",
+          f"--data_dir={data_dir}",
+          f"--out={tmp_path / 'r'}",
+          *flags,
+      ],
+      capture_output=True,
+      text=True,
+  )
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert last.startswith("forging-recompute: error:") and message in last, last
@@ -203,20 +243,38 @@ def test_binary_errors_are_one_line(lenet_trace, data_dir, tmp_path, flags, mess
 
 def test_missing_trace_binary_error(data_dir, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "forging_tf.recompute.recompute", f"--trace={tmp_path / 'nothing'}",
-       f"--out={tmp_path / 'r'}"], capture_output=True, text=True)
+      [
+          sys.executable,
+          "-m",
+          "forging_tf.recompute.recompute",
+          f"--trace={tmp_path / 'nothing'}",
+          f"--out={tmp_path / 'r'}",
+      ],
+      capture_output=True,
+      text=True,
+  )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "no trace at" in result.stderr.strip().splitlines()[-1]
 
 
 def _recompute_command(trace, out, data_dir, *flags_):
-  return [sys.executable, "-m", "forging_tf.recompute.recompute", f"--trace={trace}",
-          f"--data_dir={data_dir}", f"--out={out}", *flags_]
+  return [
+      sys.executable,
+      "-m",
+      "forging_tf.recompute.recompute",
+      f"--trace={trace}",
+      f"--data_dir={data_dir}",
+      f"--out={out}",
+      *flags_,
+  ]
 
 
 def _files(folder) -> list[str]:
-  return sorted(os.path.relpath(os.path.join(root, name), folder)
-                for root, _, names in os.walk(folder) for name in names)
+  return sorted(
+      os.path.relpath(os.path.join(root, name), folder)
+      for root, _, names in os.walk(folder)
+      for name in names
+  )
 
 
 def _running_in_group(group: int) -> list[int]:
@@ -238,12 +296,16 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir,
   path = _tampered_copy(lenet_trace, tmp_path)
   out = str(tmp_path / "killed")
   command = _recompute_command(path, out, data_dir, "--repeats=2")
-  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+  process = subprocess.Popen(
+      command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+  )
   try:
     deadline = time.monotonic() + 120
-    while (not os.path.exists(os.path.join(out, "repeats", "000.npz"))
-           and process.poll() is None and time.monotonic() < deadline):
+    while (
+        not os.path.exists(os.path.join(out, "repeats", "000.npz"))
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
       time.sleep(0.01)
     process.send_signal(signal.SIGKILL)  # while repeat 1 runs in its worker process
     process.wait()
@@ -257,8 +319,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir,
   # The orphaned worker of repeat 1 noticed that its parent was gone and stopped before it
   # wrote a result; what the killed run finished is whole, the rest is hidden litter.
   assert not [name for name in _files(out) if name.endswith("result.npz")]
-  finished = [name for name in _files(out)
-              if not any(part.startswith(".") for part in name.split(os.sep))]
+  finished = [
+      name for name in _files(out) if not any(part.startswith(".") for part in name.split(os.sep))
+  ]
   assert finished == ["repeats/000.npz", "request.json"]
   recompute_lib.load_repeat(os.path.join(out, "repeats", "000.npz"), "repeat 0")  # whole
   resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -271,13 +334,14 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir,
   assert killed["l2"].any()
   for name in ("steps", "l2", "linf"):
     np.testing.assert_array_equal(killed[name], uninterrupted[name])
-  with open(os.path.join(out, "summary.json")) as f, \
-      open(os.path.join(reference, "summary.json")) as g:
+  with (
+      open(os.path.join(out, "summary.json")) as f,
+      open(os.path.join(reference, "summary.json")) as g,
+  ):
     assert json.load(f) == json.load(g)
 
 
-def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, data_dir,
-                                                                 tmp_path):
+def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, data_dir, tmp_path):
   """The error comes from the worker process of repeat 0 and is reported once, on one line."""
   path = str(tmp_path / "flipped")
   shutil.copytree(lenet_trace, path)
@@ -286,10 +350,15 @@ def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, da
     byte = f.read(1)
     f.seek(1000)
     f.write(bytes([byte[0] ^ 0x01]))
-  result = subprocess.run(_recompute_command(path, tmp_path / "r", data_dir), capture_output=True,
-                          text=True, timeout=300)
+  result = subprocess.run(
+      _recompute_command(path, tmp_path / "r", data_dir),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   lines = result.stderr.strip().splitlines()
   assert result.returncode != 0 and "Traceback" not in result.stderr
-  assert lines[-1].startswith(f"forging-recompute: error: {path}: checkpoint of step 7 fails its "
-                              "sha256"), lines[-1]
+  assert lines[-1].startswith(
+      f"forging-recompute: error: {path}: checkpoint of step 7 fails its " "sha256"
+  ), lines[-1]
   assert sum("error:" in line for line in lines) == 1, result.stderr[-2000:]

@@ -14,15 +14,23 @@ import pytest
 
 import forging_tf
 from forging_tf import errors
+from forging_tf import trace as trace_lib
 from forging_tf.reproduce import presets
 from forging_tf.reproduce import reproduce_lib
 from forging_tf.reproduce import stages
-from forging_tf import trace as trace_lib
 
 
 def _command(out, data_dir, *extra):
-  return [sys.executable, "-m", "forging_tf.reproduce.reproduce", "--preset=smoke", f"--out={out}",
-          f"--data_dir={data_dir}", "--nodownload", *extra]
+  return [
+      sys.executable,
+      "-m",
+      "forging_tf.reproduce.reproduce",
+      "--preset=smoke",
+      f"--out={out}",
+      f"--data_dir={data_dir}",
+      "--nodownload",
+      *extra,
+  ]
 
 
 def _flag(stage, name):
@@ -32,15 +40,25 @@ def _flag(stage, name):
 def test_paper_preset_has_the_papers_settings():
   planned = stages.plan(presets.PRESETS["paper"])
   trains = [s for s in planned if s.program == "forging-train"]
-  lengths = {(_flag(s, "model"), int(_flag(s, "batch_size"))): int(_flag(s, "steps"))
-             for s in trains}
-  assert lengths == {("lenet", 100): 1200, ("lenet", 500): 1200, ("lenet", 1000): 1200,
-                     ("vggmini", 100): 2500, ("vggmini", 500): 2500, ("vggmini", 1000): 2500}
+  lengths = {
+      (_flag(s, "model"), int(_flag(s, "batch_size"))): int(_flag(s, "steps")) for s in trains
+  }
+  assert lengths == {
+      ("lenet", 100): 1200,
+      ("lenet", 500): 1200,
+      ("lenet", 1000): 1200,
+      ("vggmini", 100): 2500,
+      ("vggmini", 500): 2500,
+      ("vggmini", 1000): 2500,
+  }
   assert all("--k=" not in " ".join(s.flags) for s in trains)  # k = 1, the default
   thudi = [s for s in planned if "--attack=thudi" in s.flags]
   assert thudi and all("--M=300" in s.flags and "--n=3000" in s.flags for s in thudi)
-  assert all("--device=gpu:0" in s.flags for s in trains
-             if "--deterministic" in s.flags and s.output.endswith("_gpu"))
+  assert all(
+      "--device=gpu:0" in s.flags
+      for s in trains
+      if "--deterministic" in s.flags and s.output.endswith("_gpu")
+  )
 
 
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))
@@ -69,23 +87,30 @@ def test_every_stage_is_a_command_and_every_command_a_module_with_run():
     assert spec is not None, (command, module)
     with open(spec.origin) as f:
       assert "\ndef run():" in f.read(), module
-  programs = {stage.program for preset in presets.PRESETS.values()
-              for stage in stages.plan(preset)}
-  assert programs == set(forging_tf.COMMANDS) - {"forging-verify", "forging-tables",
-                                                 "forging-reproduce"}
+  programs = {stage.program for preset in presets.PRESETS.values() for stage in stages.plan(preset)}
+  assert programs == set(forging_tf.COMMANDS) - {
+      "forging-verify",
+      "forging-tables",
+      "forging-reproduce",
+  }
 
 
 def test_progress_lines_of_every_module_of_the_package_are_echoed():
   """forging-reproduce echoes a stage's own log lines, by the file that logged them: every
   module of every subpackage, and nothing of TensorFlow's."""
-  modules = [name for _, _, names in os.walk(os.path.dirname(forging_tf.__file__))
-             for name in names if name.endswith(".py")]
+  modules = [
+      name
+      for _, _, names in os.walk(os.path.dirname(forging_tf.__file__))
+      for name in names
+      if name.endswith(".py")
+  ]
   assert len(modules) > 20
   for name in modules:
     line = f"I1121 21:04:56.240002 139850930547584 {name}:141] training lenet on mnist"
     assert stages.echoed(line), name
   assert not stages.echoed(
-      "I0000 00:00:1796137405.382970    3917 cpu_feature_guard.cc:227] This TensorFlow binary")
+      "I0000 00:00:1796137405.382970    3917 cpu_feature_guard.cc:227] This TensorFlow binary"
+  )
 
 
 def test_bad_requests_are_one_line_errors(tmp_path):
@@ -96,8 +121,7 @@ def test_bad_requests_are_one_line_errors(tmp_path):
   with pytest.raises(errors.ConfigError, match="does not hold a forging-reproduce run"):
     reproduce_lib.reproduce("smoke", str(tmp_path / "other"))
   assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
-  bad = presets.Preset("bad", "", ("cpu", "tpu"), (("lenet", "mnist", 100, 2),), 1, 1, (),
-                             (), ())
+  bad = presets.Preset("bad", "", ("cpu", "tpu"), (("lenet", "mnist", 100, 2),), 1, 1, (), (), ())
   with pytest.raises(errors.ConfigError, match="unknown platform 'tpu'"):
     reproduce_lib.reproduce(bad, str(tmp_path / "b"))
 
@@ -115,13 +139,23 @@ def test_smoke_preset_writes_the_whole_report(reference, data_dir):
   out, stdout = reference
   assert "[9/9] bruteforce table4: done" in stdout
   report = (out / "REPORT.md").read_text()
-  for heading in ("## Findings", "## Platforms", "**Table I:", "**Table II (b)", "**Table III:",
-                  "**Table IV:", "Figure 3", "Figure 5", "## Where the numbers come from"):
+  for heading in (
+      "## Findings",
+      "## Platforms",
+      "**Table I:",
+      "**Table II (b)",
+      "**Table III:",
+      "**Table IV:",
+      "Figure 3",
+      "Figure 5",
+      "## Where the numbers come from",
+  ):
     assert heading in report, heading
   # The numbers in it are the saved results' own.
   same = json.loads((out / "results/repro/lenet_b100_T6_cpu__on__cpu/result.json").read_text())
   cross = json.loads(
-      (out / "results/repro/lenet_b100_T6_cpu__on__cpu-nodnn/result.json").read_text())
+      (out / "results/repro/lenet_b100_T6_cpu__on__cpu-nodnn/result.json").read_text()
+  )
   assert same["eps_repr"] == 0 and "0 (bitwise)" in report
   assert f"{cross['eps_repr']:.2e}" in report
   for name in ("table1", "table2b", "table3", "table4"):
@@ -137,8 +171,9 @@ def test_smoke_preset_writes_the_whole_report(reference, data_dir):
 def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path, data_dir):
   expected, _ = reference
   out = tmp_path / "study"
-  process = subprocess.Popen(_command(out, data_dir), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+      _command(out, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   # Kill it inside the first recomputation, after both traces are trained.
   started = out / "results/repro/lenet_b100_T6_cpu__on__cpu/request.json"
   deadline = time.time() + 300
@@ -149,7 +184,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path, da
   process.wait()
   for name in ("lenet_b100_T6_cpu", "lenet_b100_T6_cpu-nodnn"):  # no checkpoint half-written
     trace = trace_lib.Trace(str(out / "traces" / name))
-    for step in trace.checkpoint_steps[:trace.num_written]:
+    for step in trace.checkpoint_steps[: trace.num_written]:
       trace.checkpoint(int(step))
   resumed = subprocess.run(_command(out, data_dir), capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stdout[-3000:]
@@ -162,15 +197,19 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path, da
     for step in a.checkpoint_steps:
       assert a.checkpoint(int(step)).tobytes() == b.checkpoint(int(step)).tobytes()
   for folder in sorted(os.listdir(expected / "results/repro")):
-    with np.load(expected / "results/repro" / folder / "distances.npz") as a, \
-         np.load(out / "results/repro" / folder / "distances.npz") as b:
+    with (
+        np.load(expected / "results/repro" / folder / "distances.npz") as a,
+        np.load(out / "results/repro" / folder / "distances.npz") as b,
+    ):
       for key in a.files:
         if key != "seconds":
           assert a[key].tobytes() == b[key].tobytes(), (folder, key)
   attack = "results/attacks/lenet_b100_T6_cpu_thudi_stages3_1overb_1"
   for name in ("approximation_error", "forged_batches", "deleted_mask", "candidate_errors"):
-    assert (np.load(expected / attack / f"{name}.npy").tobytes()
-            == np.load(out / attack / f"{name}.npy").tobytes()), name
+    assert (
+        np.load(expected / attack / f"{name}.npy").tobytes()
+        == np.load(out / attack / f"{name}.npy").tobytes()
+    ), name
   for name in ("table1.csv", "table2b.csv", "table3.csv"):
     assert (expected / "report" / name).read_text() == (out / "report" / name).read_text()
 
@@ -185,22 +224,32 @@ def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
   assert lines[-1].startswith("forging-reproduce: error: stage 'train lenet_b100_T6_cpu' failed:")
   assert "mnist" in lines[-1] and "logs/" in lines[-1] and "Traceback" not in result.stderr
   assert (out / "reproduce.json").exists()
-  other = subprocess.run([sys.executable, "-m", "forging_tf.reproduce.reproduce", "--preset=quick",
-                          f"--out={out}"], capture_output=True, text=True)
+  other = subprocess.run(
+      [sys.executable, "-m", "forging_tf.reproduce.reproduce", "--preset=quick", f"--out={out}"],
+      capture_output=True,
+      text=True,
+  )
   assert other.returncode != 0
   assert other.stderr.strip().splitlines()[-1].startswith("forging-reproduce: error: ")
   assert "preset 'smoke'" in other.stderr
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--preset=fast", "--out=x"], "flag --preset=fast: value should be one of"),
-    (["--preset=quick"], "--out is required"),
-    (["--preset=quick", "--out=x", "extra"], "unexpected arguments: extra"),
-    (["--preset=quick", "--out=x", "--device=cpu"], "Unknown command line flag 'device'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--preset=fast", "--out=x"], "flag --preset=fast: value should be one of"),
+        (["--preset=quick"], "--out is required"),
+        (["--preset=quick", "--out=x", "extra"], "unexpected arguments: extra"),
+        (["--preset=quick", "--out=x", "--device=cpu"], "Unknown command line flag 'device'"),
+    ],
+)
 def test_binary_flag_errors_are_one_line(tmp_path, flags, message):
-  result = subprocess.run([sys.executable, "-m", "forging_tf.reproduce.reproduce", *flags],
-                          capture_output=True, text=True, cwd=tmp_path)
+  result = subprocess.run(
+      [sys.executable, "-m", "forging_tf.reproduce.reproduce", *flags],
+      capture_output=True,
+      text=True,
+      cwd=tmp_path,
+  )
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert last.startswith("forging-reproduce: error:") and message in last, last
@@ -218,6 +267,7 @@ def test_a_run_of_version_0_1_0_resumes(old_smoke_run, data_dir, tmp_path):
   assert resumed.stdout.count("done before, skipped") == 7
   assert "[1/9] train lenet_b100_T6_cpu ..." in resumed.stdout
   for name in sorted(os.listdir(os.path.join(old_smoke_run, "report"))):
-    assert ((out / "report" / name).read_text()
-            == open(os.path.join(old_smoke_run, "report", name)).read()), name
+    assert (out / "report" / name).read_text() == open(
+        os.path.join(old_smoke_run, "report", name)
+    ).read(), name
   assert json.loads((out / "reproduce.json").read_text())["format_version"] == 1  # not rewritten

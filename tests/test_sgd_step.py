@@ -38,11 +38,12 @@ def test_lenet_step_agrees_with_keras_sgd():
   x, y = sgd_step.model_inputs(*_random_batch(rng, 16, (28, 28, 1), 10), 10)
   ours = step(theta, x, y).numpy()
   for variable, spec in zip(model.trainable_variables, step.layout):
-    variable.assign(theta[spec.offset:spec.offset + spec.size].reshape(spec.shape))
+    variable.assign(theta[spec.offset : spec.offset + spec.size].reshape(spec.shape))
   with tf.GradientTape() as tape:
     loss = keras.losses.CategoricalCrossentropy(from_logits=True)(y, model(x))
   keras.optimizers.SGD(0.01).apply_gradients(
-      zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+      zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+  )
   keras_theta = np.concatenate([v.numpy().ravel() for v in model.trainable_variables])
   assert np.abs(ours - theta).max() > 1e-5  # the step moved
   np.testing.assert_allclose(ours, keras_theta, rtol=0, atol=1e-6)

@@ -12,11 +12,11 @@ import pytest
 
 from forging_tf import errors
 from forging_tf import platform as platform_lib
-from forging_tf.report import report_lib
 from forging_tf import results
 from forging_tf.report import figure_panels
 from forging_tf.report import platforms
 from forging_tf.report import render
+from forging_tf.report import report_lib
 from forging_tf.report import saved_results
 from forging_tf.report import table_builders
 
@@ -26,8 +26,12 @@ def fingerprints() -> dict:
   """Fingerprints of four CPU platforms, derived from this process's own."""
   base = platform_lib.platform_fingerprint(platform_lib.Platform())
   made = {}
-  for name, threads, onednn, det in (("a", 0, True, True), ("b", 1, True, True),
-                                     ("c", 0, False, True), ("d", 0, True, False)):
+  for name, threads, onednn, det in (
+      ("a", 0, True, True),
+      ("b", 1, True, True),
+      ("c", 0, False, True),
+      ("d", 0, True, False),
+  ):
     fingerprint = copy.deepcopy(base)
     fingerprint["in_force"].update(intra_op_threads=threads, onednn=onednn, op_determinism=det)
     fingerprint["id"] = name * 12
@@ -36,18 +40,32 @@ def fingerprints() -> dict:
 
 
 def _record(folder, model, b, generator, recomputer, eps, steps=1200, repeats=3):
-  return {"kind": results.ResultKind.REPRODUCTION_ERROR, "folder": folder, "eps_repr": eps,
-          "trace": {"model": model, "dataset": "mnist" if model == "lenet" else "cifar10",
-                    "batch_size": b, "steps": steps, "k": 1},
-          "updates": steps, "repeats": repeats, "generator_platform": generator,
-          "platform": recomputer}
+  return {
+      "kind": results.ResultKind.REPRODUCTION_ERROR,
+      "folder": folder,
+      "eps_repr": eps,
+      "trace": {
+          "model": model,
+          "dataset": "mnist" if model == "lenet" else "cifar10",
+          "batch_size": b,
+          "steps": steps,
+          "k": 1,
+      },
+      "updates": steps,
+      "repeats": repeats,
+      "generator_platform": generator,
+      "platform": recomputer,
+  }
 
 
 def test_table1_takes_the_largest_same_platform_error(fingerprints):
   a, b = fingerprints["a"], fingerprints["b"]
-  records = [_record("1", "lenet", 100, a, a, 0.0), _record("2", "lenet", 100, b, b, 2e-8),
-             _record("3", "lenet", 100, a, b, 5.0),  # cross-platform: not in Table I
-             _record("4", "vggmini", 1000, a, a, 3e-7, steps=30)]
+  records = [
+      _record("1", "lenet", 100, a, a, 0.0),
+      _record("2", "lenet", 100, b, b, 2e-8),
+      _record("3", "lenet", 100, a, b, 5.0),  # cross-platform: not in Table I
+      _record("4", "vggmini", 1000, a, a, 3e-7, steps=30),
+  ]
   table = table_builders.table1(records)
   (lenet, lenet_cells), (vgg, vgg_cells) = table.rows
   assert lenet.startswith("LeNet") and vgg.startswith("VGGmini")
@@ -60,9 +78,13 @@ def test_table1_takes_the_largest_same_platform_error(fingerprints):
 
 def test_table2_matrix_rows_generate_columns_recompute(fingerprints):
   a, b, c, d = (fingerprints[n] for n in "abcd")
-  records = [_record("ab", "lenet", 100, a, b, 3e-8), _record("aa", "lenet", 100, a, a, 0.0),
-             _record("ca", "lenet", 100, c, a, 5e-5), _record("dd", "lenet", 100, d, d, 1e-8),
-             _record("big", "lenet", 1000, a, c, 7e-5)]
+  records = [
+      _record("ab", "lenet", 100, a, b, 3e-8),
+      _record("aa", "lenet", 100, a, a, 0.0),
+      _record("ca", "lenet", 100, c, a, 5e-5),
+      _record("dd", "lenet", 100, d, d, 1e-8),
+      _record("big", "lenet", 1000, a, c, 7e-5),
+  ]
   table = table_builders.table2(records, "b")
   labels = [label for label, _ in table.rows]
   assert labels == sorted(labels) and len(labels) == 2  # generators a and c, determinism on
@@ -88,13 +110,16 @@ def test_platforms_sharing_a_label_are_told_apart(fingerprints):
 
 def test_render_tables_reads_result_files(fingerprints, tmp_path):
   a, b = fingerprints["a"], fingerprints["b"]
-  for name, record in (("x", _record("", "lenet", 100, a, a, 0.0)),
-                       ("y/z", _record("", "lenet", 100, a, b, 4e-8))):
+  for name, record in (
+      ("x", _record("", "lenet", 100, a, a, 0.0)),
+      ("y/z", _record("", "lenet", 100, a, b, 4e-8)),
+  ):
     os.makedirs(tmp_path / "results" / name)
     with open(tmp_path / "results" / name / "result.json", "w") as f:
       json.dump({k: v for k, v in record.items() if k != "folder"}, f)
   tables, figures = report_lib.render_tables_and_figures(
-      saved_results.find_results([str(tmp_path / "results")]), str(tmp_path / "report"))
+      saved_results.find_results([str(tmp_path / "results")]), str(tmp_path / "report")
+  )
   assert figures == []
   assert [t.name for t in tables] == ["table1", "table2b"]  # nothing measured for 2a, 2c
   for name in ("table1", "table2b"):
@@ -108,25 +133,44 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
 def _attack(folder, attack, model, b, steps, fractions, errors_by_step):
   """An attack summary as forging-attack writes it; errors_by_step[step][k]: min error at
   fractions[k] (mean = 2 x min, max = 3 x min)."""
-  return {"kind": "forging_tf.attack_results", "folder": folder,
-          "settings": {"attack": attack, "runs": 3, "M": 300, "n": 3000},
-          "trace": {"model": model, "dataset": "mnist", "batch_size": b, "steps": 1200},
-          "platform": None, "steps": steps,
-          "results": [{"step": step, "num_replaced": m, "forging_fraction": m / b,
-                       "min_approximation_error": e, "mean_approximation_error": 2 * e,
-                       "max_approximation_error": 3 * e}
-                      for step in steps for m, e in zip(fractions, errors_by_step[step])]}
+  return {
+      "kind": "forging_tf.attack_results",
+      "folder": folder,
+      "settings": {"attack": attack, "runs": 3, "M": 300, "n": 3000},
+      "trace": {"model": model, "dataset": "mnist", "batch_size": b, "steps": 1200},
+      "platform": None,
+      "steps": steps,
+      "results": [
+          {
+              "step": step,
+              "num_replaced": m,
+              "forging_fraction": m / b,
+              "min_approximation_error": e,
+              "mean_approximation_error": 2 * e,
+              "max_approximation_error": 3 * e,
+          }
+          for step in steps
+          for m, e in zip(fractions, errors_by_step[step])
+      ],
+  }
 
 
 def test_table3_marks_cells_stealthy_against_the_largest_reproduction_error(fingerprints):
   a, c = fingerprints["a"], fingerprints["c"]
   reproduction = [_record("r1", "lenet", 100, a, a, 0.0), _record("r2", "lenet", 100, a, c, 5e-5)]
-  stages = _attack("s", "thudi", "lenet", 1000, [0, 600, 1199], [1, 1000],
-                   {0: [1e-5, 1e-3], 600: [1e-6, 2e-3], 1199: [2e-6, 6e-3]})
+  stages = _attack(
+      "s",
+      "thudi",
+      "lenet",
+      1000,
+      [0, 600, 1199],
+      [1, 1000],
+      {0: [1e-5, 1e-3], 600: [1e-6, 2e-3], 1199: [2e-6, 6e-3]},
+  )
   middle = _attack("m", "zhang", "lenet", 1000, [600], [1, 1000], {600: [5e-7, 1e-3]})
   records = [stages | {"platform": a}, middle | {"platform": a}]
   table = table_builders.table3(reproduction, records)
-  (label, cells), = table.rows
+  ((label, cells),) = table.rows
   assert label == "lenet / mnist, b = 1000"
   assert [c.value for c in cells] == [1e-5, 1e-3, 2e-6, 6e-3]
   assert [c.stealthy for c in cells] == [True, False, True, False]
@@ -147,12 +191,12 @@ def test_table3_marks_cells_stealthy_against_the_largest_reproduction_error(fing
   assert fig6.series[1].minimum == (5e-7, 1e-3)
 
 
-def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_threshold(
-    fingerprints):
+def test_report_judges_stealth_at_the_same_platform_and_the_cross_platform_threshold(fingerprints):
   a, c = fingerprints["a"], fingerprints["c"]
   reproduction = [_record("r1", "lenet", 100, a, a, 1e-7), _record("r2", "lenet", 100, a, c, 5e-5)]
-  attack = _attack("s", "thudi", "lenet", 1000, [0, 1199], [1, 1000],
-                   {0: [1e-5, 1e-3], 1199: [5e-8, 6e-3]}) | {"platform": a}
+  attack = _attack(
+      "s", "thudi", "lenet", 1000, [0, 1199], [1, 1000], {0: [1e-5, 1e-3], 1199: [5e-8, 6e-3]}
+  ) | {"platform": a}
   for entry in attack["results"]:
     entry["label"] = "1/b" if entry["num_replaced"] == 1 else "1"
   lines = "\n".join(report_lib._attack_findings(reproduction, [attack]))
@@ -170,13 +214,15 @@ def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
   del record["folder"], record["platform"]["id"]
   (tmp_path / "r").mkdir()
   (tmp_path / "r" / "result.json").write_text(json.dumps(record))
-  with pytest.raises(errors.ForgingError, match=r"r/result.json has no platform.id: "
-                     "it was edited"):
+  with pytest.raises(
+      errors.ForgingError, match=r"r/result.json has no platform.id: " "it was edited"
+  ):
     saved_results.find_results([str(tmp_path)])
 
 
-def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(old_smoke_run,
-                                                                           tmp_path):
+def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
+    old_smoke_run, tmp_path
+):
   """forging-tables reads records as an earlier version wrote them (no kind for Table IV, the
   recomputing platform under another name, ...), and renders without loading TensorFlow."""
   out = tmp_path / "report"
@@ -187,9 +233,11 @@ def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(old_
       "  runpy.run_module('forging_tf.report.tables', run_name='__main__')\n"
       "except SystemExit as e:\n"
       "  assert not e.code, e.code\n"
-      "print('loaded:', sorted({'tensorflow', 'keras', 'zarr'} & set(sys.modules)))\n")
-  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)
+      "print('loaded:', sorted({'tensorflow', 'keras', 'zarr'} & set(sys.modules)))\n"
+  )
+  result = subprocess.run(
+      [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip().splitlines()[-1] == "loaded: []"
   old_tables = os.path.join(old_smoke_run, "report")

@@ -23,13 +23,26 @@ def _manifest(steps=6, k=1, keep_pairs=0, batch_size=2):
   return {
       "created": "2026-11-21T00:00:00+00:00",
       "model": {"name": "logreg", "config": {}},
-      "dataset": {"name": "toy", "split": "train", "num_examples": 10, "image_shape": [2, 2, 1],
-                  "num_classes": 3, "fingerprint": "ab" * 32, "source": "test"},
-      "batch_size": batch_size, "learning_rate": 0.01, "seed": 0, "steps": steps, "k": k,
-      "keep_pairs": keep_pairs, "num_parameters": _P,
-      "parameter_layout": [{"name": "logreg/logits/kernel", "shape": [4, 3], "offset": 0,
-                            "size": 12},
-                           {"name": "logreg/logits/bias", "shape": [3], "offset": 12, "size": 3}],
+      "dataset": {
+          "name": "toy",
+          "split": "train",
+          "num_examples": 10,
+          "image_shape": [2, 2, 1],
+          "num_classes": 3,
+          "fingerprint": "ab" * 32,
+          "source": "test",
+      },
+      "batch_size": batch_size,
+      "learning_rate": 0.01,
+      "seed": 0,
+      "steps": steps,
+      "k": k,
+      "keep_pairs": keep_pairs,
+      "num_parameters": _P,
+      "parameter_layout": [
+          {"name": "logreg/logits/kernel", "shape": [4, 3], "offset": 0, "size": 12},
+          {"name": "logreg/logits/bias", "shape": [3], "offset": 12, "size": 3},
+      ],
       "platform": {"id": "test"},
   }
 
@@ -40,7 +53,7 @@ def _write(path, steps=6, k=1, keep_pairs=0, finish=True):
   writer = trace_lib.TraceWriter.create(str(path), manifest, batches)
   thetas = {}
   stored = trace_lib.checkpoint_steps(steps, k, keep_pairs)
-  for step in stored if finish else stored[:len(stored) // 2]:
+  for step in stored if finish else stored[: len(stored) // 2]:
     thetas[int(step)] = np.full(_P, step, dtype=np.float32) + np.arange(_P, dtype=np.float32)
     writer.put(int(step), thetas[int(step)])
   assert writer.close() == finish
@@ -83,6 +96,7 @@ def test_round_trip(tmp_path, k, keep_pairs):
   assert trace.manifest["batches_sha256"] == trace_lib.sha256_hex(batches)
   # Readable with plain zarr + numpy, as docs/TRACE_FORMAT.md says.
   import zarr
+
   group = zarr.open_group(str(tmp_path / "t"), mode="r")
   np.testing.assert_array_equal(group["checkpoints"][0], thetas[0])
 
@@ -97,8 +111,9 @@ def test_unfinished_trace_reads_what_was_written(tmp_path):
 
 
 def test_writer_refuses_out_of_order_checkpoints(tmp_path):
-  writer = trace_lib.TraceWriter.create(str(tmp_path / "t"), _manifest(),
-                                        np.zeros((6, 2), np.int32))
+  writer = trace_lib.TraceWriter.create(
+      str(tmp_path / "t"), _manifest(), np.zeros((6, 2), np.int32)
+  )
   writer.put(0, np.zeros(_P, np.float32))
   with pytest.raises(errors.TraceError, match="step 2 handed over out of order"):
     writer.put(2, np.zeros(_P, np.float32))
@@ -117,8 +132,9 @@ def test_create_never_replaces_existing_data(tmp_path):
 def test_a_trace_that_cannot_be_created_is_a_trace_error(tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(errors.TraceError, match="cannot create the trace"):
-    trace_lib.TraceWriter.create(str(tmp_path / "file" / "t"), _manifest(),
-                                 np.zeros((6, 2), np.int32))
+    trace_lib.TraceWriter.create(
+        str(tmp_path / "file" / "t"), _manifest(), np.zeros((6, 2), np.int32)
+    )
 
 
 def test_flipped_byte_in_a_checkpoint_names_the_step(tmp_path):
@@ -160,39 +176,45 @@ def test_edited_manifest_fails_its_digest(tmp_path):
     trace_lib.Trace(str(tmp_path / "t"))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(steps=-1), "steps is -1"),
-    (lambda m: m.update(steps=True), "steps is True"),
-    (lambda m: m.update(steps=7), r"the manifest implies int32 \[7, 2\]"),
-    (lambda m: m.update(num_parameters=10**12), "num_parameters"),
-    (lambda m: m.update(batch_size=10**7), "batch_size"),
-    (lambda m: m["model"].update(name="../../etc/passwd"), "unknown model"),
-    (lambda m: m.update(learning_rate="0.01"), "learning_rate"),
-    (lambda m: m.update(learning_rate=float("nan")), "learning_rate"),
-    (lambda m: m["parameter_layout"][1].update(offset=11), "offset/size"),
-    (lambda m: m["parameter_layout"][0].update(shape=[4, -3]), "shape"),
-    (lambda m: m["parameter_layout"].pop(), "covers 12 parameters"),
-    (lambda m: m.update(checkpoint_sha256=["x"] * 7), "checkpoint_sha256"),
-    (lambda m: m.update(checkpoint_sha256=m["checkpoint_sha256"][:3]), "says complete"),
-    (lambda m: m.update(format_version=2), "format_version"),
-    (lambda m: m.update(k=4), "contradict"),
-    (lambda m: m.pop("platform"), "platform"),
-    (lambda m: m["dataset"].update(num_examples=1), "batch_size"),
-    (lambda m: m.update(steps=10**8), r"implies int32 \[100000000, 2\]"),
-    (lambda m: m.update(platform={"settings": {}}), "platform is not an object with an id"),
-    (lambda m: m["parameter_layout"][1].update(offset=12.0), "offset/size 12.0/3"),
-    (lambda m: m["parameter_layout"][1].update(shape=[1], size=True), "offset/size 12/True"),
-    (lambda m: m["dataset"].update(image_shape="28x28"), "image_shape"),
-    (lambda m: m["dataset"].update(num_classes=4), r"widths \[4, 4\] make 20 parameters"),
-    (lambda m: m.update(model={"name": "fcn", "config": {"hidden": [10**6, 10**6]}}),
-     "hidden is"),
-    (lambda m: m.update(model={"name": "fcn", "config": {"hidden": [2]}}),
-     r"widths \[4, 2, 3\] make 19 parameters, not 15"),
-    (lambda m: m.update(model={"name": "lenet", "config": {"filters": 6}}),
-     "unknown options"),
-    (lambda m: m.update(model={"name": "logreg", "config": {"use_bias": "yes"}}), "use_bias"),
-    (lambda m: m.update(steps="x" * 10**5), r"steps is 'x+\.\.\.$"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(steps=-1), "steps is -1"),
+        (lambda m: m.update(steps=True), "steps is True"),
+        (lambda m: m.update(steps=7), r"the manifest implies int32 \[7, 2\]"),
+        (lambda m: m.update(num_parameters=10**12), "num_parameters"),
+        (lambda m: m.update(batch_size=10**7), "batch_size"),
+        (lambda m: m["model"].update(name="../../etc/passwd"), "unknown model"),
+        (lambda m: m.update(learning_rate="0.01"), "learning_rate"),
+        (lambda m: m.update(learning_rate=float("nan")), "learning_rate"),
+        (lambda m: m["parameter_layout"][1].update(offset=11), "offset/size"),
+        (lambda m: m["parameter_layout"][0].update(shape=[4, -3]), "shape"),
+        (lambda m: m["parameter_layout"].pop(), "covers 12 parameters"),
+        (lambda m: m.update(checkpoint_sha256=["x"] * 7), "checkpoint_sha256"),
+        (lambda m: m.update(checkpoint_sha256=m["checkpoint_sha256"][:3]), "says complete"),
+        (lambda m: m.update(format_version=2), "format_version"),
+        (lambda m: m.update(k=4), "contradict"),
+        (lambda m: m.pop("platform"), "platform"),
+        (lambda m: m["dataset"].update(num_examples=1), "batch_size"),
+        (lambda m: m.update(steps=10**8), r"implies int32 \[100000000, 2\]"),
+        (lambda m: m.update(platform={"settings": {}}), "platform is not an object with an id"),
+        (lambda m: m["parameter_layout"][1].update(offset=12.0), "offset/size 12.0/3"),
+        (lambda m: m["parameter_layout"][1].update(shape=[1], size=True), "offset/size 12/True"),
+        (lambda m: m["dataset"].update(image_shape="28x28"), "image_shape"),
+        (lambda m: m["dataset"].update(num_classes=4), r"widths \[4, 4\] make 20 parameters"),
+        (
+            lambda m: m.update(model={"name": "fcn", "config": {"hidden": [10**6, 10**6]}}),
+            "hidden is",
+        ),
+        (
+            lambda m: m.update(model={"name": "fcn", "config": {"hidden": [2]}}),
+            r"widths \[4, 2, 3\] make 19 parameters, not 15",
+        ),
+        (lambda m: m.update(model={"name": "lenet", "config": {"filters": 6}}), "unknown options"),
+        (lambda m: m.update(model={"name": "logreg", "config": {"use_bias": "yes"}}), "use_bias"),
+        (lambda m: m.update(steps="x" * 10**5), r"steps is 'x+\.\.\.$"),
+    ],
+)
 def test_hostile_manifests_are_rejected(tmp_path, edit, message):
   _write(tmp_path / "t")
   _edit_manifest(str(tmp_path / "t"), edit)
@@ -204,8 +226,11 @@ def test_not_a_trace(tmp_path):
   with pytest.raises(errors.TraceError, match="does not exist"):
     trace_lib.Trace(str(tmp_path / "nothing"))
   (tmp_path / "folder").mkdir()
-  for text in ("{not json", '{"attributes": 5}', '{"attributes": ' + "[" * 10**5 + "]" * 10**5
-               + "}"):
+  for text in (
+      "{not json",
+      '{"attributes": 5}',
+      '{"attributes": ' + "[" * 10**5 + "]" * 10**5 + "}",
+  ):
     (tmp_path / "folder" / "zarr.json").write_text(text)
     with pytest.raises(errors.TraceError, match="not a forging_tf trace"):
       trace_lib.Trace(str(tmp_path / "folder"))
@@ -220,8 +245,9 @@ def test_a_size_bluff_allocates_nothing(tmp_path):
   (tmp_path / "t" / "batches" / "zarr.json").write_text(json.dumps(meta))
   tracemalloc.start()
   try:
-    with pytest.raises(errors.TraceError, match="'batches' holds 48 bytes, the manifest implies "
-                       "800000000"):
+    with pytest.raises(
+        errors.TraceError, match="'batches' holds 48 bytes, the manifest implies 800000000"
+    ):
       trace_lib.Trace(str(tmp_path / "t"))
     peak = tracemalloc.get_traced_memory()[1]
   finally:
@@ -243,16 +269,56 @@ def test_links_out_of_the_trace_are_refused(tmp_path, target):
 # Fuzzing: a trace comes from the adversary and may hold anything; only TraceError may come out,
 # with a one-line message, and nothing large may be allocated. ------------------------------------
 
-_HOSTILE_INTS = (-(10**30), -1, 0, 1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 2**31, 10**7, 10**8,
-                 10**8 + 1, 10**9, 2**63 - 1, 2**63, 10**30)
-_HOSTILE_STRINGS = ("", "../../etc/passwd", "/etc/passwd", "..", "resnet", "lenet", "fcn", "logreg",
-                    "mnist", "0" * 64, "x" * 1000, "\n", "NaN")
+_HOSTILE_INTS = (
+    -(10**30),
+    -1,
+    0,
+    1,
+    2,
+    3,
+    5,
+    6,
+    7,
+    8,
+    12,
+    14,
+    15,
+    16,
+    2**31,
+    10**7,
+    10**8,
+    10**8 + 1,
+    10**9,
+    2**63 - 1,
+    2**63,
+    10**30,
+)
+_HOSTILE_STRINGS = (
+    "",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "..",
+    "resnet",
+    "lenet",
+    "fcn",
+    "logreg",
+    "mnist",
+    "0" * 64,
+    "x" * 1000,
+    "\n",
+    "NaN",
+)
 _JUNK = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
     | st.sampled_from(_HOSTILE_INTS + _HOSTILE_STRINGS + (float("nan"), float("inf"))),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
-    max_leaves=8)
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
 
 
 def _like(value) -> st.SearchStrategy:
@@ -271,16 +337,40 @@ def _like(value) -> st.SearchStrategy:
 
 
 # Values a zarr reader takes for well-formed but wrong array metadata.
-_ARRAY_METADATA = st.sampled_from((
-    [7, 15], [6, 2], [7], [1, 15], [1, 1], [10**9], [1, 10**9], [10**9, 10**9], [0], [], "float64",
-    "int64", "uint32", "float16", "bool", "NaN", 0, -1, 2**40,
-    [{"name": "bytes", "configuration": {"endian": "big"}}],
-    [{"name": "bytes"}, {"name": "gzip", "configuration": {"level": 1}}],
-    [{"name": "sharding_indexed", "configuration": {"chunk_shape": [1, 15]}}],
-    {"name": "v2", "configuration": {"separator": "."}},
-    {"name": "default", "configuration": {"separator": "."}}))
-_FUZZ = settings(max_examples=150, deadline=None, database=None,
-                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_ARRAY_METADATA = st.sampled_from(
+    (
+        [7, 15],
+        [6, 2],
+        [7],
+        [1, 15],
+        [1, 1],
+        [10**9],
+        [1, 10**9],
+        [10**9, 10**9],
+        [0],
+        [],
+        "float64",
+        "int64",
+        "uint32",
+        "float16",
+        "bool",
+        "NaN",
+        0,
+        -1,
+        2**40,
+        [{"name": "bytes", "configuration": {"endian": "big"}}],
+        [{"name": "bytes"}, {"name": "gzip", "configuration": {"level": 1}}],
+        [{"name": "sharding_indexed", "configuration": {"chunk_shape": [1, 15]}}],
+        {"name": "v2", "configuration": {"separator": "."}},
+        {"name": "default", "configuration": {"separator": "."}},
+    )
+)
+_FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @pytest.fixture(scope="module")
@@ -293,8 +383,13 @@ def pristine(tmp_path_factory) -> str:
 def _paths(value, prefix=()):
   """Every place in a JSON document: key / index tuples, the root () first."""
   yield prefix
-  children = (value.items() if isinstance(value, dict)
-              else enumerate(value) if isinstance(value, list) else ())
+  children = (
+      value.items()
+      if isinstance(value, dict)
+      else enumerate(value)
+      if isinstance(value, list)
+      else ()
+  )
   for key, child in children:
     yield from _paths(child, prefix + (key,))
 
@@ -307,10 +402,11 @@ def _mutate_json(data, path: str, under: tuple = (), values=_JUNK) -> None:
       document = json.load(f)
   except ValueError:
     return  # Garbled by an earlier edit already.
-  places = [p for p in _paths(document) if p[:len(under)] == under] or [()]
+  places = [p for p in _paths(document) if p[: len(under)] == under] or [()]
   fields = [p for p in places if len(p) == len(under) + 1]  # Half the edits hit a field itself.
-  place = data.draw(st.sampled_from(fields) if fields and data.draw(st.booleans())
-                    else st.sampled_from(places))
+  place = data.draw(
+      st.sampled_from(fields) if fields and data.draw(st.booleans()) else st.sampled_from(places)
+  )
   action = data.draw(st.sampled_from(["replace"] * 6 + ["delete"] * 3 + ["text"]))
   if action == "text":
     text = json.dumps(document)
@@ -342,9 +438,9 @@ def _mutate_chunk(data, path: str) -> None:
     return
   if action == "flip" and raw:
     at = data.draw(st.integers(0, len(raw) - 1))
-    raw = raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
+    raw = raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1 :]
   elif action == "truncate":
-    raw = raw[:data.draw(st.integers(0, max(0, len(raw) - 1)))]
+    raw = raw[: data.draw(st.integers(0, max(0, len(raw) - 1)))]
   else:
     raw += data.draw(st.binary(min_size=1, max_size=16))
   with open(path, "wb") as f:
@@ -383,7 +479,7 @@ def _read_everything(path: str) -> None:
   tracemalloc.start()
   try:
     trace = trace_lib.Trace(path)
-    for step in trace.checkpoint_steps[:trace.num_written][:20]:
+    for step in trace.checkpoint_steps[: trace.num_written][:20]:
       assert trace.checkpoint(int(step)).shape == (trace.num_parameters,)
     for step in range(min(trace.steps, 20)):
       assert trace.batch(step).shape == (trace.batch_size,)
@@ -410,8 +506,11 @@ def test_fuzzed_manifests_raise_only_trace_errors(pristine, data):
     if data.draw(st.booleans()):
       _bluff(data, path)
     for _ in range(data.draw(st.integers(0, 3))):
-      _mutate_json(data, os.path.join(path, "zarr.json"),
-                   under=data.draw(st.sampled_from([manifest] * 9 + [()])))
+      _mutate_json(
+          data,
+          os.path.join(path, "zarr.json"),
+          under=data.draw(st.sampled_from([manifest] * 9 + [()])),
+      )
     if data.draw(st.integers(0, 4)):
       _redigest(path)
     _read_everything(path)
@@ -423,16 +522,23 @@ def test_fuzzed_manifests_raise_only_trace_errors(pristine, data):
 @given(data=st.data())
 def test_fuzzed_arrays_and_chunks_raise_only_trace_errors(pristine, data):
   path = _fuzz_copy(pristine)
-  files = sorted(os.path.relpath(os.path.join(root, name), path)
-                 for root, _, names in os.walk(path) for name in names if root != path)
+  files = sorted(
+      os.path.relpath(os.path.join(root, name), path)
+      for root, _, names in os.walk(path)
+      for name in names
+      if root != path
+  )
   try:
     for _ in range(data.draw(st.integers(1, 3))):
       name = data.draw(st.sampled_from(files))
       if not os.path.exists(os.path.join(path, name)):
         continue
       if name.endswith("zarr.json"):
-        _mutate_json(data, os.path.join(path, name),
-                     values=data.draw(st.sampled_from([_JUNK, _ARRAY_METADATA])))
+        _mutate_json(
+            data,
+            os.path.join(path, name),
+            values=data.draw(st.sampled_from([_JUNK, _ARRAY_METADATA])),
+        )
       else:
         _mutate_chunk(data, os.path.join(path, name))
     _read_everything(path)

@@ -44,8 +44,7 @@ def test_trace_holds_what_training_did(reference, mnist):
   step = sgd_step.SGDStep(model, trace.learning_rate)
   assert trace.layout == step.layout and trace.num_parameters == 61_706
   np.testing.assert_array_equal(trace.checkpoint(0), models.initial_parameters(step.layout, 0))
-  np.testing.assert_array_equal(trace.batches,
-                                train_lib.batch_schedule(60_000, _B, _T, seed=0))
+  np.testing.assert_array_equal(trace.batches, train_lib.batch_schedule(60_000, _B, _T, seed=0))
   # Every logged step is exactly the one SGD step applied to the logged checkpoint and batch.
   source = sgd_step.BatchSource(mnist.x_train, mnist.y_train, 10)
   for i in range(_T):
@@ -60,11 +59,11 @@ def test_two_runs_are_bitwise_identical(reference, mnist, tmp_path):
 
 
 @pytest.mark.parametrize("k, keep_pairs", [(5, 0), (1, 4)])
-def test_interval_and_sparse_traces_store_the_same_checkpoints(reference, mnist, tmp_path, k,
-                                                               keep_pairs):
+def test_interval_and_sparse_traces_store_the_same_checkpoints(
+    reference, mnist, tmp_path, k, keep_pairs
+):
   path = str(tmp_path / "t")
-  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=k,
-                              keep_pairs=keep_pairs)
+  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=k, keep_pairs=keep_pairs)
   trace, full = trace_lib.Trace(path), trace_lib.Trace(reference[0])
   assert trace.checkpoint_steps.tolist() == trace_lib.checkpoint_steps(_T, k, keep_pairs).tolist()
   for step in trace.checkpoint_steps:
@@ -81,8 +80,9 @@ def test_existing_outputs_are_never_lost(reference, mnist, tmp_path):
   (tmp_path / "notes" / "paper.tex").write_text("mine")
   for overwrite in (False, True):
     with pytest.raises(errors.ConfigError, match="not a forging_tf trace"):
-      train_lib.train_trace(str(tmp_path / "notes"), "lenet", mnist, batch_size=_B,
-                                  steps=_T, overwrite=overwrite)
+      train_lib.train_trace(
+          str(tmp_path / "notes"), "lenet", mnist, batch_size=_B, steps=_T, overwrite=overwrite
+      )
   assert (tmp_path / "notes" / "paper.tex").read_text() == "mine"
   copy = str(tmp_path / "copy")
   train_lib.train_trace(copy, "lenet", mnist, batch_size=_B, steps=10)
@@ -110,8 +110,18 @@ def test_batch_schedule_is_seeded_epoch_shuffles():
 
 
 def _train_command(out, data_dir, *extra):
-  return [sys.executable, "-m", "forging_tf.train.train", "--model=lenet", "--dataset=mnist",
-          f"--batch_size={_B}", "--steps=300", f"--data_dir={data_dir}", f"--out={out}", *extra]
+  return [
+      sys.executable,
+      "-m",
+      "forging_tf.train.train",
+      "--model=lenet",
+      "--dataset=mnist",
+      f"--batch_size={_B}",
+      "--steps=300",
+      f"--data_dir={data_dir}",
+      f"--out={out}",
+      *extra,
+  ]
 
 
 def _written(out) -> int:
@@ -125,8 +135,9 @@ def _written(out) -> int:
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_path):
   out = str(tmp_path / "killed")
-  process = subprocess.Popen(_train_command(out, data_dir), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+      _train_command(out, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.monotonic() + 120
   while _written(out) < 100 and process.poll() is None and time.monotonic() < deadline:
     time.sleep(0.01)
@@ -134,8 +145,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
   process.wait()
   interrupted = trace_lib.Trace(out)
   assert not interrupted.complete and 100 <= interrupted.num_written < 301
-  other = subprocess.run(_train_command(out, data_dir, "--lr=0.02"), capture_output=True,
-                         text=True)
+  other = subprocess.run(_train_command(out, data_dir, "--lr=0.02"), capture_output=True, text=True)
   assert other.returncode != 0 and "unfinished trace of another run" in other.stderr
   resumed = subprocess.run(_train_command(out, data_dir), capture_output=True, text=True)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -146,18 +156,21 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
   assert np.array_equal(_checkpoints(out), _checkpoints(reference))
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--steps=0"], "--steps=0"),
-    (["--k=7"], "not a multiple of k"),
-    (["--onednn=maybe"], "--onednn"),
-    (["--device=tpu"], "device 'tpu'"),
-    (["--model=fcn", "--hidden=10,x"], "--hidden"),
-    (["--batch_size=60001"], "batch_size must be in 1..60000"),
-    (["--data_dir=/nonexistent", "--nodownload"], "FORGING_TF_DATA"),
-    (["--lr=nan"], "learning_rate must be positive (and finite)"),
-    (["positional"], "unexpected arguments: positional (see --helpshort)"),
-    (["--bogus=1"], "Unknown command line flag 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--steps=0"], "--steps=0"),
+        (["--k=7"], "not a multiple of k"),
+        (["--onednn=maybe"], "--onednn"),
+        (["--device=tpu"], "device 'tpu'"),
+        (["--model=fcn", "--hidden=10,x"], "--hidden"),
+        (["--batch_size=60001"], "batch_size must be in 1..60000"),
+        (["--data_dir=/nonexistent", "--nodownload"], "FORGING_TF_DATA"),
+        (["--lr=nan"], "learning_rate must be positive (and finite)"),
+        (["positional"], "unexpected arguments: positional (see --helpshort)"),
+        (["--bogus=1"], "Unknown command line flag 'bogus'"),
+    ],
+)
 def test_binary_errors_are_one_line(data_dir, tmp_path, flags, message):
   command = _train_command(str(tmp_path / "t"), data_dir) + flags
   result = subprocess.run(command, capture_output=True, text=True)
@@ -184,8 +197,9 @@ def test_binary_applies_and_records_platform_flags(data_dir, tmp_path):
   want = "off" if platform_lib.onednn_enabled() else "on"
   out = str(tmp_path / "t")
   command = _train_command(out, data_dir, f"--onednn={want}", "--intra_op_threads=1")
-  result = subprocess.run([c if c != "--steps=300" else "--steps=3" for c in command],
-                          capture_output=True, text=True)
+  result = subprocess.run(
+      [c if c != "--steps=300" else "--steps=3" for c in command], capture_output=True, text=True
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   platform = trace_lib.Trace(out).manifest["platform"]
   assert platform["in_force"]["onednn"] is (want == "on")

@@ -11,36 +11,55 @@ all. Existing results are never replaced without --overwrite.
 
 from absl import flags
 
-from forging_tf.attacks import settings as attack_settings
-from forging_tf.attacks import attack_lib
 from forging_tf import cli
+from forging_tf.attacks import attack_lib
+from forging_tf.attacks import settings as attack_settings
 
 _DEFAULTS = attack_settings.AttackSettings()
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory to attack.")
-_ATTACK = flags.DEFINE_enum_class("attack", _DEFAULTS.attack, attack_settings.Attack,
-                                  "thudi: greedy search over M random candidates; zhang: "
-                                  "class-wise nearest neighbours.", case_sensitive=False)
-_STEPS = flags.DEFINE_string("steps", _DEFAULTS.steps, "Steps to attack: middle, all, or a comma "
-                             "list.")
-_FRACTIONS = flags.DEFINE_list("forging_fraction", list(_DEFAULTS.forging_fractions),
-                               "Forging fractions |B_i ∩ U| / b: 1/b, N/b or numbers in (0, 1].")
-_RUNS = flags.DEFINE_integer("runs", _DEFAULTS.runs, "Runs (deletion sets and draws) per step "
-                             "and fraction.")
+_ATTACK = flags.DEFINE_enum_class(
+    "attack",
+    _DEFAULTS.attack,
+    attack_settings.Attack,
+    "thudi: greedy search over M random candidates; zhang: class-wise nearest neighbours.",
+    case_sensitive=False,
+)
+_STEPS = flags.DEFINE_string(
+    "steps", _DEFAULTS.steps, "Steps to attack: middle, all, or a comma list."
+)
+_FRACTIONS = flags.DEFINE_list(
+    "forging_fraction",
+    list(_DEFAULTS.forging_fractions),
+    "Forging fractions |B_i ∩ U| / b: 1/b, N/b or numbers in (0, 1].",
+)
+_RUNS = flags.DEFINE_integer(
+    "runs", _DEFAULTS.runs, "Runs (deletion sets and draws) per step and fraction."
+)
 _M = flags.DEFINE_integer("M", _DEFAULTS.M, "Thudi: candidates per attack.")
-_N = flags.DEFINE_integer("n", _DEFAULTS.n,
-                          "Thudi: pool of examples sampled from D \\ B_i for the candidates.")
-_ENGINE = flags.DEFINE_enum_class("engine", _DEFAULTS.engine, attack_settings.Engine,
-                                  "Thudi: score candidates with the vectorised engine or the "
-                                  "sequential SGDStep loop.", case_sensitive=False)
-_NEIGHBOURS_K = flags.DEFINE_integer("neighbours_k", _DEFAULTS.neighbours_k,
-                                     "Zhang: nearest neighbours kept per example.")
-_NEIGHBOURS_DIR = flags.DEFINE_string("neighbours_dir", None,
-                                      "Zhang: neighbour cache folder (default: OUT's parent/"
-                                      "neighbours).")
-_MEMORY_MB = flags.DEFINE_integer("memory_budget_mb", _DEFAULTS.memory_budget_bytes // 2**20,
-                                  "Vectorised engine: memory for gradients, in MiB.")
-_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the deletion sets and candidate "
-                             "draws.")
+_N = flags.DEFINE_integer(
+    "n", _DEFAULTS.n, "Thudi: pool of examples sampled from D \\ B_i for the candidates."
+)
+_ENGINE = flags.DEFINE_enum_class(
+    "engine",
+    _DEFAULTS.engine,
+    attack_settings.Engine,
+    "Thudi: score candidates with the vectorised engine or the sequential SGDStep loop.",
+    case_sensitive=False,
+)
+_NEIGHBOURS_K = flags.DEFINE_integer(
+    "neighbours_k", _DEFAULTS.neighbours_k, "Zhang: nearest neighbours kept per example."
+)
+_NEIGHBOURS_DIR = flags.DEFINE_string(
+    "neighbours_dir", None, "Zhang: neighbour cache folder (default: OUT's parent/neighbours)."
+)
+_MEMORY_MB = flags.DEFINE_integer(
+    "memory_budget_mb",
+    _DEFAULTS.memory_budget_bytes // 2**20,
+    "Vectorised engine: memory for gradients, in MiB.",
+)
+_SEED = flags.DEFINE_integer(
+    "seed", _DEFAULTS.seed, "Seed of the deletion sets and candidate draws."
+)
 _OUT = flags.DEFINE_string("out", None, "Results folder to write, e.g. results/attacks/NAME.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace results already at --out.")
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
@@ -52,19 +71,38 @@ def main():
   platform = _PLATFORM.requested()
   _, dataset = cli.trace_and_dataset(_TRACE.value, _DATA_DIR.value, _DOWNLOAD.value)
   settings = attack_settings.AttackSettings(
-      attack=_ATTACK.value, steps=_STEPS.value, forging_fractions=tuple(_FRACTIONS.value),
-      runs=_RUNS.value, M=_M.value, n=_N.value, seed=_SEED.value, engine=_ENGINE.value,
-      neighbours_k=_NEIGHBOURS_K.value, memory_budget_bytes=_MEMORY_MB.value * 2**20)
+      attack=_ATTACK.value,
+      steps=_STEPS.value,
+      forging_fractions=tuple(_FRACTIONS.value),
+      runs=_RUNS.value,
+      M=_M.value,
+      n=_N.value,
+      seed=_SEED.value,
+      engine=_ENGINE.value,
+      neighbours_k=_NEIGHBOURS_K.value,
+      memory_budget_bytes=_MEMORY_MB.value * 2**20,
+  )
   summary = attack_lib.run_attacks(
-      _TRACE.value, dataset, settings, _OUT.value, neighbours_dir=_NEIGHBOURS_DIR.value,
-      platform=platform, overwrite=_OVERWRITE.value, command=cli.command_line())
-  print(f"{summary['settings']['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "
-        f"step(s) x {len(summary['forging_fractions'])} fraction(s) x "
-        f"{summary['settings']['runs']} run(s) in {summary['seconds']:.1f} s -> {_OUT.value}")
+      _TRACE.value,
+      dataset,
+      settings,
+      _OUT.value,
+      neighbours_dir=_NEIGHBOURS_DIR.value,
+      platform=platform,
+      overwrite=_OVERWRITE.value,
+      command=cli.command_line(),
+  )
+  print(
+      f"{summary['settings']['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "
+      f"step(s) x {len(summary['forging_fractions'])} fraction(s) x "
+      f"{summary['settings']['runs']} run(s) in {summary['seconds']:.1f} s -> {_OUT.value}"
+  )
   for row in summary["results"]:
-    print(f"  step {row['step']:>5}  fraction {row['label']:>5} (m={row['num_replaced']}): "
-          f"approximation error min {row['min_approximation_error']:.6g}  mean "
-          f"{row['mean_approximation_error']:.6g}  (reproduction {row['reproduction_error']:.3g})")
+    print(
+        f"  step {row['step']:>5}  fraction {row['label']:>5} (m={row['num_replaced']}): "
+        f"approximation error min {row['min_approximation_error']:.6g}  mean "
+        f"{row['mean_approximation_error']:.6g}  (reproduction {row['reproduction_error']:.3g})"
+    )
 
 
 def run():

@@ -41,15 +41,15 @@ import time
 import numpy as np
 from absl import logging
 
-from forging_tf.attacks import engine as engine_lib
-from forging_tf.attacks import settings as attack_settings
-from forging_tf.attacks import greedy
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import results
 from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
+from forging_tf.attacks import engine as engine_lib
+from forging_tf.attacks import greedy
+from forging_tf.attacks import settings as attack_settings
 
 SUMMARY = results.RECORDS[results.ResultKind.ATTACK].file_name
 
@@ -57,6 +57,7 @@ SUMMARY = results.RECORDS[results.ResultKind.ATTACK].file_name
 @dataclasses.dataclass(frozen=True)
 class ForgingFraction:
   """A requested forging fraction: `label` as given ('1/b', '0.1'), m examples replaced of b."""
+
   label: str
   num_replaced: int
   batch_size: int
@@ -66,8 +67,11 @@ class ForgingFraction:
     return self.num_replaced / self.batch_size
 
   def as_dict(self) -> dict:
-    return {"label": self.label, "num_replaced": self.num_replaced,
-            "forging_fraction": self.forging_fraction}
+    return {
+        "label": self.label,
+        "num_replaced": self.num_replaced,
+        "forging_fraction": self.forging_fraction,
+    }
 
 
 def parse_forging_fractions(labels, batch_size: int) -> list[ForgingFraction]:
@@ -81,15 +85,18 @@ def parse_forging_fractions(labels, batch_size: int) -> list[ForgingFraction]:
       else:
         value = float(text)
     except ValueError:
-      raise errors.ConfigError(f"forging fraction {text!r} is neither a number in (0, 1] nor "
-                               "'1/b' / 'N/b'") from None
+      raise errors.ConfigError(
+          f"forging fraction {text!r} is neither a number in (0, 1] nor " "'1/b' / 'N/b'"
+      ) from None
     fractions.append(ForgingFraction(text, greedy.num_replaced(value, batch_size), batch_size))
   seen = {}
   for fraction in fractions:
     if fraction.num_replaced in seen:
-      raise errors.ConfigError(f"forging fractions {seen[fraction.num_replaced]} and "
-                               f"{fraction.label} both replace {fraction.num_replaced} of "
-                               f"b={batch_size} examples; drop one")
+      raise errors.ConfigError(
+          f"forging fractions {seen[fraction.num_replaced]} and "
+          f"{fraction.label} both replace {fraction.num_replaced} of "
+          f"b={batch_size} examples; drop one"
+      )
     seen[fraction.num_replaced] = fraction.label
   if not fractions:
     raise errors.ConfigError("no forging fraction given; e.g. --forging_fraction=1/b,1")
@@ -106,9 +113,11 @@ def parse_steps(spec: str, trace: trace_lib.Trace) -> list[int]:
   """'middle' (the attackable step nearest T/2), 'all', or a comma list of steps."""
   available = attackable_steps(trace)
   if not available.size:
-    raise errors.TraceError(f"{trace.path} stores every {trace.k}-th checkpoint and no pair "
-                            "(i, i+1); attacks need theta_i and theta_{i+1}: use a trace with "
-                            "k=1 or --keep_pairs")
+    raise errors.TraceError(
+        f"{trace.path} stores every {trace.k}-th checkpoint and no pair "
+        "(i, i+1); attacks need theta_i and theta_{i+1}: use a trace with "
+        "k=1 or --keep_pairs"
+    )
   spec = spec.strip()
   if spec == "middle":
     return [int(available[np.argmin(np.abs(available - trace.steps // 2))])]
@@ -117,14 +126,17 @@ def parse_steps(spec: str, trace: trace_lib.Trace) -> list[int]:
   try:
     steps = [int(s) for s in spec.split(",") if s.strip()]
   except ValueError:
-    raise errors.ConfigError(f"--steps={spec!r} is neither 'middle', 'all' nor a comma list of "
-                             "steps") from None
+    raise errors.ConfigError(
+        f"--steps={spec!r} is neither 'middle', 'all' nor a comma list of " "steps"
+    ) from None
   stored_pairs = set(available.tolist())
   missing = [s for s in steps if s not in stored_pairs]
   if missing or not steps:
-    raise errors.TraceError(f"{trace.path} has no stored pair (theta_i, theta_i+1) at step(s) "
-                            f"{missing or spec!r}; attackable steps are "
-                            f"{_describe_steps(available)}")
+    raise errors.TraceError(
+        f"{trace.path} has no stored pair (theta_i, theta_i+1) at step(s) "
+        f"{missing or spec!r}; attackable steps are "
+        f"{_describe_steps(available)}"
+    )
   if len(set(steps)) != len(steps):
     raise errors.ConfigError(f"--steps={spec!r} names a step twice")
   return steps
@@ -143,11 +155,17 @@ def _stats(values: np.ndarray) -> dict:
   return {"min": float(finite.min()), "mean": float(finite.mean()), "max": float(finite.max())}
 
 
-def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_settings.AttackSettings,
-                out: str, neighbours_dir: str | None = None,
-                platform: platform_lib.Platform = platform_lib.Platform(),
-                overwrite: bool = False, command: str | None = None,
-                progress_every_s: float = 10.0) -> dict:
+def run_attacks(
+    trace_path: str,
+    dataset: data.Dataset,
+    settings: attack_settings.AttackSettings,
+    out: str,
+    neighbours_dir: str | None = None,
+    platform: platform_lib.Platform = platform_lib.Platform(),
+    overwrite: bool = False,
+    command: str | None = None,
+    progress_every_s: float = 10.0,
+) -> dict:
   """Runs an attack on the steps of a trace and writes its results to OUT (module docstring).
 
   Args:
@@ -173,16 +191,19 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
   results.check_out(out, SUMMARY, results.ResultKind.ATTACK, overwrite)
   trace = trace_lib.Trace(trace_path)
   if not trace.complete:
-    raise errors.TraceError(f"{trace.path} is unfinished; finish it (run its forging-train "
-                            "command again) before attacking it")
+    raise errors.TraceError(
+        f"{trace.path} is unfinished; finish it (run its forging-train "
+        "command again) before attacking it"
+    )
   step_list = parse_steps(settings.steps, trace)
   fractions = parse_forging_fractions(settings.forging_fractions, trace.batch_size)
   thudi = settings.attack == attack_settings.Attack.THUDI
   M, n, runs = settings.M, settings.n, settings.runs
   num_examples = dataset.x_train.shape[0]
   if thudi:
-    greedy.check_thudi_settings(M, n, max(f.num_replaced for f in fractions),
-                                 num_examples - trace.batch_size)
+    greedy.check_thudi_settings(
+        M, n, max(f.num_replaced for f in fractions), num_examples - trace.batch_size
+    )
   platform_lib.apply_platform(platform)
   step_fn = sgd_step.step_for_trace(trace, dataset)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
@@ -192,9 +213,15 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
     neighbours_dir = neighbours_dir or os.path.join(os.path.dirname(out), "neighbours")
     began = time.perf_counter()
     neighbours, neighbours_file = greedy.load_or_compute_neighbours(
-        dataset, settings.neighbours_k, neighbours_dir)
-    logging.info("nearest neighbours (top %d) of %s: %s (%.1f s)", settings.neighbours_k,
-                 dataset.name, neighbours_file, time.perf_counter() - began)
+        dataset, settings.neighbours_k, neighbours_dir
+    )
+    logging.info(
+        "nearest neighbours (top %d) of %s: %s (%.1f s)",
+        settings.neighbours_k,
+        dataset.name,
+        neighbours_file,
+        time.perf_counter() - began,
+    )
   fingerprint = platform_lib.platform_fingerprint(platform)
 
   shape = (len(step_list), len(fractions), runs)
@@ -206,11 +233,20 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
   deleted_mask = np.zeros(shape + (b,), bool)
   candidate_errors = np.full(shape + (M,), np.nan) if thudi else None
   reproduction = np.zeros(len(step_list))
-  logging.info("%s attack on %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
-               "platform %s -> %s", settings.attack, trace.path,
-               trace.manifest["model"]["name"], b, len(step_list),
-               ",".join(f.label for f in fractions), runs, settings.engine if thudi else "-",
-               fingerprint["id"], out)
+  logging.info(
+      "%s attack on %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
+      "platform %s -> %s",
+      settings.attack,
+      trace.path,
+      trace.manifest["model"]["name"],
+      b,
+      len(step_list),
+      ",".join(f.label for f in fractions),
+      runs,
+      settings.engine if thudi else "-",
+      fingerprint["id"],
+      out,
+  )
   began = last_report = time.perf_counter()
   done, total = 0, int(np.prod(shape))
   for s, step in enumerate(step_list):
@@ -219,17 +255,28 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
     for f, fraction in enumerate(fractions):
       for r in range(runs):
         cell_began = time.perf_counter()
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-            [settings.seed, step, fraction.num_replaced, r])))
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([settings.seed, step, fraction.num_replaced, r]))
+        )
         positions = greedy.deletion_positions(b, fraction.num_replaced, rng)
         if thudi:
           forgery = greedy.thudi_attack(
-              search, step, theta, theta_next, batch, positions, M, n, rng,
-              sequential=settings.engine == attack_settings.Engine.SEQUENTIAL)
+              search,
+              step,
+              theta,
+              theta_next,
+              batch,
+              positions,
+              M,
+              n,
+              rng,
+              sequential=settings.engine == attack_settings.Engine.SEQUENTIAL,
+          )
           candidate_errors[s, f, r] = forgery.candidate_errors
         else:
-          forgery = greedy.zhang_attack(search, step, theta, theta_next, batch, positions,
-                                         neighbours)
+          forgery = greedy.zhang_attack(
+              search, step, theta, theta_next, batch, positions, neighbours
+          )
         approximation[s, f, r] = forgery.approximation_error
         engine_errors[s, f, r] = forgery.engine_error
         forged_batches[s, f, r] = forgery.forged_batch
@@ -239,27 +286,41 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
         now = time.perf_counter()
         if now - last_report >= progress_every_s or done == total:
           last_report = now
-          logging.info("%d/%d  step %d, fraction %s, run %d: approximation error %.6g "
-                       "(reproduction %.3g)  %.1f s/attack, ETA %.0f s", done, total, step,
-                       fraction.label, r, forgery.approximation_error, reproduction[s],
-                       (now - began) / done, (total - done) * (now - began) / done)
+          logging.info(
+              "%d/%d  step %d, fraction %s, run %d: approximation error %.6g "
+              "(reproduction %.3g)  %.1f s/attack, ETA %.0f s",
+              done,
+              total,
+              step,
+              fraction.label,
+              r,
+              forgery.approximation_error,
+              reproduction[s],
+              (now - began) / done,
+              (total - done) * (now - began) / done,
+          )
 
   cells = []
   for s, step in enumerate(step_list):
     for f, fraction in enumerate(fractions):
       error, engine_stats = _stats(approximation[s, f]), _stats(engine_errors[s, f])
-      cells.append({
-          "step": step, **fraction.as_dict(),
-          "min_approximation_error": error["min"], "mean_approximation_error": error["mean"],
-          "max_approximation_error": error["max"],
-          "min_engine_error": engine_stats["min"], "mean_engine_error": engine_stats["mean"],
-          "reproduction_error": float(reproduction[s]),
-      })
+      cells.append(
+          {
+              "step": step,
+              **fraction.as_dict(),
+              "min_approximation_error": error["min"],
+              "mean_approximation_error": error["mean"],
+              "max_approximation_error": error["max"],
+              "min_engine_error": engine_stats["min"],
+              "mean_engine_error": engine_stats["mean"],
+              "reproduction_error": float(reproduction[s]),
+          }
+      )
   summary = results.header(results.ResultKind.ATTACK, command, fingerprint) | {
       "settings": settings.as_dict(),
       "method": {
           "deletion_set": "m = round(f * b) positions of B_i, uniform without replacement, from "
-                          "PCG64(SeedSequence([seed, step, m, run]))",
+          "PCG64(SeedSequence([seed, step, m, run]))",
           "replacements_from": "D \\ B_i",
           "neighbour_metric": None if thudi else greedy.NEIGHBOUR_METRIC,
           "neighbours_file": neighbours_file,
@@ -278,9 +339,14 @@ def run_attacks(trace_path: str, dataset: data.Dataset, settings: attack_setting
       },
       "results": cells,
   }
-  arrays = {"approximation_error": approximation, "engine_error": engine_errors,
-            "forged_batches": forged_batches, "deleted_mask": deleted_mask,
-            "reproduction_error": reproduction, "seconds": seconds}
+  arrays = {
+      "approximation_error": approximation,
+      "engine_error": engine_errors,
+      "forged_batches": forged_batches,
+      "deleted_mask": deleted_mask,
+      "reproduction_error": reproduction,
+      "seconds": seconds,
+  }
   if candidate_errors is not None:
     arrays["candidate_errors"] = candidate_errors
     summary["files"]["candidate_errors.npy"] = "float64 [S, F, R, M] every candidate's error"

@@ -25,9 +25,9 @@ SGDStep ones by float32 rounding; attacks therefore re-score the engine's winner
 import numpy as np
 import tensorflow as tf
 
-from forging_tf.attacks import settings as attack_settings
 from forging_tf import forging_game
 from forging_tf import sgd_step
+from forging_tf.attacks import settings as attack_settings
 
 # Pool examples per vectorized_map call: past this the map's intermediate activations, not the
 # gradients, dominate memory, and there is no speed left to gain on a CPU.
@@ -40,8 +40,12 @@ class AttackEngine:
   step_fn: the trace's SGD step; source: its dataset (indices -> model inputs).
   """
 
-  def __init__(self, step_fn: sgd_step.SGDStep, source: sgd_step.BatchSource,
-               memory_budget_bytes: int = attack_settings.DEFAULT_MEMORY_BUDGET):
+  def __init__(
+      self,
+      step_fn: sgd_step.SGDStep,
+      source: sgd_step.BatchSource,
+      memory_budget_bytes: int = attack_settings.DEFAULT_MEMORY_BUDGET,
+  ):
     self.step_fn = step_fn
     self.source = source
     num_parameters = step_fn.num_parameters
@@ -53,18 +57,23 @@ class AttackEngine:
     theta_spec = tf.TensorSpec([num_parameters], tf.float32)
     x_spec = tf.TensorSpec([None, *step_fn.input_shape], tf.float32)
     y_spec = tf.TensorSpec([None, step_fn.num_classes], tf.float32)
-    self._per_example = tf.function(self._per_example_gradients,
-                                    input_signature=[theta_spec, x_spec, y_spec],
-                                    jit_compile=False)
-    self._gradient_sum = tf.function(self._summed_gradient,
-                                     input_signature=[theta_spec, x_spec, y_spec],
-                                     jit_compile=False)
+    self._per_example = tf.function(
+        self._per_example_gradients, input_signature=[theta_spec, x_spec, y_spec], jit_compile=False
+    )
+    self._gradient_sum = tf.function(
+        self._summed_gradient, input_signature=[theta_spec, x_spec, y_spec], jit_compile=False
+    )
     self._distances = tf.function(
         self._update_distances,
-        input_signature=[theta_spec, theta_spec, theta_spec,
-                         tf.TensorSpec([None, num_parameters], tf.float32),
-                         tf.TensorSpec([], tf.float32)],
-        jit_compile=False)
+        input_signature=[
+            theta_spec,
+            theta_spec,
+            theta_spec,
+            tf.TensorSpec([None, num_parameters], tf.float32),
+            tf.TensorSpec([], tf.float32),
+        ],
+        jit_compile=False,
+    )
 
   # The vectorised engine ------------------------------------------------------------------
 
@@ -72,8 +81,14 @@ class AttackEngine:
     """G [len(indices), P] float32: row j is grad of example indices[j]'s loss at theta."""
     return self._per_example(tf.convert_to_tensor(theta, tf.float32), *self.source(indices))
 
-  def candidate_errors(self, theta: np.ndarray, theta_next: np.ndarray, batch: np.ndarray,
-                       positions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+  def candidate_errors(
+      self,
+      theta: np.ndarray,
+      theta_next: np.ndarray,
+      batch: np.ndarray,
+      positions: np.ndarray,
+      candidates: np.ndarray,
+  ) -> np.ndarray:
     """Engine approximation errors [M] float64 of the candidates.
 
     theta, theta_next: [P] float32 checkpoints i and i + 1; batch: B_i [b] dataset indices;
@@ -90,12 +105,12 @@ class AttackEngine:
     batch_size = tf.constant(len(batch), tf.float32)
     errors = []
     for group in range(0, len(candidates), self.candidates_per_group):
-      members = np.asarray(candidates[group:group + self.candidates_per_group])
+      members = np.asarray(candidates[group : group + self.candidates_per_group])
       union, where = np.unique(members, return_inverse=True)
       where = where.reshape(members.shape)
       sums = tf.zeros([len(members), self.step_fn.num_parameters], tf.float32)
       for chunk in range(0, len(union), self.pool_chunk):
-        chunk_indices = union[chunk:chunk + self.pool_chunk]
+        chunk_indices = union[chunk : chunk + self.pool_chunk]
         gradients = self.per_example_gradients(theta, chunk_indices)
         sums += tf.matmul(_selection(where, chunk, len(chunk_indices)), gradients)
       errors.append(self._distances(theta, theta_next, kept_sum, sums, batch_size).numpy())
@@ -103,19 +118,31 @@ class AttackEngine:
 
   # The reference path and the re-scoring --------------------------------------------------
 
-  def approximation_error(self, theta: np.ndarray, theta_next: np.ndarray,
-                          forged_batch: np.ndarray) -> float:
+  def approximation_error(
+      self, theta: np.ndarray, theta_next: np.ndarray, forged_batch: np.ndarray
+  ) -> float:
     """The verifier's number for a forged batch [b] of dataset indices: SGDStep and l2."""
-    return forging_game.approximation_error(self.step_fn, theta, theta_next,
-                                            *self.source(forged_batch))
+    return forging_game.approximation_error(
+        self.step_fn, theta, theta_next, *self.source(forged_batch)
+    )
 
-  def sequential_errors(self, theta: np.ndarray, theta_next: np.ndarray, batch: np.ndarray,
-                        positions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+  def sequential_errors(
+      self,
+      theta: np.ndarray,
+      theta_next: np.ndarray,
+      batch: np.ndarray,
+      positions: np.ndarray,
+      candidates: np.ndarray,
+  ) -> np.ndarray:
     """Reference errors [M] float64: one SGDStep per candidate batch (same arguments)."""
     theta = tf.convert_to_tensor(theta, tf.float32)
-    return np.array([self.approximation_error(theta, theta_next,
-                                              replace(batch, positions, replacements))
-                     for replacements in candidates], np.float64)
+    return np.array(
+        [
+            self.approximation_error(theta, theta_next, replace(batch, positions, replacements))
+            for replacements in candidates
+        ],
+        np.float64,
+    )
 
   # Graph functions ------------------------------------------------------------------------
 
@@ -131,8 +158,9 @@ class AttackEngine:
     # vectorised Conv2DBackpropFilter for per-example inputs and runs a while_loop for it (it
     # logs "Fix that!"); that loop is what bounds the speed-up on conv-heavy VGGmini.
     variables = self.step_fn.variables(theta)
-    return tf.vectorized_map(lambda example: self._flat_gradient(variables, example[0][None],
-                                                                 example[1][None]), (x, y))
+    return tf.vectorized_map(
+        lambda example: self._flat_gradient(variables, example[0][None], example[1][None]), (x, y)
+    )
 
   def _summed_gradient(self, theta, x, y):
     return self._flat_gradient(self.step_fn.variables(theta), x, y)

@@ -34,10 +34,10 @@ import os
 
 import numpy as np
 
-from forging_tf.attacks import engine as engine_lib
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import results
+from forging_tf.attacks import engine as engine_lib
 
 NEIGHBOUR_METRIC = "squared euclidean distance of the uint8 pixel vectors, exact, ties by index"
 # Rows of a class scored per block in nearest_neighbours: a [rows, class size] float64 block.
@@ -54,6 +54,7 @@ class Forgery:
   engine_error: the search's own number for the winner (nan where there is no search);
   candidate_errors: [M] float64 the search's numbers for every candidate (None for Zhang).
   """
+
   step: int
   forged_batch: np.ndarray
   deleted_positions: np.ndarray
@@ -65,12 +66,15 @@ class Forgery:
 def num_replaced(forging_fraction: float, batch_size: int) -> int:
   """m = round(f * b) examples of B_i to replace; ConfigError unless 1 <= m <= b."""
   if not 0 < forging_fraction <= 1:
-    raise errors.ConfigError(f"forging fraction {forging_fraction} is outside (0, 1]; use "
-                             "1/b ... 1")
+    raise errors.ConfigError(
+        f"forging fraction {forging_fraction} is outside (0, 1]; use " "1/b ... 1"
+    )
   m = int(round(forging_fraction * batch_size))
   if m < 1:
-    raise errors.ConfigError(f"forging fraction {forging_fraction} replaces no example at "
-                             f"b={batch_size}; use at least 1/b")
+    raise errors.ConfigError(
+        f"forging fraction {forging_fraction} replaces no example at "
+        f"b={batch_size}; use at least 1/b"
+    )
   return m
 
 
@@ -86,8 +90,14 @@ def replacement_pool(batch: np.ndarray, num_examples: int) -> np.ndarray:
   return np.flatnonzero(allowed)
 
 
-def thudi_candidates(batch: np.ndarray, positions: np.ndarray, num_examples: int, M: int, n: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def thudi_candidates(
+    batch: np.ndarray,
+    positions: np.ndarray,
+    num_examples: int,
+    M: int,
+    n: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
   """M candidates [M, m] int32 of dataset indices (module docstring); row c replaces U."""
   m = len(positions)
   allowed = replacement_pool(batch, num_examples)
@@ -103,16 +113,27 @@ def check_thudi_settings(M: int, n: int, m: int, available: int) -> None:
   if M < 1:
     raise errors.ConfigError(f"M={M}: the greedy search needs at least one candidate (M >= 1)")
   if n < m:
-    raise errors.ConfigError(f"n={n} pool points cannot fill a candidate of {m} replacements; "
-                             f"use n >= {m}")
+    raise errors.ConfigError(
+        f"n={n} pool points cannot fill a candidate of {m} replacements; use n >= {m}"
+    )
   if n > available:
-    raise errors.ConfigError(f"n={n} is more than the {available} examples outside the batch; "
-                             f"use n <= {available}")
+    raise errors.ConfigError(
+        f"n={n} is more than the {available} examples outside the batch; use n <= {available}"
+    )
 
 
-def thudi_attack(engine: engine_lib.AttackEngine, step: int, theta: np.ndarray,
-                 theta_next: np.ndarray, batch: np.ndarray, positions: np.ndarray, M: int, n: int,
-                 rng: np.random.Generator, sequential: bool = False) -> Forgery:
+def thudi_attack(
+    engine: engine_lib.AttackEngine,
+    step: int,
+    theta: np.ndarray,
+    theta_next: np.ndarray,
+    batch: np.ndarray,
+    positions: np.ndarray,
+    M: int,
+    n: int,
+    rng: np.random.Generator,
+    sequential: bool = False,
+) -> Forgery:
   """Thudi et al.'s greedy search at step `step` (theta, theta_next: [P] float32; batch: [b]).
 
   sequential: score the candidates with the reference loop instead of the vectorised engine.
@@ -122,13 +143,19 @@ def thudi_attack(engine: engine_lib.AttackEngine, step: int, theta: np.ndarray,
   candidate_errors = score(theta, theta_next, batch, positions, candidates)
   winner = int(np.argmin(candidate_errors))
   forged = engine_lib.replace(batch, positions, candidates[winner])
-  return Forgery(step, forged, np.asarray(positions),
-                 engine.approximation_error(theta, theta_next, forged),
-                 float(candidate_errors[winner]), candidate_errors)
+  return Forgery(
+      step,
+      forged,
+      np.asarray(positions),
+      engine.approximation_error(theta, theta_next, forged),
+      float(candidate_errors[winner]),
+      candidate_errors,
+  )
 
 
-def zhang_replacements(batch: np.ndarray, positions: np.ndarray,
-                       neighbours: np.ndarray) -> np.ndarray:
+def zhang_replacements(
+    batch: np.ndarray, positions: np.ndarray, neighbours: np.ndarray
+) -> np.ndarray:
   """Replacements [m] int32: for each deleted example, in batch order, its nearest same-class
   neighbour (neighbours: [N, K] indices, nearest first) not in B_i and not chosen before."""
   taken = set(int(j) for j in batch)
@@ -137,29 +164,43 @@ def zhang_replacements(batch: np.ndarray, positions: np.ndarray,
     example = int(batch[position])
     choice = next((int(j) for j in neighbours[example] if int(j) not in taken), None)
     if choice is None:
-      raise errors.ConfigError(f"all {neighbours.shape[1]} nearest neighbours of example "
-                               f"{example} are in the batch or taken; use more neighbours "
-                               "(--neighbours_k)")
+      raise errors.ConfigError(
+          f"all {neighbours.shape[1]} nearest neighbours of example "
+          f"{example} are in the batch or taken; use more neighbours "
+          "(--neighbours_k)"
+      )
     taken.add(choice)
     replacements.append(choice)
   return np.array(replacements, np.int32)
 
 
-def zhang_attack(engine: engine_lib.AttackEngine, step: int, theta: np.ndarray,
-                 theta_next: np.ndarray, batch: np.ndarray, positions: np.ndarray,
-                 neighbours: np.ndarray) -> Forgery:
+def zhang_attack(
+    engine: engine_lib.AttackEngine,
+    step: int,
+    theta: np.ndarray,
+    theta_next: np.ndarray,
+    batch: np.ndarray,
+    positions: np.ndarray,
+    neighbours: np.ndarray,
+) -> Forgery:
   """Zhang et al.'s class-wise nearest-neighbour forgery at step `step`."""
-  forged = engine_lib.replace(batch, positions,
-                                 zhang_replacements(batch, positions, neighbours))
-  return Forgery(step, forged, np.asarray(positions),
-                 engine.approximation_error(theta, theta_next, forged), float("nan"), None)
+  forged = engine_lib.replace(batch, positions, zhang_replacements(batch, positions, neighbours))
+  return Forgery(
+      step,
+      forged,
+      np.asarray(positions),
+      engine.approximation_error(theta, theta_next, forged),
+      float("nan"),
+      None,
+  )
 
 
 # Nearest neighbours --------------------------------------------------------------------------
 
 
-def nearest_neighbours(images: np.ndarray, labels: np.ndarray,
-                       k: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    images: np.ndarray, labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Top-k same-class neighbours of every example (NEIGHBOUR_METRIC), the example excluded.
 
   images: [N, h, w, c] uint8; labels: [N] int. Returns (indices [N, k] int32, nearest first;
@@ -171,8 +212,10 @@ def nearest_neighbours(images: np.ndarray, labels: np.ndarray,
   for label in np.unique(labels):
     members = np.flatnonzero(labels == label)
     if len(members) <= k:
-      raise errors.ConfigError(f"class {label} has {len(members)} examples, not more than the "
-                               f"{k} neighbours asked for; use fewer neighbours")
+      raise errors.ConfigError(
+          f"class {label} has {len(members)} examples, not more than the "
+          f"{k} neighbours asked for; use fewer neighbours"
+      )
     vectors = images[members].reshape(len(members), -1).astype(np.float64)
     norms = np.einsum("ij,ij->i", vectors, vectors)
     for start in range(0, len(members), _NEIGHBOUR_BLOCK):
@@ -181,7 +224,7 @@ def nearest_neighbours(images: np.ndarray, labels: np.ndarray,
       # 2^53, so these float64 distances are exact and ties are real ties.
       block = norms[rows, None] + norms[None, :] - 2.0 * vectors[rows] @ vectors.T
       block[np.arange(block.shape[0]), np.arange(start, start + block.shape[0])] = np.inf
-      nearest = np.argpartition(block, k, axis=1)[:, :k + 1]
+      nearest = np.argpartition(block, k, axis=1)[:, : k + 1]
       # argpartition does not order ties; sort the k + 1 kept by (distance, index), keep k. The
       # (k+1)-th bounds the rest, so a tie at the boundary is resolved by index among the kept.
       kept = np.take_along_axis(block, nearest, axis=1)
@@ -195,8 +238,9 @@ def neighbours_path(directory: str, dataset: data.Dataset, k: int) -> str:
   return os.path.join(directory, f"{dataset.name}-{dataset.fingerprint[:16]}-top{k}.npz")
 
 
-def load_or_compute_neighbours(dataset: data.Dataset, k: int, directory: str) -> tuple[np.ndarray,
-                                                                                       str]:
+def load_or_compute_neighbours(
+    dataset: data.Dataset, k: int, directory: str
+) -> tuple[np.ndarray, str]:
   """The top-k neighbour indices [N, k] int32 of the training split, cached in `directory`.
 
   Returns (indices, path of the npz). The npz holds indices, distances, the metric and the
@@ -208,12 +252,20 @@ def load_or_compute_neighbours(dataset: data.Dataset, k: int, directory: str) ->
   if os.path.isfile(path):
     try:
       with np.load(path, allow_pickle=False) as cached:
-        if (str(cached["fingerprint"]) == dataset.fingerprint
-            and cached["indices"].shape == (dataset.x_train.shape[0], k)):
+        if str(cached["fingerprint"]) == dataset.fingerprint and cached["indices"].shape == (
+            dataset.x_train.shape[0],
+            k,
+        ):
           return cached["indices"].astype(np.int32), path
     except (OSError, ValueError, KeyError, EOFError):
       pass  # A damaged cache is recomputed below.
   indices, distances = nearest_neighbours(dataset.x_train, dataset.y_train, k)
-  results.write_npz(path, indices=indices, distances=distances, metric=NEIGHBOUR_METRIC,
-                    fingerprint=dataset.fingerprint, dataset=dataset.name)
+  results.write_npz(
+      path,
+      indices=indices,
+      distances=distances,
+      metric=NEIGHBOUR_METRIC,
+      fingerprint=dataset.fingerprint,
+      dataset=dataset.name,
+  )
   return indices, path

@@ -18,12 +18,14 @@ DEFAULT_MEMORY_BUDGET = 2**30
 class Attack(enum.StrEnum):
   """thudi: Thudi et al.'s greedy search over M random candidates; zhang: Zhang et al.'s
   class-wise nearest neighbours (SPEC section 5)."""
+
   THUDI = "thudi"
   ZHANG = "zhang"
 
 
 class Engine(enum.StrEnum):
   """How Thudi's candidates are scored: the vectorised engine, or one SGD step per candidate."""
+
   VECTORISED = "vectorised"
   SEQUENTIAL = "sequential"
 
@@ -39,6 +41,7 @@ class AttackSettings:
   scored; neighbours_k: Zhang's nearest neighbours kept per example; memory_budget_bytes: the
   vectorised engine's gradient buffers. M, n and engine are Thudi's; neighbours_k is Zhang's.
   """
+
   attack: Attack = Attack.THUDI
   steps: str = "middle"
   forging_fractions: tuple[str, ...] = ("1/b", "1")
@@ -53,12 +56,12 @@ class AttackSettings:
   def __post_init__(self):
     object.__setattr__(self, "attack", results.choice(Attack, self.attack, "attack"))
     object.__setattr__(self, "engine", results.choice(Engine, self.engine, "engine"))
-    object.__setattr__(self, "forging_fractions",
-                       tuple(str(label).strip() for label in self.forging_fractions))
+    object.__setattr__(
+        self, "forging_fractions", tuple(str(label).strip() for label in self.forging_fractions)
+    )
     if self.runs < 1:
       raise errors.ConfigError(f"runs={self.runs}: at least one run is needed")
 
   def as_dict(self) -> dict:
     """The settings as JSON values (enums as their strings)."""
     return results.json_values(dataclasses.asdict(self))
-

@@ -45,11 +45,11 @@ from absl import logging
 
 from forging_tf import domain
 from forging_tf import errors
-from forging_tf.exact import dense
-from forging_tf.exact import settings as exact_settings
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import results
+from forging_tf.exact import dense
+from forging_tf.exact import settings as exact_settings
 
 # The exact lower bound applied to candidates before their full distance is computed.
 _BOUND_DIRECTIONS = 8
@@ -69,6 +69,7 @@ def pixel_levels(v: int) -> np.ndarray:
 class Pool:
   """All examples with pixels on v levels: levels [N, d] int (0..255), labels [N] int,
   gradients [N, P] float64 (per-example gradients at the model's theta)."""
+
   v: int
   levels: np.ndarray
   labels: np.ndarray
@@ -79,7 +80,11 @@ class Pool:
     return int(self.labels.shape[0])
 
 
-def example_pool(v: int, num_pixels: int = exact_settings.NUM_PIXELS, num_classes: int = exact_settings.NUM_CLASSES):
+def example_pool(
+    v: int,
+    num_pixels: int = exact_settings.NUM_PIXELS,
+    num_classes: int = exact_settings.NUM_CLASSES,
+):
   """(levels [N, d] int64, labels [N] int64), N = v^d * n; the label varies fastest."""
   grid = np.array(list(itertools.product(pixel_levels(v), repeat=num_pixels)), dtype=np.int64)
   return np.repeat(grid, num_classes, axis=0), np.tile(np.arange(num_classes), len(grid))
@@ -88,8 +93,7 @@ def example_pool(v: int, num_pixels: int = exact_settings.NUM_PIXELS, num_classe
 def model_inputs(levels: np.ndarray, labels: np.ndarray, num_classes: int):
   """Pixel levels [N, d] and labels [N] -> (x [N, d] float64, y [N, n] float64) as the model sees
   them (x = the float32 grid value q / 255, widened)."""
-  return (domain.PIXEL_VALUES[levels].astype(np.float64),
-          np.eye(num_classes)[labels])
+  return (domain.PIXEL_VALUES[levels].astype(np.float64), np.eye(num_classes)[labels])
 
 
 def table_model(name: str, seed: int):
@@ -104,7 +108,9 @@ def table_model(name: str, seed: int):
   if name not in exact_settings.TABLE_MODELS:
     raise errors.ConfigError(f"Table IV models are {exact_settings.TABLE_MODELS}, got {name!r}")
   config = {"hidden": (exact_settings.HIDDEN_UNITS,)} if name == "fcn" else {}
-  model = models.build_model(name, (exact_settings.NUM_PIXELS,), exact_settings.NUM_CLASSES, **config)
+  model = models.build_model(
+      name, (exact_settings.NUM_PIXELS,), exact_settings.NUM_CLASSES, **config
+  )
   layout = models.parameter_layout(model)
   theta = models.initial_parameters(layout, seed)
   rng = np.random.Generator(np.random.PCG64(seed + 1))
@@ -114,7 +120,7 @@ def table_model(name: str, seed: int):
       fan_in = spec.shape[0]
     else:
       limit = 1.0 / math.sqrt(fan_in)
-      theta[spec.offset:spec.offset + spec.size] = rng.uniform(-limit, limit, spec.size)
+      theta[spec.offset : spec.offset + spec.size] = rng.uniform(-limit, limit, spec.size)
   return model, theta
 
 
@@ -122,8 +128,9 @@ def make_pool(layers, v: int) -> Pool:
   """The pool of all v-level examples and their per-example gradients under `layers`."""
   levels, labels = example_pool(v, layers[0].kernel.shape[0], layers[-1].kernel.shape[1])
   x, y = model_inputs(levels, labels, layers[-1].kernel.shape[1])
-  return Pool(v=v, levels=levels, labels=labels,
-              gradients=dense.per_example_gradients(layers, x, y))
+  return Pool(
+      v=v, levels=levels, labels=labels, gradients=dense.per_example_gradients(layers, x, y)
+  )
 
 
 # ------------------------------------------------------------------ enumeration of subsets
@@ -149,7 +156,7 @@ class _SortedValues:
 
   def top(self, r: int) -> float:
     """The sum of the r largest values."""
-    return float(self.a[self.n - r:].sum()) if r else 0.0
+    return float(self.a[self.n - r :].sum()) if r else 0.0
 
 
 def _chunks(counts: np.ndarray, limit: int):
@@ -169,20 +176,19 @@ def _ragged(first: np.ndarray, counts: np.ndarray):
   returns (owner [total] int32, value [total] int64)."""
   total = int(counts.sum())
   owner = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-  value = np.arange(total, dtype=np.int64) + np.repeat(first - (np.cumsum(counts) - counts),
-                                                       counts)
+  value = np.arange(total, dtype=np.int64) + np.repeat(first - (np.cumsum(counts) - counts), counts)
   return owner, value
 
 
 @dataclasses.dataclass
 class _Level:
   """One level of the enumeration tree: index j chosen at this level, row of its parent."""
+
   j: np.ndarray  # [K] int32
   parent: np.ndarray  # [K] int32
 
 
-def _tuples(values: _SortedValues, k: int, m: int, target: float, window: float,
-            max_rows: int):
+def _tuples(values: _SortedValues, k: int, m: int, target: float, window: float, max_rows: int):
   """Yields (sums [K] float64, last [K] int, levels) for the k-subsets j_1 < ... < j_k of the
   sorted values that can still be completed, by m - k more values above j_k, to a sum within
   `window` of `target` (window = inf: all k-subsets). `levels` lets `_indices` rebuild rows."""
@@ -198,11 +204,14 @@ def _tuples(values: _SortedValues, k: int, m: int, target: float, window: float,
     hi = np.full(len(sums), n - remaining, dtype=np.int64)
     if np.isfinite(window):
       # Smallest completion from j: a[j] + ... + a[j + remaining - 1] (nondecreasing in j).
-      hi = np.minimum(hi, np.searchsorted(values.window_sum(remaining), target + window - sums,
-                                          side="right") - 1)
+      hi = np.minimum(
+          hi,
+          np.searchsorted(values.window_sum(remaining), target + window - sums, side="right") - 1,
+      )
       # Largest completion from j: a[j] + the remaining - 1 largest values.
-      lo = np.maximum(lo, np.searchsorted(a, target - window - sums - values.top(remaining - 1),
-                                          side="left"))
+      lo = np.maximum(
+          lo, np.searchsorted(a, target - window - sums - values.top(remaining - 1), side="left")
+      )
     counts = np.maximum(hi - lo + 1, 0)
     for start, stop in _chunks(counts, max_rows):
       owner, j = _ragged(lo[start:stop], counts[start:stop])
@@ -236,6 +245,7 @@ def all_subsets(n: int, k: int, max_rows: int):
 @dataclasses.dataclass
 class PartResult:
   """One part of the search: m examples swapped (distances in sum units ||sum_S2 g - tau||)."""
+
   m: int
   targets: int
   batches: int  # C(b, m) * C(N - b, m)
@@ -255,11 +265,18 @@ class PartResult:
     return self.min_distance if self.exact else self.window
 
   def as_dict(self, b: int) -> dict:
-    return {"m": self.m, "targets": self.targets, "batches": self.batches,
-            "window": None if math.isinf(self.window) else self.window / b, "exact": self.exact,
-            "min_distance": None if math.isinf(self.min_distance) else self.min_distance / b,
-            "left_tuples": self.left_tuples, "lookups": self.lookups,
-            "full_checks": self.full_checks, "seconds": round(self.seconds, 3)}
+    return {
+        "m": self.m,
+        "targets": self.targets,
+        "batches": self.batches,
+        "window": None if math.isinf(self.window) else self.window / b,
+        "exact": self.exact,
+        "min_distance": None if math.isinf(self.min_distance) else self.min_distance / b,
+        "left_tuples": self.left_tuples,
+        "lookups": self.lookups,
+        "full_checks": self.full_checks,
+        "seconds": round(self.seconds, 3),
+    }
 
 
 class _Bitmap:
@@ -315,8 +332,9 @@ class SubsetSumSearch:
         self._right[k] = (sums[order], rows[order, 0], rows[order])
     return self._right[k]
 
-  def lookups_per_unit_window(self, m: int, targets: np.ndarray, rng: np.random.Generator,
-                              samples: int = 4000) -> float:
+  def lookups_per_unit_window(
+      self, m: int, targets: np.ndarray, rng: np.random.Generator, samples: int = 4000
+  ) -> float:
     """Estimated right-table entries that the lookups of all targets [T] (projected) return,
     per unit of window: C(n, left) * 2 * mean density of the right sums at the complement of a
     random left tuple. Pruning is ignored, so this overestimates."""
@@ -331,13 +349,21 @@ class SubsetSumSearch:
     density = 0.0
     for target in targets:
       z = target - sums
-      counts = (np.searchsorted(right, z + half, side="right")
-                - np.searchsorted(right, z - half, side="left"))
+      counts = np.searchsorted(right, z + half, side="right") - np.searchsorted(
+          right, z - half, side="left"
+      )
       density += counts.mean() / (2 * half)
     return math.comb(self.n, left) * 2 * density
 
-  def choose_window(self, m: int, targets: np.ndarray, best_so_far: float, floor: float,
-                    lookup_budget: float, rng: np.random.Generator) -> float:
+  def choose_window(
+      self,
+      m: int,
+      targets: np.ndarray,
+      best_so_far: float,
+      floor: float,
+      lookup_budget: float,
+      rng: np.random.Generator,
+  ) -> float:
     """The part's window (sum units): the nearest miss so far, shrunk to keep the expected lookups
     within budget, never below floor. m = 1 has at most n lookups per target: no shrinking."""
     if m == 1:
@@ -346,8 +372,14 @@ class SubsetSumSearch:
     budget_window = lookup_budget / per_unit if per_unit > 0 else math.inf
     return max(min(best_so_far, budget_window), floor)
 
-  def run_part(self, part: PartResult, targets: np.ndarray, target_ids: list,
-               collision_distance: float, deadline: float):
+  def run_part(
+      self,
+      part: PartResult,
+      targets: np.ndarray,
+      target_ids: list,
+      collision_distance: float,
+      deadline: float,
+  ):
     """Searches part m for every target tau [T, P] (sum units) with part.window."""
     began = time.perf_counter()
     m = part.m
@@ -361,8 +393,9 @@ class SubsetSumSearch:
       bitmap = _Bitmap(right, window)
     bound_targets = targets @ self.directions
     for target, bound_target, target_id in zip(targets, bound_targets, target_ids):
-      for sums, last, levels in _tuples(self.values, left, m, float(bound_target[0]), window,
-                                        self.max_rows):
+      for sums, last, levels in _tuples(
+          self.values, left, m, float(bound_target[0]), window, self.max_rows
+      ):
         part.left_tuples += len(sums)
         z = bound_target[0] - sums
         rows = np.arange(len(z))
@@ -378,8 +411,9 @@ class SubsetSumSearch:
           # A right subset must lie above the left tuple: each m-subset is met exactly once.
           keep = right_first[right_at] > last[left_rows]
           if keep.any():
-            subsets = np.concatenate([_indices(levels, left_rows[keep]),
-                                      right_rows[right_at[keep]]], axis=1)
+            subsets = np.concatenate(
+                [_indices(levels, left_rows[keep]), right_rows[right_at[keep]]], axis=1
+            )
             self._check(part, subsets, target, bound_target, target_id, collision_distance)
         if time.perf_counter() > deadline:
           part.seconds += time.perf_counter() - began
@@ -402,6 +436,7 @@ class SubsetSumSearch:
 @dataclasses.dataclass
 class CellResult:
   """One cell of Table IV. Distances are between mean gradients, float64."""
+
   model: str
   v: int
   b: int
@@ -433,22 +468,34 @@ def sample_true_batch(pool_size: int, b: int, seed: int, model: str, v: int) -> 
 
 
 def _examples(pool: Pool, rows) -> list:
-  return [{"pool_index": int(r), "pixels": pool.levels[r].tolist(), "label": int(pool.labels[r])}
-          for r in rows]
+  return [
+      {"pool_index": int(r), "pixels": pool.levels[r].tolist(), "label": int(pool.labels[r])}
+      for r in rows
+  ]
 
 
 def recheck(layers, pool: Pool, true_rows, forged_rows) -> float:
   """||grad L(B) - grad L(S)||_2, both batch gradients recomputed from their examples in float64
   (independently of the per-example gradients and sums the search used)."""
   num_classes = layers[-1].kernel.shape[1]
-  gradients = [dense.batch_gradient(
-      layers, *model_inputs(pool.levels[list(rows)], pool.labels[list(rows)], num_classes))
-               for rows in (true_rows, forged_rows)]
+  gradients = [
+      dense.batch_gradient(
+          layers, *model_inputs(pool.levels[list(rows)], pool.labels[list(rows)], num_classes)
+      )
+      for rows in (true_rows, forged_rows)
+  ]
   return float(np.linalg.norm(gradients[0] - gradients[1]))
 
 
-def meet_in_the_middle(pool: Pool, model: str, true_rows: np.ndarray, tolerance: float,
-                       lookup_budget: float, time_limit_s: float, seed: int) -> CellResult:
+def meet_in_the_middle(
+    pool: Pool,
+    model: str,
+    true_rows: np.ndarray,
+    tolerance: float,
+    lookup_budget: float,
+    time_limit_s: float,
+    seed: int,
+) -> CellResult:
   """Decides one cell by the part-wise meet-in-the-middle search (module docstring).
 
   true_rows: [b] sorted pool indices of the true batch. tolerance: a batch whose mean gradient is
@@ -470,10 +517,15 @@ def meet_in_the_middle(pool: Pool, model: str, true_rows: np.ndarray, tolerance:
   for m in range(1, b + 1):
     removed = list(itertools.combinations(range(b), m))
     targets = np.stack([true_gradients[list(s)].sum(axis=0) for s in removed])
-    window = search.choose_window(m, targets @ search.directions[:, 0], best_so_far,
-                                  floor_window, lookup_budget, rng)
-    part = PartResult(m=m, targets=len(removed), window=window,
-                      batches=math.comb(b, m) * math.comb(len(outside), m))
+    window = search.choose_window(
+        m, targets @ search.directions[:, 0], best_so_far, floor_window, lookup_budget, rng
+    )
+    part = PartResult(
+        m=m,
+        targets=len(removed),
+        window=window,
+        batches=math.comb(b, m) * math.comb(len(outside), m),
+    )
     try:
       search.run_part(part, targets, removed, collision_distance, deadline)
     except TimeoutError:
@@ -483,32 +535,56 @@ def meet_in_the_middle(pool: Pool, model: str, true_rows: np.ndarray, tolerance:
     parts.append(part)
     covered += part.batches
     best_so_far = min(best_so_far, part.min_distance)
-    logging.info("%s v=%d b=%d part m=%d: window %.3g, %d left tuples, %d lookups, min %.3g, "
-                 "%.1f s", model, pool.v, b, m, window / b, part.left_tuples, part.lookups,
-                 part.min_distance / b, part.seconds)
+    logging.info(
+        "%s v=%d b=%d part m=%d: window %.3g, %d left tuples, %d lookups, min %.3g, %.1f s",
+        model,
+        pool.v,
+        b,
+        m,
+        window / b,
+        part.left_tuples,
+        part.lookups,
+        part.min_distance / b,
+        part.seconds,
+    )
     if part.collisions:
       break
   collisions = [c for p in parts for c in p.collisions]
   seconds = time.perf_counter() - began
   result = CellResult(
-      model=model, v=pool.v, b=b, pool_size=total, batches=math.comb(total, b),
-      batches_covered=covered, decided=timed_out is None or bool(collisions),
-      found=bool(collisions), nearest_miss=None, nearest_miss_exact=False,
-      nearest_miss_lower_bound=0.0, method="meet-in-the-middle", seconds=seconds,
+      model=model,
+      v=pool.v,
+      b=b,
+      pool_size=total,
+      batches=math.comb(total, b),
+      batches_covered=covered,
+      decided=timed_out is None or bool(collisions),
+      found=bool(collisions),
+      nearest_miss=None,
+      nearest_miss_exact=False,
+      nearest_miss_lower_bound=0.0,
+      method="meet-in-the-middle",
+      seconds=seconds,
       true_batch=_examples(pool, true_rows),
-      parts=[p.as_dict(b) for p in parts])
+      parts=[p.as_dict(b) for p in parts],
+  )
   if timed_out is not None and not collisions:
-    result.reason = (f"time limit of {time_limit_s:.0f} s reached in part m={timed_out} "
-                     f"({parts[-1].left_tuples} left tuples enumerated)")
+    result.reason = (
+        f"time limit of {time_limit_s:.0f} s reached in part m={timed_out} "
+        f"({parts[-1].left_tuples} left tuples enumerated)"
+    )
   finished = parts if timed_out is None else parts[:-1]
   found_best = min((p.min_distance for p in parts), default=math.inf)
   if collisions:
     target_id, added = collisions[0]
-    forged = sorted(set(true_rows.tolist()) - {int(true_rows[i]) for i in target_id}
-                    | {int(outside[r]) for r in added})
+    forged = sorted(
+        set(true_rows.tolist()) - {int(true_rows[i]) for i in target_id}
+        | {int(outside[r]) for r in added}
+    )
     result.collision = _examples(pool, forged)
-    result.nearest_miss = float(np.linalg.norm(pool.gradients[forged].sum(axis=0)
-                                               - true_gradients.sum(axis=0))) / b
+    result.nearest_miss = (
+        float(np.linalg.norm(pool.gradients[forged].sum(axis=0) - true_gradients.sum(axis=0))) / b
+    )
   elif finished and np.isfinite(found_best):
     lower = min(p.lower_bound() for p in finished) if timed_out is None else 0.0
     result.nearest_miss = float(found_best) / b
@@ -517,8 +593,9 @@ def meet_in_the_middle(pool: Pool, model: str, true_rows: np.ndarray, tolerance:
   return result
 
 
-def exhaustive(pool: Pool, model: str, true_rows: np.ndarray, tolerance: float,
-               max_rows: int = 1 << 18) -> CellResult:
+def exhaustive(
+    pool: Pool, model: str, true_rows: np.ndarray, tolerance: float, max_rows: int = 1 << 18
+) -> CellResult:
   """Decides one cell by enumerating all C(N, b) batches; exact nearest miss."""
   began = time.perf_counter()
   b = len(true_rows)
@@ -537,20 +614,31 @@ def exhaustive(pool: Pool, model: str, true_rows: np.ndarray, tolerance: float,
   seconds = time.perf_counter() - began
   found = bool(collisions)
   return CellResult(
-      model=model, v=pool.v, b=b, pool_size=pool.size, batches=math.comb(pool.size, b),
-      batches_covered=enumerated - 1, decided=True, found=found,
-      nearest_miss=best if np.isfinite(best) else None, nearest_miss_exact=True,
-      nearest_miss_lower_bound=best if np.isfinite(best) else 0.0, method="exhaustive",
-      seconds=seconds, true_batch=_examples(pool, true_rows),
-      collision=_examples(pool, collisions[0]) if found else None)
+      model=model,
+      v=pool.v,
+      b=b,
+      pool_size=pool.size,
+      batches=math.comb(pool.size, b),
+      batches_covered=enumerated - 1,
+      decided=True,
+      found=found,
+      nearest_miss=best if np.isfinite(best) else None,
+      nearest_miss_exact=True,
+      nearest_miss_lower_bound=best if np.isfinite(best) else 0.0,
+      method="exhaustive",
+      seconds=seconds,
+      true_batch=_examples(pool, true_rows),
+      collision=_examples(pool, collisions[0]) if found else None,
+  )
 
 
 def _collision_rows(result: CellResult) -> list[int]:
   return [example["pool_index"] for example in result.collision]
 
 
-def decide_cell(layers, pool: Pool, model: str, b: int,
-                settings: exact_settings.BruteForceSettings) -> CellResult:
+def decide_cell(
+    layers, pool: Pool, model: str, b: int, settings: exact_settings.BruteForceSettings
+) -> CellResult:
   """One cell: sample the true batch, then search it as settings.method says (BruteForceMethod).
 
   Args:
@@ -576,33 +664,60 @@ def decide_cell(layers, pool: Pool, model: str, b: int,
     if small:
       result = exhaustive(pool, model, true_rows, settings.tolerance)
       if result.found:
-        result.collision_distance_recheck = recheck(layers, pool, true_rows,
-                                                    _collision_rows(result))
+        result.collision_distance_recheck = recheck(
+            layers, pool, true_rows, _collision_rows(result)
+        )
       return result
     return CellResult(
-        model=model, v=pool.v, b=b, pool_size=pool.size, batches=batches, batches_covered=0,
-        decided=False, found=False, nearest_miss=None, nearest_miss_exact=False,
-        nearest_miss_lower_bound=0.0, method="exhaustive", seconds=0.0,
+        model=model,
+        v=pool.v,
+        b=b,
+        pool_size=pool.size,
+        batches=batches,
+        batches_covered=0,
+        decided=False,
+        found=False,
+        nearest_miss=None,
+        nearest_miss_exact=False,
+        nearest_miss_lower_bound=0.0,
+        method="exhaustive",
+        seconds=0.0,
         true_batch=_examples(pool, true_rows),
         reason=f"C(N, b) = {batches:,} batches exceed the exhaustive limit of "
-               f"{settings.exhaustive_limit:,}; use --method=mitm")
-  result = meet_in_the_middle(pool, model, true_rows, settings.tolerance, settings.lookup_budget,
-                              settings.time_limit_s, settings.seed)
+        f"{settings.exhaustive_limit:,}; use --method=mitm",
+    )
+  result = meet_in_the_middle(
+      pool,
+      model,
+      true_rows,
+      settings.tolerance,
+      settings.lookup_budget,
+      settings.time_limit_s,
+      settings.seed,
+  )
   if settings.method == exact_settings.BruteForceMethod.BOTH and small:
     check = exhaustive(pool, model, true_rows, settings.tolerance)
     # The exhaustive nearest miss is exact; the search's must bracket it (equal it when exact).
     slack = lambda value: 1e-9 * value + 1e-15
-    consistent = check.found == result.found and (result.found or (
-        result.nearest_miss_lower_bound - slack(result.nearest_miss_lower_bound)
-        <= check.nearest_miss <= result.nearest_miss + slack(result.nearest_miss)))
-    result.cross_check = {"method": "exhaustive", "found": check.found,
-                          "nearest_miss": check.nearest_miss, "seconds": check.seconds,
-                          "batches_enumerated": check.batches_covered + 1,
-                          "agree": bool(consistent)}
+    consistent = check.found == result.found and (
+        result.found
+        or (
+            result.nearest_miss_lower_bound - slack(result.nearest_miss_lower_bound)
+            <= check.nearest_miss
+            <= result.nearest_miss + slack(result.nearest_miss)
+        )
+    )
+    result.cross_check = {
+        "method": "exhaustive",
+        "found": check.found,
+        "nearest_miss": check.nearest_miss,
+        "seconds": check.seconds,
+        "batches_enumerated": check.batches_covered + 1,
+        "agree": bool(consistent),
+    }
     result.method = "meet-in-the-middle + exhaustive"
   if result.found:
-    result.collision_distance_recheck = recheck(layers, pool, true_rows,
-                                                _collision_rows(result))
+    result.collision_distance_recheck = recheck(layers, pool, true_rows, _collision_rows(result))
   return result
 
 
@@ -616,19 +731,31 @@ def table_iv(settings: exact_settings.BruteForceSettings, on_cell=None) -> list[
       pool = make_pool(layers, v)
       for b in settings.batch_sizes:
         result = decide_cell(layers, pool, name, b, settings)
-        logging.info("%s v=%d b=%d: %s batches, decided=%s found=%s nearest miss %s (%s), "
-                     "%.1f s", name, v, b, f"{result.batches:,}", result.decided, result.found,
-                     result.nearest_miss, "exact" if result.nearest_miss_exact else
-                     f">= {result.nearest_miss_lower_bound:.3g}", result.seconds)
+        logging.info(
+            "%s v=%d b=%d: %s batches, decided=%s found=%s nearest miss %s (%s), %.1f s",
+            name,
+            v,
+            b,
+            f"{result.batches:,}",
+            result.decided,
+            result.found,
+            result.nearest_miss,
+            "exact" if result.nearest_miss_exact else f">= {result.nearest_miss_lower_bound:.3g}",
+            result.seconds,
+        )
         cells.append(result)
         if on_cell is not None:
           on_cell(result)
   return cells
 
 
-def write_table_iv(settings: exact_settings.BruteForceSettings, out: str,
-                   platform: platform_lib.Platform = platform_lib.Platform(),
-                   overwrite: bool = False, command: str | None = None) -> dict:
+def write_table_iv(
+    settings: exact_settings.BruteForceSettings,
+    out: str,
+    platform: platform_lib.Platform = platform_lib.Platform(),
+    overwrite: bool = False,
+    command: str | None = None,
+) -> dict:
   """Decides every cell of Table IV and writes the record to the JSON file `out`.
 
   The file is rewritten after every cell, so that an interrupted run shows what it decided;
@@ -655,16 +782,20 @@ def write_table_iv(settings: exact_settings.BruteForceSettings, out: str,
     try:
       existing = results.read_record(out, results.ResultKind.TABLE_IV)
     except errors.ForgingError:
-      raise errors.ConfigError(f"{out} exists and does not hold a Table IV result; choose "
-                               "another --out") from None
+      raise errors.ConfigError(
+          f"{out} exists and does not hold a Table IV result; choose " "another --out"
+      ) from None
     if existing["complete"] and not overwrite:
-      raise errors.ConfigError(f"{out} already holds a finished Table IV; pass --overwrite to "
-                               "replace it or choose another --out")
+      raise errors.ConfigError(
+          f"{out} already holds a finished Table IV; pass --overwrite to "
+          "replace it or choose another --out"
+      )
   levels = {v: pixel_levels(v).tolist() for v in settings.levels}
   platform_lib.apply_platform(platform)
   began = time.perf_counter()
-  record = results.header(results.ResultKind.TABLE_IV, command,
-                          platform_lib.platform_fingerprint(platform)) | {
+  record = results.header(
+      results.ResultKind.TABLE_IV, command, platform_lib.platform_fingerprint(platform)
+  ) | {
       "settings": settings.as_dict(),
       "method": {
           "pixel_levels": levels,

@@ -19,6 +19,7 @@ from forging_tf import models
 @dataclasses.dataclass(frozen=True)
 class DenseLayer:
   """One Dense layer in float64: z = a @ kernel + bias; ReLU after every layer but the last."""
+
   kernel: np.ndarray  # [in, out] float64
   bias: np.ndarray | None  # [out] float64, None without biases
   kernel_offset: int  # where the kernel starts in theta (C order)
@@ -28,34 +29,50 @@ class DenseLayer:
 def dense_layers(model: keras.Model, theta: np.ndarray) -> tuple[DenseLayer, ...]:
   """The Dense layers of an fcn or logreg model, read out of theta [P] float32 into float64."""
   dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-  others = [layer.name for layer in model.layers
-            if not isinstance(layer, (keras.layers.Dense, keras.layers.Flatten))]
+  others = [
+      layer.name
+      for layer in model.layers
+      if not isinstance(layer, (keras.layers.Dense, keras.layers.Flatten))
+  ]
   activations = [layer.activation for layer in dense]
-  if (others or not dense or any(a is not keras.activations.relu for a in activations[:-1])
-      or activations[-1] is not keras.activations.linear):
-    raise errors.ConfigError(f"exact forging needs a fully connected ReLU model (fcn or logreg); "
-                             f"{model.name} has layers {[layer.name for layer in model.layers]}")
+  if (
+      others
+      or not dense
+      or any(a is not keras.activations.relu for a in activations[:-1])
+      or activations[-1] is not keras.activations.linear
+  ):
+    raise errors.ConfigError(
+        f"exact forging needs a fully connected ReLU model (fcn or logreg); "
+        f"{model.name} has layers {[layer.name for layer in model.layers]}"
+    )
   layout = {spec.name: spec for spec in models.parameter_layout(model)}
   theta = np.asarray(theta)
   if theta.shape != (models.num_parameters(layout.values()),):
-    raise errors.ConfigError(f"theta has shape {theta.shape}, the model has "
-                             f"{models.num_parameters(layout.values())} parameters")
+    raise errors.ConfigError(
+        f"theta has shape {theta.shape}, the model has "
+        f"{models.num_parameters(layout.values())} parameters"
+    )
   layers = []
   for layer in dense:
     kernel = layout[layer.kernel.path]
     bias = layout[layer.bias.path] if layer.use_bias else None
-    layers.append(DenseLayer(
-        kernel=theta[kernel.offset:kernel.offset + kernel.size].astype(np.float64).reshape(
-            kernel.shape),
-        bias=None if bias is None else theta[bias.offset:bias.offset + bias.size].astype(
-            np.float64),
-        kernel_offset=kernel.offset, bias_offset=None if bias is None else bias.offset))
+    layers.append(
+        DenseLayer(
+            kernel=theta[kernel.offset : kernel.offset + kernel.size]
+            .astype(np.float64)
+            .reshape(kernel.shape),
+            bias=None
+            if bias is None
+            else theta[bias.offset : bias.offset + bias.size].astype(np.float64),
+            kernel_offset=kernel.offset,
+            bias_offset=None if bias is None else bias.offset,
+        )
+    )
   return tuple(layers)
 
 
 def _num_parameters(layers) -> int:
-  return sum(layer.kernel.size + (0 if layer.bias is None else layer.bias.size)
-             for layer in layers)
+  return sum(layer.kernel.size + (0 if layer.bias is None else layer.bias.size) for layer in layers)
 
 
 def _forward(layers, x: np.ndarray):
@@ -109,9 +126,9 @@ def per_example_gradients(layers, x: np.ndarray, y: np.ndarray) -> np.ndarray:
   gradients = np.zeros((b, _num_parameters(layers)))
   for layer, a, delta in zip(layers, activations, deltas):
     kernel = np.einsum("bi,bj->bij", a, delta).reshape(b, -1)
-    gradients[:, layer.kernel_offset:layer.kernel_offset + kernel.shape[1]] = kernel
+    gradients[:, layer.kernel_offset : layer.kernel_offset + kernel.shape[1]] = kernel
     if layer.bias is not None:
-      gradients[:, layer.bias_offset:layer.bias_offset + delta.shape[1]] = delta
+      gradients[:, layer.bias_offset : layer.bias_offset + delta.shape[1]] = delta
   return gradients
 
 

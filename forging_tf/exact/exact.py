@@ -22,43 +22,79 @@ from forging_tf.exact import exact_lib
 from forging_tf.exact import settings as exact_settings
 
 _DEFAULTS = exact_settings.ExactSettings()
-_EXPERIMENT = flags.DEFINE_enum_class("experiment", None, exact_settings.ExactExperiment,
-                                      "Experiment to run.", case_sensitive=False)
+_EXPERIMENT = flags.DEFINE_enum_class(
+    "experiment", None, exact_settings.ExactExperiment, "Experiment to run.", case_sensitive=False
+)
 _OUT = flags.DEFINE_string("out", None, "Directory to write the results into.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a result already at --out.")
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Batch size b.",
-                                   lower_bound=1)
-_HIDDEN = flags.DEFINE_integer("hidden", _DEFAULTS.hidden, "Hidden units of the L = 2 network "
-                               "(fig4, domain).", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of theta, the batch and the random "
-                             "draws.", lower_bound=0)
-_LR = flags.DEFINE_float("lr", _DEFAULTS.learning_rate, "Learning rate eta of the SGD step that "
-                         "scores forgeries.", lower_bound=0.0)
-_PERTURBATION_SCALE = flags.DEFINE_float("perturbation_scale", _DEFAULTS.perturbation_scale,
-                                         "fig4: largest pixel change of the perturbation.",
-                                         lower_bound=0.0)
-_ERROR_MATRIX_SCALE = flags.DEFINE_float("error_matrix_scale", _DEFAULTS.error_matrix_scale,
-                                         "fig5: how far the sampled error matrix D' moves from "
-                                         "D.", lower_bound=0.0)
-_USE_BIAS = flags.DEFINE_boolean("use_bias", _DEFAULTS.use_bias, "fig5: softmax regression with "
-                                 "a bias.")
-_ROUNDING_SCALES = flags.DEFINE_list("rounding_scales",
-                                     [f"{s:g}" for s in _DEFAULTS.rounding_scales],
-                                     "domain: fractions s of the LP perturbation p rounded to "
-                                     "the grid (x + s p).")
-flags.register_validator("rounding_scales",
-                         lambda values: all(_is_positive_number(v) for v in values),
-                         "must be positive numbers, e.g. 1,0.5,0.1")
-_MILP_EXAMPLES = flags.DEFINE_integer("milp_examples", _DEFAULTS.milp_examples, "domain: "
-                                      "examples the MILP may change.", lower_bound=1)
-_MILP_PIXELS = flags.DEFINE_integer("milp_pixels", _DEFAULTS.milp_pixels, "domain: pixels per "
-                                    "example the MILP may change.", lower_bound=1)
-_MILP_MAX_LEVELS = flags.DEFINE_integer("milp_max_levels", _DEFAULTS.milp_max_levels, "domain: "
-                                        "largest change of one pixel, in levels of 1/255.",
-                                        lower_bound=1)
-_MILP_TIME_LIMIT = flags.DEFINE_float("milp_time_limit", _DEFAULTS.milp_time_limit_s, "domain: "
-                                      "HiGHS time limit (s).", lower_bound=1.0)
+_BATCH_SIZE = flags.DEFINE_integer(
+    "batch_size", _DEFAULTS.batch_size, "Batch size b.", lower_bound=1
+)
+_HIDDEN = flags.DEFINE_integer(
+    "hidden",
+    _DEFAULTS.hidden,
+    "Hidden units of the L = 2 network (fig4, domain).",
+    lower_bound=1,
+)
+_SEED = flags.DEFINE_integer(
+    "seed", _DEFAULTS.seed, "Seed of theta, the batch and the random draws.", lower_bound=0
+)
+_LR = flags.DEFINE_float(
+    "lr",
+    _DEFAULTS.learning_rate,
+    "Learning rate eta of the SGD step that scores forgeries.",
+    lower_bound=0.0,
+)
+_PERTURBATION_SCALE = flags.DEFINE_float(
+    "perturbation_scale",
+    _DEFAULTS.perturbation_scale,
+    "fig4: largest pixel change of the perturbation.",
+    lower_bound=0.0,
+)
+_ERROR_MATRIX_SCALE = flags.DEFINE_float(
+    "error_matrix_scale",
+    _DEFAULTS.error_matrix_scale,
+    "fig5: how far the sampled error matrix D' moves from D.",
+    lower_bound=0.0,
+)
+_USE_BIAS = flags.DEFINE_boolean(
+    "use_bias", _DEFAULTS.use_bias, "fig5: softmax regression with a bias."
+)
+_ROUNDING_SCALES = flags.DEFINE_list(
+    "rounding_scales",
+    [f"{s:g}" for s in _DEFAULTS.rounding_scales],
+    "domain: fractions s of the LP perturbation p rounded to the grid (x + s p).",
+)
+flags.register_validator(
+    "rounding_scales",
+    lambda values: all(_is_positive_number(v) for v in values),
+    "must be positive numbers, e.g. 1,0.5,0.1",
+)
+_MILP_EXAMPLES = flags.DEFINE_integer(
+    "milp_examples",
+    _DEFAULTS.milp_examples,
+    "domain: examples the MILP may change.",
+    lower_bound=1,
+)
+_MILP_PIXELS = flags.DEFINE_integer(
+    "milp_pixels",
+    _DEFAULTS.milp_pixels,
+    "domain: pixels per example the MILP may change.",
+    lower_bound=1,
+)
+_MILP_MAX_LEVELS = flags.DEFINE_integer(
+    "milp_max_levels",
+    _DEFAULTS.milp_max_levels,
+    "domain: largest change of one pixel, in levels of 1/255.",
+    lower_bound=1,
+)
+_MILP_TIME_LIMIT = flags.DEFINE_float(
+    "milp_time_limit",
+    _DEFAULTS.milp_time_limit_s,
+    "domain: HiGHS time limit (s).",
+    lower_bound=1.0,
+)
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["experiment", "out"])
 
@@ -73,19 +109,34 @@ def _is_positive_number(text: str) -> bool:
 def main():
   platform = _PLATFORM.requested()
   settings = exact_settings.ExactSettings(
-      experiment=_EXPERIMENT.value, batch_size=_BATCH_SIZE.value, hidden=_HIDDEN.value,
-      seed=_SEED.value, learning_rate=_LR.value,
+      experiment=_EXPERIMENT.value,
+      batch_size=_BATCH_SIZE.value,
+      hidden=_HIDDEN.value,
+      seed=_SEED.value,
+      learning_rate=_LR.value,
       perturbation_scale=_PERTURBATION_SCALE.value,
-      error_matrix_scale=_ERROR_MATRIX_SCALE.value, use_bias=_USE_BIAS.value,
+      error_matrix_scale=_ERROR_MATRIX_SCALE.value,
+      use_bias=_USE_BIAS.value,
       rounding_scales=tuple(float(s) for s in _ROUNDING_SCALES.value),
-      milp_examples=_MILP_EXAMPLES.value, milp_pixels=_MILP_PIXELS.value,
-      milp_max_levels=_MILP_MAX_LEVELS.value, milp_time_limit_s=_MILP_TIME_LIMIT.value)
+      milp_examples=_MILP_EXAMPLES.value,
+      milp_pixels=_MILP_PIXELS.value,
+      milp_max_levels=_MILP_MAX_LEVELS.value,
+      milp_time_limit_s=_MILP_TIME_LIMIT.value,
+  )
   summary = exact_lib.run_experiment(
-      settings, _OUT.value, data_dir=_DATA_DIR.value, download=_DOWNLOAD.value,
-      platform=platform, overwrite=_OVERWRITE.value, command=cli.command_line())
+      settings,
+      _OUT.value,
+      data_dir=_DATA_DIR.value,
+      download=_DOWNLOAD.value,
+      platform=platform,
+      overwrite=_OVERWRITE.value,
+      command=cli.command_line(),
+  )
   written = sorted(os.listdir(_OUT.value))
-  print(f"{settings.experiment}: approximation error {summary['approximation_error']}, "
-        f"distinct {summary['distinct']}; wrote {', '.join(written)} to {_OUT.value}")
+  print(
+      f"{settings.experiment}: approximation error {summary['approximation_error']}, "
+      f"distinct {summary['distinct']}; wrote {', '.join(written)} to {_OUT.value}"
+  )
 
 
 def run():

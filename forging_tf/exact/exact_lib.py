@@ -28,6 +28,7 @@ from forging_tf.report import plotting
 @dataclasses.dataclass(frozen=True)
 class ExperimentResult:
   """A forging experiment's result: JSON-able summary and the arrays to redraw its figure."""
+
   summary: dict
   arrays: dict[str, np.ndarray]
 
@@ -38,46 +39,72 @@ def sample_batch(dataset: data_lib.Dataset, batch_size: int, seed: int):
   The indices are the first b of a PCG64(seed) permutation of the training set.
   """
   if not 0 < batch_size <= dataset.x_train.shape[0]:
-    raise errors.ConfigError(f"batch size must be in 1..{dataset.x_train.shape[0]}, "
-                             f"got {batch_size}")
+    raise errors.ConfigError(
+        f"batch size must be in 1..{dataset.x_train.shape[0]}, got {batch_size}"
+    )
   rng = np.random.Generator(np.random.PCG64(seed))
   indices = np.sort(rng.permutation(dataset.x_train.shape[0])[:batch_size])
   return dataset.x_train[indices], dataset.y_train[indices], indices
 
 
-def _setting(dataset, model_name: str, model_config: dict, batch_size: int, seed: int,
-             learning_rate: float):
-  model = models.build_model(model_name, dataset.x_train.shape[1:], dataset.num_classes,
-                             **model_config)
+def _setting(
+    dataset, model_name: str, model_config: dict, batch_size: int, seed: int, learning_rate: float
+):
+  model = models.build_model(
+      model_name, dataset.x_train.shape[1:], dataset.num_classes, **model_config
+  )
   theta = models.initial_parameters(models.parameter_layout(model), seed)
   scorer = scoring.ForgeryScorer(model, theta, learning_rate)
   images, labels, indices = sample_batch(dataset, batch_size, seed)
   x = domain.PIXEL_VALUES[images].reshape(batch_size, -1).astype(np.float64)
   y = np.eye(dataset.num_classes)[labels]
-  setting = {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
-             "model": model_name, **model_config, "num_parameters": scorer.step.num_parameters,
-             "batch_size": batch_size, "seed": seed, "learning_rate": learning_rate,
-             "theta": f"models.initial_parameters(seed={seed})",
-             "batch_indices": indices.tolist()}
+  setting = {
+      "dataset": dataset.name,
+      "dataset_fingerprint": dataset.fingerprint,
+      "model": model_name,
+      **model_config,
+      "num_parameters": scorer.step.num_parameters,
+      "batch_size": batch_size,
+      "seed": seed,
+      "learning_rate": learning_rate,
+      "theta": f"models.initial_parameters(seed={seed})",
+      "batch_indices": indices.tolist(),
+  }
   return scorer, x, y, labels, setting
 
 
-def fig4_experiment(dataset: data_lib.Dataset,
-                    settings: exact_settings.ExactSettings) -> ExperimentResult:
+def fig4_experiment(
+    dataset: data_lib.Dataset, settings: exact_settings.ExactSettings
+) -> ExperimentResult:
   """Fig. 4: Prop. 2 on a ReLU network with one hidden layer of settings.hidden units (L = 2)."""
-  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]},
-                                           settings.batch_size, settings.seed,
-                                           settings.learning_rate)
+  scorer, x, y, labels, setting = _setting(
+      dataset,
+      "fcn",
+      {"hidden": [settings.hidden]},
+      settings.batch_size,
+      settings.seed,
+      settings.learning_rate,
+  )
   rng = np.random.Generator(np.random.PCG64(settings.seed))
-  p, space = propositions.mini_batch_perturbation(scorer.layers, x, y, rng, settings.perturbation_scale)
+  p, space = propositions.mini_batch_perturbation(
+      scorer.layers, x, y, rng, settings.perturbation_scale
+  )
   score = scorer.score(x, y, x + p, y)
   shape = dataset.x_train.shape[1:]
-  summary = {"experiment": "fig4", "method": "mini-batch perturbation (Prop. 2)", **setting,
-             "perturbation_scale": settings.perturbation_scale,
-             "solution_space": space.as_dict(), **score.as_dict()}
-  arrays = {"original": x.reshape((-1,) + shape).astype(np.float32),
-            "forged": (x + p).reshape((-1,) + shape).astype(np.float32),
-            "labels": labels.astype(np.int32), "forged_labels": labels.astype(np.int32)}
+  summary = {
+      "experiment": "fig4",
+      "method": "mini-batch perturbation (Prop. 2)",
+      **setting,
+      "perturbation_scale": settings.perturbation_scale,
+      "solution_space": space.as_dict(),
+      **score.as_dict(),
+  }
+  arrays = {
+      "original": x.reshape((-1,) + shape).astype(np.float32),
+      "forged": (x + p).reshape((-1,) + shape).astype(np.float32),
+      "labels": labels.astype(np.int32),
+      "forged_labels": labels.astype(np.int32),
+  }
   return ExperimentResult(summary, arrays)
 
 
@@ -85,50 +112,87 @@ def fig5_experiment(datasets, settings: exact_settings.ExactSettings) -> Experim
   """Fig. 5: Prop. 3 (error-matrix sampling) with softmax regression on each dataset."""
   per_dataset, arrays = {}, {}
   for dataset in datasets:
-    scorer, x, y, labels, setting = _setting(dataset, "logreg", {"use_bias": settings.use_bias},
-                                             settings.batch_size, settings.seed,
-                                             settings.learning_rate)
+    scorer, x, y, labels, setting = _setting(
+        dataset,
+        "logreg",
+        {"use_bias": settings.use_bias},
+        settings.batch_size,
+        settings.seed,
+        settings.learning_rate,
+    )
     rng = np.random.Generator(np.random.PCG64(settings.seed))
-    forgery = propositions.error_matrix_sampling(scorer.layers, x, y, rng, settings.error_matrix_scale)
+    forgery = propositions.error_matrix_sampling(
+        scorer.layers, x, y, rng, settings.error_matrix_scale
+    )
     score = scorer.score(x, y, forgery.x, forgery.y)
     per_dataset[dataset.name] = {
-        **setting, "rank_gradient": forgery.rank_gradient,
-        "rank_forged_errors": forgery.rank_forged_errors, "solve_residual": forgery.residual,
-        "forged_label_rows_sum": [float(forgery.y.sum(axis=1).min()),
-                                  float(forgery.y.sum(axis=1).max())],
-        **score.as_dict()}
+        **setting,
+        "rank_gradient": forgery.rank_gradient,
+        "rank_forged_errors": forgery.rank_forged_errors,
+        "solve_residual": forgery.residual,
+        "forged_label_rows_sum": [
+            float(forgery.y.sum(axis=1).min()),
+            float(forgery.y.sum(axis=1).max()),
+        ],
+        **score.as_dict(),
+    }
     shape = dataset.x_train.shape[1:]
     arrays[f"{dataset.name}_original"] = x.reshape((-1,) + shape).astype(np.float32)
     arrays[f"{dataset.name}_forged"] = forgery.x.reshape((-1,) + shape).astype(np.float32)
     arrays[f"{dataset.name}_labels"] = labels.astype(np.int32)
     arrays[f"{dataset.name}_forged_labels"] = forgery.y.astype(np.float32)
-  summary = {"experiment": "fig5", "method": "error-matrix sampling (Prop. 3)",
-             "error_matrix_scale": settings.error_matrix_scale, "datasets": per_dataset,
-             "approximation_error": max(d["approximation_error"] for d in per_dataset.values()),
-             "approximation_error_float64": max(d["approximation_error_float64"]
-                                                for d in per_dataset.values()),
-             "distinct": all(d["distinct"] for d in per_dataset.values())}
+  summary = {
+      "experiment": "fig5",
+      "method": "error-matrix sampling (Prop. 3)",
+      "error_matrix_scale": settings.error_matrix_scale,
+      "datasets": per_dataset,
+      "approximation_error": max(d["approximation_error"] for d in per_dataset.values()),
+      "approximation_error_float64": max(
+          d["approximation_error_float64"] for d in per_dataset.values()
+      ),
+      "distinct": all(d["distinct"] for d in per_dataset.values()),
+  }
   return ExperimentResult(summary, arrays)
 
 
-def domain_experiment(dataset: data_lib.Dataset,
-                      settings: exact_settings.ExactSettings) -> ExperimentResult:
+def domain_experiment(
+    dataset: data_lib.Dataset, settings: exact_settings.ExactSettings
+) -> ExperimentResult:
   """The in-domain question on the Fig. 4 setting (in_domain_search)."""
-  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]},
-                                           settings.batch_size, settings.seed,
-                                           settings.learning_rate)
+  scorer, x, y, labels, setting = _setting(
+      dataset,
+      "fcn",
+      {"hidden": [settings.hidden]},
+      settings.batch_size,
+      settings.seed,
+      settings.learning_rate,
+  )
   rng = np.random.Generator(np.random.PCG64(settings.seed))
-  report = in_domain.in_domain_search(scorer, x, y, rng, settings.rounding_scales, settings.milp_examples,
-                            settings.milp_pixels, settings.milp_max_levels,
-                            settings.milp_time_limit_s)
+  report = in_domain.in_domain_search(
+      scorer,
+      x,
+      y,
+      rng,
+      settings.rounding_scales,
+      settings.milp_examples,
+      settings.milp_pixels,
+      settings.milp_max_levels,
+      settings.milp_time_limit_s,
+  )
   best = report.best
-  summary = {"experiment": "domain", "method": "in-domain search (LP box, grid rounding, MILP)",
-             **setting, **report.as_dict(),
-             "approximation_error": None if best is None else best.score.approximation_error,
-             "distinct": best is not None}
+  summary = {
+      "experiment": "domain",
+      "method": "in-domain search (LP box, grid rounding, MILP)",
+      **setting,
+      **report.as_dict(),
+      "approximation_error": None if best is None else best.score.approximation_error,
+      "distinct": best is not None,
+  }
   shape = dataset.x_train.shape[1:]
-  arrays = {"original": x.reshape((-1,) + shape).astype(np.float32),
-            "labels": labels.astype(np.int32)}
+  arrays = {
+      "original": x.reshape((-1,) + shape).astype(np.float32),
+      "labels": labels.astype(np.int32),
+  }
   if best is not None:
     arrays["forged"] = best.forged.reshape((-1,) + shape).astype(np.float32)
   return ExperimentResult(summary, arrays)
@@ -137,10 +201,15 @@ def domain_experiment(dataset: data_lib.Dataset,
 SUMMARY = results.RECORDS[results.ResultKind.EXACT_FORGING].file_name
 
 
-def run_experiment(settings: exact_settings.ExactSettings, out: str,
-                   data_dir: str | None = None, download: bool = True,
-                   platform: platform_lib.Platform = platform_lib.Platform(),
-                   overwrite: bool = False, command: str | None = None) -> dict:
+def run_experiment(
+    settings: exact_settings.ExactSettings,
+    out: str,
+    data_dir: str | None = None,
+    download: bool = True,
+    platform: platform_lib.Platform = platform_lib.Platform(),
+    overwrite: bool = False,
+    command: str | None = None,
+) -> dict:
   """Runs an exact-forging experiment and writes its result folder `out`, whole or not at all.
 
   OUT holds summary.json (the record: header, settings, and the experiment's approximation
@@ -175,9 +244,9 @@ def run_experiment(settings: exact_settings.ExactSettings, out: str,
     result = fig5_experiment([load("mnist"), load("cifar10")], settings)
   else:
     result = domain_experiment(load("mnist"), settings)
-  summary = results.header(results.ResultKind.EXACT_FORGING, command,
-                           platform_lib.platform_fingerprint(platform)) | {
-      "settings": settings.as_dict(), **result.summary}
+  summary = results.header(
+      results.ResultKind.EXACT_FORGING, command, platform_lib.platform_fingerprint(platform)
+  ) | {"settings": settings.as_dict(), **result.summary}
 
   def fill(folder: str) -> None:
     results.write_npz(os.path.join(folder, "data.npz"), **result.arrays)

@@ -12,7 +12,6 @@ import numpy as np
 from forging_tf import errors
 from forging_tf.exact import dense
 
-
 # Singular values below this fraction of the largest count as zero when ranks are taken (float64
 # arithmetic on float32 weights: the true zeros sit near 1e-16, real ones far above 1e-10).
 _RANK_RTOL = 1e-10
@@ -28,31 +27,37 @@ class Prop1Check:
   Pairs of two such examples are set apart (inactive_pairs); min_distance is the smallest gradient
   distance over all other pairs of distinct examples, and holds says it is above the tolerance.
   """
+
   examples: int
   min_distance: float
   holds: bool
   inactive_pairs: int
 
 
-def prop1_check(layers, x: np.ndarray, labels: np.ndarray, tolerance: float = 1e-12
-                ) -> Prop1Check:
+def prop1_check(layers, x: np.ndarray, labels: np.ndarray, tolerance: float = 1e-12) -> Prop1Check:
   """Checks Prop. 1 on examples x [m, d] float64 with class ids labels [m] int (float64 math)."""
   x = np.asarray(x, np.float64)
   labels = np.asarray(labels)
   y = np.eye(layers[-1].kernel.shape[1])[labels]
   gradients = dense.per_example_gradients(layers, x, y)
   distances = np.sqrt(((gradients[:, None, :] - gradients[None, :, :]) ** 2).sum(axis=2))
-  pairs = np.triu(~(x[:, None, :] == x[None, :, :]).all(axis=2)
-                  | (labels[:, None] != labels[None, :]), k=1)
+  pairs = np.triu(
+      ~(x[:, None, :] == x[None, :, :]).all(axis=2) | (labels[:, None] != labels[None, :]), k=1
+  )
   inactive = ~dense.first_layer_errors(layers, x, y).any(axis=1)
   excepted = pairs & inactive[:, None] & inactive[None, :]
   covered = pairs & ~excepted
   if not covered.any():
-    raise errors.ConfigError("prop1_check needs two distinct examples, one of them with a "
-                             "nonzero first-layer error")
+    raise errors.ConfigError(
+        "prop1_check needs two distinct examples, one of them with a nonzero first-layer error"
+    )
   min_distance = float(distances[covered].min())
-  return Prop1Check(examples=len(x), min_distance=min_distance, holds=min_distance > tolerance,
-                    inactive_pairs=int(excepted.sum()))
+  return Prop1Check(
+      examples=len(x),
+      min_distance=min_distance,
+      holds=min_distance > tolerance,
+      inactive_pairs=int(excepted.sum()),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +69,7 @@ class SolutionSpace:
   sufficient condition for solutions is d * b > d1 * (d + b) (a count of equations of K); the
   dimension says whether solutions exist for this batch.
   """
+
   w1_basis: np.ndarray  # [d, rank W1] orthonormal basis of the column space of W1
   d1_basis: np.ndarray  # [b, rank D1] orthonormal basis of the column space of D1
   d: int
@@ -79,9 +85,15 @@ class SolutionSpace:
     return self.d * self.b > self.d1 * (self.d + self.b)
 
   def as_dict(self) -> dict:
-    return {"d": self.d, "b": self.b, "d1": self.d1, "rank_w1": self.w1_basis.shape[1],
-            "rank_d1": self.d1_basis.shape[1], "dimension": self.dimension,
-            "paper_condition_db_gt_d1_d_plus_b": self.paper_condition}
+    return {
+        "d": self.d,
+        "b": self.b,
+        "d1": self.d1,
+        "rank_w1": self.w1_basis.shape[1],
+        "rank_d1": self.d1_basis.shape[1],
+        "dimension": self.dimension,
+        "paper_condition_db_gt_d1_d_plus_b": self.paper_condition,
+    }
 
 
 def _column_basis(matrix: np.ndarray) -> np.ndarray:
@@ -95,8 +107,13 @@ def solution_space(layers, x: np.ndarray, y: np.ndarray) -> SolutionSpace:
   """The Prop. 2 solution space of batch (x [b, d] float64, y [b, n] float64)."""
   w1 = layers[0].kernel
   d1 = dense.first_layer_errors(layers, x, y)
-  return SolutionSpace(w1_basis=_column_basis(w1), d1_basis=_column_basis(d1), d=w1.shape[0],
-                       b=x.shape[0], d1=w1.shape[1])
+  return SolutionSpace(
+      w1_basis=_column_basis(w1),
+      d1_basis=_column_basis(d1),
+      d=w1.shape[0],
+      b=x.shape[0],
+      d1=w1.shape[1],
+  )
 
 
 def project(space: SolutionSpace, f: np.ndarray) -> np.ndarray:
@@ -124,8 +141,9 @@ def kronecker_perturbation(w1: np.ndarray, d1: np.ndarray, f: np.ndarray) -> np.
   return vec_p.reshape(b, d)
 
 
-def mini_batch_perturbation(layers, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
-                            scale: float) -> tuple[np.ndarray, SolutionSpace]:
+def mini_batch_perturbation(
+    layers, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, scale: float
+) -> tuple[np.ndarray, SolutionSpace]:
   """Prop. 2: a random perturbation p [b, d] in the solution space, max |p| = scale.
 
   F is standard normal; the projection of F is rescaled, which keeps it in the (linear) space.
@@ -136,7 +154,8 @@ def mini_batch_perturbation(layers, x: np.ndarray, y: np.ndarray, rng: np.random
     raise errors.ConfigError(
         f"the Prop. 2 solution space of this batch is {{0}} (d={space.d}, b={space.b}, "
         f"rank W1={space.w1_basis.shape[1]}, rank D1={space.d1_basis.shape[1]}): use a larger "
-        "batch or a narrower first layer")
+        "batch or a narrower first layer"
+    )
   p = project(space, rng.standard_normal(x.shape))
   return p * (scale / np.abs(p).max()), space
 
@@ -144,6 +163,7 @@ def mini_batch_perturbation(layers, x: np.ndarray, y: np.ndarray, rng: np.random
 @dataclasses.dataclass(frozen=True)
 class ErrorMatrixForgery:
   """Prop. 3's output: the forged batch and the error matrices it came from (float64)."""
+
   x: np.ndarray  # [b, d] forged inputs X'
   y: np.ndarray  # [b, n] forged labels Y' (rows sum to v_k, need not be one-hot)
   errors: np.ndarray  # [b, n] D of the original batch (f(X) diag(v) - Y)^T
@@ -153,8 +173,9 @@ class ErrorMatrixForgery:
   residual: float  # ||X' D' - X D||_max: how exactly X' D' = b G was solved
 
 
-def error_matrix_sampling(layers, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
-                          scale: float) -> ErrorMatrixForgery:
+def error_matrix_sampling(
+    layers, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, scale: float
+) -> ErrorMatrixForgery:
   """Prop. 3 for L = 1 (softmax regression, with or without bias).
 
   x: [b, d] float64, y: [b, n] float64. D' = M D + N with M = I + scale R (columns of R summing to
@@ -165,8 +186,10 @@ def error_matrix_sampling(layers, x: np.ndarray, y: np.ndarray, rng: np.random.G
   X' = X + X (D - D') D'^+ is the solution closest to X, and Y' = f(X') diag(v) - D'^T.
   """
   if len(layers) != 1:
-    raise errors.ConfigError(f"error-matrix sampling (Prop. 3) is for L = 1 (softmax regression); "
-                             f"this model has L = {len(layers)}")
+    raise errors.ConfigError(
+        f"error-matrix sampling (Prop. 3) is for L = 1 (softmax regression); "
+        f"this model has L = {len(layers)}"
+    )
   layer = layers[0]
   b, n = y.shape
   v = y.sum(axis=1)
@@ -189,6 +212,11 @@ def error_matrix_sampling(layers, x: np.ndarray, y: np.ndarray, rng: np.random.G
   residual = float(np.abs(forged_x.T @ d_forged - x.T @ d_original).max())
   gradient = x.T @ d_original / b
   return ErrorMatrixForgery(
-      x=forged_x, y=forged_y, errors=d_original, forged_errors=d_forged,
+      x=forged_x,
+      y=forged_y,
+      errors=d_original,
+      forged_errors=d_forged,
       rank_gradient=int(np.linalg.matrix_rank(gradient)),
-      rank_forged_errors=int(np.linalg.matrix_rank(d_forged)), residual=residual)
+      rank_forged_errors=int(np.linalg.matrix_rank(d_forged)),
+      residual=residual,
+  )

@@ -19,6 +19,7 @@ from forging_tf.exact import dense
 @dataclasses.dataclass(frozen=True)
 class ForgeryScore:
   """How good a forged batch is (SPEC 4): errors in theta space and distance to the domain."""
+
   approximation_error: float  # ||step(B) - step(B')||_2 with SGDStep, float32
   approximation_error_float64: float  # eta * ||grad(B) - grad(B')||_2 in float64 numpy
   distinct: bool  # B' != B as multisets of examples (domain.same_examples)
@@ -46,8 +47,9 @@ class ForgeryScorer:
     x32 = np.asarray(x, np.float32).reshape((len(x),) + self.input_shape)
     return self.step(self.theta, x32, np.asarray(y, np.float32)).numpy()
 
-  def score(self, x: np.ndarray, y: np.ndarray, forged_x: np.ndarray, forged_y: np.ndarray
-            ) -> ForgeryScore:
+  def score(
+      self, x: np.ndarray, y: np.ndarray, forged_x: np.ndarray, forged_y: np.ndarray
+  ) -> ForgeryScore:
     """x, forged_x: [b, d] (or [b, h, w, c]); y, forged_y: [b, n].
 
     The float32 error feeds SGDStep the float32 rounding of both batches, exactly what a verifier
@@ -58,11 +60,16 @@ class ForgeryScorer:
     x64, fx64 = flat(x), flat(forged_x)
     y64, fy64 = np.asarray(y, np.float64), np.asarray(forged_y, np.float64)
     float64_error = self.learning_rate * np.linalg.norm(
-        dense.batch_gradient(self.layers, x64, y64) - dense.batch_gradient(self.layers, fx64, fy64))
+        dense.batch_gradient(self.layers, x64, y64) - dense.batch_gradient(self.layers, fx64, fy64)
+    )
     distance = domain.distance_to_domain(np.asarray(forged_x, np.float32), fy64)
     return ForgeryScore(
         approximation_error=sgd_step.l2_distance(self._step(x, y), self._step(forged_x, forged_y)),
         approximation_error_float64=float(float64_error),
         distinct=not domain.same_examples(x, y, forged_x, forged_y),
-        domain_box=distance.box, domain_grid=distance.grid, domain_label=distance.label,
-        in_domain=distance.in_domain, max_pixel_change=float(np.abs(fx64 - x64).max()))
+        domain_box=distance.box,
+        domain_grid=distance.grid,
+        domain_label=distance.label,
+        in_domain=distance.in_domain,
+        max_pixel_change=float(np.abs(fx64 - x64).max()),
+    )

@@ -15,6 +15,7 @@ class ExactExperiment(enum.StrEnum):
   """fig4: mini-batch perturbation (Prop. 2) on MNIST with an L = 2 ReLU network; fig5:
   error-matrix sampling (Prop. 3) with softmax regression on MNIST and CIFAR-10; domain: the
   search for a forgery inside the domain on the fig4 setting."""
+
   FIG4 = "fig4"
   FIG5 = "fig5"
   DOMAIN = "domain"
@@ -33,6 +34,7 @@ class ExactSettings:
   milp_max_levels: the largest change of one pixel, in levels of 1/255; milp_time_limit_s:
   HiGHS's time limit.
   """
+
   experiment: ExactExperiment = ExactExperiment.FIG4
   batch_size: int = 32
   hidden: int = 8
@@ -48,10 +50,10 @@ class ExactSettings:
   milp_time_limit_s: float = 60.0
 
   def __post_init__(self):
-    object.__setattr__(self, "experiment",
-                       results.choice(ExactExperiment, self.experiment, "experiment"))
-    object.__setattr__(self, "rounding_scales",
-                       tuple(float(s) for s in self.rounding_scales))
+    object.__setattr__(
+        self, "experiment", results.choice(ExactExperiment, self.experiment, "experiment")
+    )
+    object.__setattr__(self, "rounding_scales", tuple(float(s) for s in self.rounding_scales))
     if self.batch_size < 1 or self.hidden < 1:
       raise errors.ConfigError("batch_size and hidden must be at least 1")
     if not all(s > 0 for s in self.rounding_scales):
@@ -66,6 +68,7 @@ class BruteForceMethod(enum.StrEnum):
   """How Table IV's cells are decided: meet-in-the-middle (mitm), plain enumeration
   (exhaustive), or both: meet-in-the-middle, cross-checked by enumeration where the cell is
   small enough."""
+
   BOTH = "both"
   MITM = "mitm"
   EXHAUSTIVE = "exhaustive"
@@ -90,6 +93,7 @@ class BruteForceSettings:
   time_limit_s: seconds per cell before it is reported undecided; pixels, classes,
   fcn_hidden_units: the paper's setting, fixed (recorded, not chosen).
   """
+
   models: tuple[str, ...] = TABLE_MODELS
   levels: tuple[int, ...] = (2, 3, 4, 5, 6)
   batch_sizes: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -109,8 +113,9 @@ class BruteForceSettings:
       object.__setattr__(self, name, tuple(getattr(self, name)))
     unknown = sorted(set(self.models) - set(TABLE_MODELS))
     if unknown:
-      raise errors.ConfigError(f"unknown Table IV models {unknown}; choose among "
-                               f"{list(TABLE_MODELS)}")
+      raise errors.ConfigError(
+          f"unknown Table IV models {unknown}; choose among {list(TABLE_MODELS)}"
+      )
 
   def as_dict(self) -> dict:
     """The settings as JSON values (the method as its string)."""

@@ -1,7 +1,7 @@
 """Recomputing a trace on a platform: the benign reproduction error (SPEC section 2).
 
-  recompute_lib.py  every update of a trace recomputed R times, each repeat in a fresh process
-                    (worker.py) or as shards on Ray; the result folder, resumable
-  worker.py         one repeat in a process of its own
-  recompute.py      forging-recompute
+recompute_lib.py  every update of a trace recomputed R times, each repeat in a fresh process
+                  (worker.py) or as shards on Ray; the result folder, resumable
+worker.py         one repeat in a process of its own
+recompute.py      forging-recompute
 """

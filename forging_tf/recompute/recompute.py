@@ -18,24 +18,37 @@ from forging_tf.recompute import recompute_lib
 _TRACE = flags.DEFINE_string("trace", None, "Trace directory to recompute.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Independent repeats R.", lower_bound=1)
 _OUT = flags.DEFINE_string("out", None, "Result folder to write.")
-_STEPS = flags.DEFINE_string("steps", ":", "Updates to recompute: START:END (END exclusive; "
-                             "either may be left out).")
+_STEPS = flags.DEFINE_string(
+    "steps", ":", "Updates to recompute: START:END (END exclusive; either may be left out)."
+)
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
-_FRESH_PROCESS = flags.DEFINE_boolean("fresh_process", True, "Run each repeat in a new process, "
-                                      "as a separate verifier would.")
-_EXECUTOR = flags.DEFINE_enum_class("executor", recompute_lib.Executor.LOCAL,
-                                    recompute_lib.Executor, "local: in this machine; ray: "
-                                    "shards as Ray tasks.", case_sensitive=False)
-_RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Ray cluster to join (default: start or "
-                                   "join a local one).")
-_NUM_CPUS_PER_TASK = flags.DEFINE_float("num_cpus_per_task", 1.0, "CPUs per Ray task.",
-                                        lower_bound=0.0)
-_NUM_GPUS_PER_TASK = flags.DEFINE_float("num_gpus_per_task", 0.0, "GPUs per Ray task.",
-                                        lower_bound=0.0)
-_ACCELERATOR_TYPE = flags.DEFINE_string("accelerator_type", None, "Run every Ray task on this "
-                                        "GPU type (e.g. H100), one result per type.")
-_SHARDS = flags.DEFINE_integer("shards", 0, "Ray tasks per repeat (0: one per slot).",
-                               lower_bound=0)
+_FRESH_PROCESS = flags.DEFINE_boolean(
+    "fresh_process", True, "Run each repeat in a new process, as a separate verifier would."
+)
+_EXECUTOR = flags.DEFINE_enum_class(
+    "executor",
+    recompute_lib.Executor.LOCAL,
+    recompute_lib.Executor,
+    "local: in this machine; ray: shards as Ray tasks.",
+    case_sensitive=False,
+)
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "Ray cluster to join (default: start or join a local one)."
+)
+_NUM_CPUS_PER_TASK = flags.DEFINE_float(
+    "num_cpus_per_task", 1.0, "CPUs per Ray task.", lower_bound=0.0
+)
+_NUM_GPUS_PER_TASK = flags.DEFINE_float(
+    "num_gpus_per_task", 0.0, "GPUs per Ray task.", lower_bound=0.0
+)
+_ACCELERATOR_TYPE = flags.DEFINE_string(
+    "accelerator_type",
+    None,
+    "Run every Ray task on this GPU type (e.g. H100), one result per type.",
+)
+_SHARDS = flags.DEFINE_integer(
+    "shards", 0, "Ray tasks per repeat (0: one per slot).", lower_bound=0
+)
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a result already at --out.")
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
@@ -56,14 +69,27 @@ def main():
   platform = _PLATFORM.requested()
   start, stop = parse_step_range(_STEPS.value)
   ray_options = recompute_lib.RayOptions(
-      address=_RAY_ADDRESS.value, num_cpus_per_task=_NUM_CPUS_PER_TASK.value,
-      num_gpus_per_task=_NUM_GPUS_PER_TASK.value, accelerator_type=_ACCELERATOR_TYPE.value,
-      shards=_SHARDS.value)
+      address=_RAY_ADDRESS.value,
+      num_cpus_per_task=_NUM_CPUS_PER_TASK.value,
+      num_gpus_per_task=_NUM_GPUS_PER_TASK.value,
+      accelerator_type=_ACCELERATOR_TYPE.value,
+      shards=_SHARDS.value,
+  )
   summary = recompute_lib.recompute(
-      _TRACE.value, _OUT.value, repeats=_REPEATS.value, platform=platform,
-      start=start, stop=stop, executor=_EXECUTOR.value, fresh_process=_FRESH_PROCESS.value,
-      data_dir=_DATA_DIR.value, download=_DOWNLOAD.value, ray_options=ray_options,
-      overwrite=_OVERWRITE.value, command=cli.command_line())
+      _TRACE.value,
+      _OUT.value,
+      repeats=_REPEATS.value,
+      platform=platform,
+      start=start,
+      stop=stop,
+      executor=_EXECUTOR.value,
+      fresh_process=_FRESH_PROCESS.value,
+      data_dir=_DATA_DIR.value,
+      download=_DOWNLOAD.value,
+      ray_options=ray_options,
+      overwrite=_OVERWRITE.value,
+      command=cli.command_line(),
+  )
   print(summary.describe())
 
 

@@ -46,9 +46,9 @@ from forging_tf import trace as trace_lib
 from forging_tf.train import train_lib
 
 
-
 class Executor(enum.StrEnum):
   """Where repeats run: local, on this machine; ray, as shards on a Ray cluster."""
+
   LOCAL = "local"
   RAY = "ray"
 
@@ -56,6 +56,7 @@ class Executor(enum.StrEnum):
 @dataclasses.dataclass(frozen=True)
 class RayOptions:
   """Where and how Ray runs the shards. address None starts (or joins) a local instance."""
+
   address: str | None = None
   num_cpus_per_task: float = 1.0
   num_gpus_per_task: float = 0.0
@@ -66,6 +67,7 @@ class RayOptions:
 @dataclasses.dataclass(frozen=True)
 class RepeatResult:
   """One repeat: distances at the recomputed steps and the platform they were computed on."""
+
   steps: np.ndarray  # int64 [S]: update i -> i + k starts at step steps[s]
   l2: np.ndarray  # float64 [S]
   linf: np.ndarray  # float64 [S]
@@ -89,12 +91,14 @@ class RecomputeSummary:
 
   def describe(self) -> str:
     where = ", ".join(f"step {step}: {l2:.3e}" for step, l2 in self.largest if l2 > 0)
-    return (f"reproduction error {self.out}: eps_repr = {self.eps_repr:.6e} (step "
-            f"{self.worst_step}, repeat {self.worst_repeat}) over {self.steps_recomputed} steps x "
-            f"{self.repeats} repeats ({self.repeats_run_now} run now, {self.seconds:.1f} s); "
-            f"generator platform {self.generator_platform}, recomputer platform "
-            f"{self.recomputer_platform}"
-            + (f"; largest: {where}" if where else "; every step reproduced bitwise"))
+    return (
+        f"reproduction error {self.out}: eps_repr = {self.eps_repr:.6e} (step "
+        f"{self.worst_step}, repeat {self.worst_repeat}) over {self.steps_recomputed} steps x "
+        f"{self.repeats} repeats ({self.repeats_run_now} run now, {self.seconds:.1f} s); "
+        f"generator platform {self.generator_platform}, recomputer platform "
+        f"{self.recomputer_platform}"
+        + (f"; largest: {where}" if where else "; every step reproduced bitwise")
+    )
 
 
 def recomputed_steps(trace: trace_lib.Trace, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -102,21 +106,29 @@ def recomputed_steps(trace: trace_lib.Trace, start: int = 0, stop: int | None = 
   start <= i < stop (stop None: the trace's T)."""
   stop = trace.steps if stop is None else stop
   if not 0 <= start < stop <= trace.steps:
-    raise errors.ConfigError(f"step range {start}:{stop} is outside the trace's steps "
-                             f"0:{trace.steps}; use --steps=START:END with 0 <= START < END <= "
-                             f"{trace.steps}")
+    raise errors.ConfigError(
+        f"step range {start}:{stop} is outside the trace's steps "
+        f"0:{trace.steps}; use --steps=START:END with 0 <= START < END <= "
+        f"{trace.steps}"
+    )
   stored = trace.checkpoint_steps
   starts = stored[np.isin(stored + trace.k, stored)]
   steps = starts[(starts >= start) & (starts < stop)]
   if not steps.size:
-    raise errors.ConfigError(f"no stored checkpoint pair (i, i + {trace.k}) starts in "
-                             f"{start}:{stop} of {trace.path}")
+    raise errors.ConfigError(
+        f"no stored checkpoint pair (i, i + {trace.k}) starts in {start}:{stop} of {trace.path}"
+    )
   return steps
 
 
-def recompute_repeat(trace_path: str, platform: platform_lib.Platform, steps: np.ndarray,
-                     data_dir: str | None = None, download: bool = True,
-                     progress_every_s: float = 10.0) -> RepeatResult:
+def recompute_repeat(
+    trace_path: str,
+    platform: platform_lib.Platform,
+    steps: np.ndarray,
+    data_dir: str | None = None,
+    download: bool = True,
+    progress_every_s: float = 10.0,
+) -> RepeatResult:
   """Recomputes the updates starting at `steps` in this process, on `platform`."""
   platform_lib.apply_platform(platform)
   trace = trace_lib.Trace(trace_path)
@@ -129,18 +141,32 @@ def recompute_repeat(trace_path: str, platform: platform_lib.Platform, steps: np
   began = last_report = time.perf_counter()
   try:
     for s, i in enumerate(steps):
-      recomputed = train_lib.run_sgd(step_fn, source, reader.get(i), trace.batches, int(i),
-                                           int(i) + trace.k, progress_every_s=math.inf)
+      recomputed = train_lib.run_sgd(
+          step_fn,
+          source,
+          reader.get(i),
+          trace.batches,
+          int(i),
+          int(i) + trace.k,
+          progress_every_s=math.inf,
+      )
       l2[s], linf[s] = sgd_step.distances(recomputed, reader.get(i + trace.k))
       now = time.perf_counter()
       if now - last_report >= progress_every_s:
         last_report, rate = now, (s + 1) / (now - began)
-        logging.info("recomputed %d/%d updates  %.1f updates/s  ETA %.0f s  max l2 so far %.3e",
-                     s + 1, len(steps), rate, (len(steps) - s - 1) / rate, l2[:s + 1].max())
+        logging.info(
+            "recomputed %d/%d updates  %.1f updates/s  ETA %.0f s  max l2 so far %.3e",
+            s + 1,
+            len(steps),
+            rate,
+            (len(steps) - s - 1) / rate,
+            l2[: s + 1].max(),
+        )
   finally:
     reader.close()
-  return RepeatResult(steps, l2, linf, platform_lib.platform_fingerprint(platform),
-                      time.perf_counter() - began)
+  return RepeatResult(
+      steps, l2, linf, platform_lib.platform_fingerprint(platform), time.perf_counter() - began
+  )
 
 
 class _CheckpointPrefetcher:
@@ -158,8 +184,9 @@ class _CheckpointPrefetcher:
     self._room = threading.Semaphore(ahead)
     self._changed = threading.Condition()
     self._closed = False
-    self._thread = threading.Thread(target=self._read_all, args=(list(dict.fromkeys(requests)),),
-                                    daemon=True)
+    self._thread = threading.Thread(
+        target=self._read_all, args=(list(dict.fromkeys(requests)),), daemon=True
+    )
     self._thread.start()
 
   def _read_all(self, order: list[int]) -> None:
@@ -193,13 +220,21 @@ class _CheckpointPrefetcher:
     self._room.release()
 
 
-def recompute(trace_path: str, out: str, repeats: int = 5,
-              platform: platform_lib.Platform = platform_lib.Platform(), start: int = 0,
-              stop: int | None = None, executor: Executor = Executor.LOCAL,
-              fresh_process: bool = True,
-              data_dir: str | None = None, download: bool = True,
-              ray_options: RayOptions = RayOptions(), overwrite: bool = False,
-              command: str | None = None) -> RecomputeSummary:
+def recompute(
+    trace_path: str,
+    out: str,
+    repeats: int = 5,
+    platform: platform_lib.Platform = platform_lib.Platform(),
+    start: int = 0,
+    stop: int | None = None,
+    executor: Executor = Executor.LOCAL,
+    fresh_process: bool = True,
+    data_dir: str | None = None,
+    download: bool = True,
+    ray_options: RayOptions = RayOptions(),
+    overwrite: bool = False,
+    command: str | None = None,
+) -> RecomputeSummary:
   """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`."""
   if repeats < 1:
     raise errors.ConfigError(f"repeats must be >= 1, got {repeats}")
@@ -207,9 +242,11 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
   began = time.perf_counter()
   trace = trace_lib.Trace(trace_path)
   if not trace.complete:
-    raise errors.TraceError(f"{trace.path} is unfinished ({trace.num_written} of "
-                            f"{len(trace.checkpoint_steps)} checkpoints); finish it with "
-                            "forging-train first")
+    raise errors.TraceError(
+        f"{trace.path} is unfinished ({trace.num_written} of "
+        f"{len(trace.checkpoint_steps)} checkpoints); finish it with "
+        "forging-train first"
+    )
   steps = recomputed_steps(trace, start, stop)
   request = {
       "kind": results.ResultKind.REPRODUCTION_ERROR.value,
@@ -222,14 +259,26 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
   _remove_leftovers(out)
   done = _finished_repeats(out, repeats, steps)
   missing = [r for r in range(repeats) if r not in done]
-  logging.info("recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
-               "%s executor -> %s", len(steps), trace.path, repeats, len(done), platform,
-               executor, out)
+  logging.info(
+      "recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
+      "%s executor -> %s",
+      len(steps),
+      trace.path,
+      repeats,
+      len(done),
+      platform,
+      executor,
+      out,
+  )
   # Paths are made absolute: workers may start elsewhere (Ray workers run in their own folder).
   data_dir = data_dir or os.environ.get(data.DATA_DIR_ENV) or None
-  spec = {"trace": trace.path, "platform": dataclasses.asdict(platform),
-          "steps": steps.tolist(), "data_dir": data_dir and os.path.abspath(data_dir),
-          "download": download}
+  spec = {
+      "trace": trace.path,
+      "platform": dataclasses.asdict(platform),
+      "steps": steps.tolist(),
+      "data_dir": data_dir and os.path.abspath(data_dir),
+      "download": download,
+  }
 
   def run(repeat: int) -> RepeatResult:
     if executor == Executor.RAY:
@@ -242,11 +291,27 @@ def recompute(trace_path: str, out: str, repeats: int = 5,
     result = run(r)
     save_repeat(_repeat_path(out, r), result)
     done[r] = result
-    logging.info("repeat %d/%d: max l2 %.6e in %.1f s on platform %s", r + 1, repeats,
-                 result.l2.max(), result.seconds, result.platform["id"])
-  return _write_result(out, trace, steps, [done[r] for r in range(repeats)], platform, executor,
-                       fresh_process, request, command, len(missing),
-                       time.perf_counter() - began)
+    logging.info(
+        "repeat %d/%d: max l2 %.6e in %.1f s on platform %s",
+        r + 1,
+        repeats,
+        result.l2.max(),
+        result.seconds,
+        result.platform["id"],
+    )
+  return _write_result(
+      out,
+      trace,
+      steps,
+      [done[r] for r in range(repeats)],
+      platform,
+      executor,
+      fresh_process,
+      request,
+      command,
+      len(missing),
+      time.perf_counter() - began,
+  )
 
 
 def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
@@ -256,9 +321,11 @@ def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
     if overwrite:
       shutil.rmtree(out)
     elif results.read_json(request_path, "reproduction-error request") != request:
-      raise errors.ConfigError(f"{out} holds the result of another recomputation (other trace, "
-                               "steps or platform); pass --overwrite to replace it or choose "
-                               "another --out")
+      raise errors.ConfigError(
+          f"{out} holds the result of another recomputation (other trace, "
+          "steps or platform); pass --overwrite to replace it or choose "
+          "another --out"
+      )
   if not os.path.exists(request_path):
     results.write_json(request_path, request)
 
@@ -282,15 +349,25 @@ def _repeat_path(out: str, repeat: int) -> str:
 
 
 def save_repeat(path: str, result: RepeatResult) -> None:
-  results.write_npz(path, steps=result.steps, l2=result.l2, linf=result.linf,
-                    seconds=np.float64(result.seconds),
-                    platform=np.str_(json.dumps(result.platform)))
+  results.write_npz(
+      path,
+      steps=result.steps,
+      l2=result.l2,
+      linf=result.linf,
+      seconds=np.float64(result.seconds),
+      platform=np.str_(json.dumps(result.platform)),
+  )
 
 
 def load_repeat(path: str, what: str) -> RepeatResult:
   arrays = results.read_npz(path, what, ("steps", "l2", "linf", "seconds", "platform"))
-  return RepeatResult(arrays["steps"], arrays["l2"], arrays["linf"],
-                      json.loads(str(arrays["platform"])), float(arrays["seconds"]))
+  return RepeatResult(
+      arrays["steps"],
+      arrays["l2"],
+      arrays["linf"],
+      json.loads(str(arrays["platform"])),
+      float(arrays["seconds"]),
+  )
 
 
 def _finished_repeats(out: str, repeats: int, steps: np.ndarray) -> dict[int, RepeatResult]:
@@ -300,8 +377,10 @@ def _finished_repeats(out: str, repeats: int, steps: np.ndarray) -> dict[int, Re
     if os.path.exists(path):
       done[r] = load_repeat(path, f"repeat {r}")
       if not np.array_equal(done[r].steps, steps):
-        raise errors.ConfigError(f"{path} covers other steps than this request; pass "
-                                 "--overwrite to start the result again")
+        raise errors.ConfigError(
+            f"{path} covers other steps than this request; pass "
+            "--overwrite to start the result again"
+        )
   return done
 
 
@@ -317,8 +396,12 @@ def _fresh_process_repeat(spec: dict, out: str, repeat: int) -> RepeatResult:
     # The worker holds the read end of a pipe whose write end only this process has: if this
     # process dies (even by SIGKILL) the worker reads end-of-file and stops too.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "forging_tf.recompute.worker", spec_path, result_path], env=env,
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "forging_tf.recompute.worker", spec_path, result_path],
+        env=env,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     last_line = ""
     for line in worker.stderr:  # Passed through, so the worker's progress stays visible.
       if not line.startswith("error: "):  # The worker's own error is raised here, once.
@@ -326,17 +409,27 @@ def _fresh_process_repeat(spec: dict, out: str, repeat: int) -> RepeatResult:
       last_line = line.strip() or last_line
     worker.stdin.close()
     if worker.wait() != 0:
-      message = last_line.removeprefix("error: ") if last_line.startswith("error: ") else (
-          f"the worker process of repeat {repeat} failed (exit {worker.returncode}): "
-          f"{last_line}")
+      message = (
+          last_line.removeprefix("error: ")
+          if last_line.startswith("error: ")
+          else (
+              f"the worker process of repeat {repeat} failed (exit {worker.returncode}): "
+              f"{last_line}"
+          )
+      )
       raise errors.ForgingError(message)
     return load_repeat(result_path, f"repeat {repeat}")
 
 
 def _ray_shard(spec: dict, steps: list[int]) -> dict:
   """A Ray task: one shard of one repeat, in its own worker process."""
-  result = recompute_repeat(spec["trace"], platform_lib.Platform(**spec["platform"]),
-                            np.asarray(steps, np.int64), spec["data_dir"], spec["download"])
+  result = recompute_repeat(
+      spec["trace"],
+      platform_lib.Platform(**spec["platform"]),
+      np.asarray(steps, np.int64),
+      spec["data_dir"],
+      spec["download"],
+  )
   return dataclasses.asdict(result)
 
 
@@ -347,8 +440,12 @@ def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
     raise errors.ConfigError("the Ray executor needs Ray: pip install 'forging_tf[ray]'") from e
   began = time.perf_counter()
   if not ray.is_initialized():
-    ray.init(address=options.address, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        address=options.address,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
   slots = ray.cluster_resources().get("GPU" if options.num_gpus_per_task else "CPU", 1)
   per_task = options.num_gpus_per_task or options.num_cpus_per_task
   shards = options.shards or max(1, int(slots // per_task))
@@ -357,32 +454,50 @@ def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
     env_vars[platform_lib.ONEDNN_ENV] = "1" if spec["platform"]["onednn"] else "0"
   # max_calls=1: each shard gets a fresh worker process (it cannot be set in .options()).
   task = ray.remote(max_calls=1)(_ray_shard).options(
-      num_cpus=options.num_cpus_per_task, num_gpus=options.num_gpus_per_task,
+      num_cpus=options.num_cpus_per_task,
+      num_gpus=options.num_gpus_per_task,
       accelerator_type=options.accelerator_type,
-      runtime_env={"env_vars": env_vars} if env_vars else None)
-  pieces = [piece.tolist() for piece in np.array_split(np.asarray(spec["steps"]), shards)
-            if piece.size]
+      runtime_env={"env_vars": env_vars} if env_vars else None,
+  )
+  pieces = [
+      piece.tolist() for piece in np.array_split(np.asarray(spec["steps"]), shards) if piece.size
+  ]
   shard_results = ray.get([task.remote(spec, piece) for piece in pieces])
   ids = sorted({shard["platform"]["id"] for shard in shard_results})
   if len(ids) > 1:
-    raise errors.PlatformError(f"the shards ran on {len(ids)} different platforms ({', '.join(ids)}"
-                               "); pin one with --accelerator_type so that each result names one "
-                               "recomputing platform")
-  return RepeatResult(np.concatenate([shard["steps"] for shard in shard_results]),
-                      np.concatenate([shard["l2"] for shard in shard_results]),
-                      np.concatenate([shard["linf"] for shard in shard_results]),
-                      shard_results[0]["platform"], time.perf_counter() - began)
+    raise errors.PlatformError(
+        f"the shards ran on {len(ids)} different platforms ({', '.join(ids)}"
+        "); pin one with --accelerator_type so that each result names one "
+        "recomputing platform"
+    )
+  return RepeatResult(
+      np.concatenate([shard["steps"] for shard in shard_results]),
+      np.concatenate([shard["l2"] for shard in shard_results]),
+      np.concatenate([shard["linf"] for shard in shard_results]),
+      shard_results[0]["platform"],
+      time.perf_counter() - began,
+  )
 
 
-def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
-                  repeats: list[RepeatResult], platform: platform_lib.Platform,
-                  executor: Executor,
-                  fresh_process: bool, request: dict, command: str | None, run_now: int,
-                  seconds: float) -> RecomputeSummary:
+def _write_result(
+    out: str,
+    trace: trace_lib.Trace,
+    steps: np.ndarray,
+    repeats: list[RepeatResult],
+    platform: platform_lib.Platform,
+    executor: Executor,
+    fresh_process: bool,
+    request: dict,
+    command: str | None,
+    run_now: int,
+    seconds: float,
+) -> RecomputeSummary:
   ids = sorted({result.platform["id"] for result in repeats})
   if len(ids) > 1:
-    raise errors.PlatformError(f"the repeats in {out} ran on different platforms ({', '.join(ids)})"
-                               "; pass --overwrite to recompute them all on this one")
+    raise errors.PlatformError(
+        f"the repeats in {out} ran on different platforms ({', '.join(ids)})"
+        "; pass --overwrite to recompute them all on this one"
+    )
   l2 = np.stack([result.l2 for result in repeats])
   linf = np.stack([result.linf for result in repeats])
   worst_repeat, worst = np.unravel_index(int(np.argmax(l2)), l2.shape)
@@ -413,8 +528,12 @@ def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
       "executor": executor.value,
       "fresh_process": fresh_process if executor == Executor.LOCAL else True,
       "eps_repr": summary["eps_repr"],
-      "worst": {"step": int(steps[worst]), "repeat": int(worst_repeat),
-                "l2": float(l2[worst_repeat, worst]), "linf": float(linf[worst_repeat, worst])},
+      "worst": {
+          "step": int(steps[worst]),
+          "repeat": int(worst_repeat),
+          "l2": float(l2[worst_repeat, worst]),
+          "linf": float(linf[worst_repeat, worst]),
+      },
       "exact_steps": int(np.sum(max_l2 == 0)),
       "repeat_seconds": [result.seconds for result in repeats],
       "generator_platform": generator,
@@ -424,7 +543,15 @@ def _write_result(out: str, trace: trace_lib.Trace, steps: np.ndarray,
   results.write_json(os.path.join(out, "result.json"), record)
   results.write_json(os.path.join(out, "summary.json"), summary)
   return RecomputeSummary(
-      out=out, eps_repr=summary["eps_repr"], worst_step=int(steps[worst]),
-      worst_repeat=int(worst_repeat), largest=largest, steps_recomputed=len(steps),
-      repeats=len(repeats), repeats_run_now=run_now, generator_platform=generator["id"],
-      recomputer_platform=recomputer["id"], seconds=seconds)
+      out=out,
+      eps_repr=summary["eps_repr"],
+      worst_step=int(steps[worst]),
+      worst_repeat=int(worst_repeat),
+      largest=largest,
+      steps_recomputed=len(steps),
+      repeats=len(repeats),
+      repeats_run_now=run_now,
+      generator_platform=generator["id"],
+      recomputer_platform=recomputer["id"],
+      seconds=seconds,
+  )

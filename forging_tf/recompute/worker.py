@@ -25,8 +25,12 @@ def main(spec_path: str, result_path: str) -> None:
   with open(spec_path, encoding="utf-8") as f:
     spec = json.load(f)
   result = recompute_lib.recompute_repeat(
-      spec["trace"], platform_lib.Platform(**spec["platform"]),
-      np.asarray(spec["steps"], np.int64), spec["data_dir"], spec["download"])
+      spec["trace"],
+      platform_lib.Platform(**spec["platform"]),
+      np.asarray(spec["steps"], np.int64),
+      spec["data_dir"],
+      spec["download"],
+  )
   recompute_lib.save_repeat(result_path, result)
 
 

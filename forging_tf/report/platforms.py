@@ -2,8 +2,6 @@
 the fingerprint a result records (platform.platform_fingerprint)."""
 
 
-
-
 def platform_label(fingerprint: dict) -> str:
   """A short name for a platform: device, threads, oneDNN, determinism, TF32."""
   in_force = fingerprint["in_force"]
@@ -28,31 +26,43 @@ def platform_labels(fingerprints: list[dict]) -> dict[str, str]:
   by_id = {f["id"]: f for f in fingerprints}
   labels = {platform_id: platform_label(f) for platform_id, f in by_id.items()}
   shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
-  return {platform_id: f"{label}@{platform_id[:6]}" if label in shared else label
-          for platform_id, label in labels.items()}
+  return {
+      platform_id: f"{label}@{platform_id[:6]}" if label in shared else label
+      for platform_id, label in labels.items()
+  }
 
 
 def describe_platform(fingerprint: dict) -> str:
   """A platform spelled out from its fingerprint: device, CPU, GPUs, software and settings."""
   in_force, software = fingerprint["in_force"], fingerprint["software"]
   cpu = fingerprint["hardware"]["cpu"]
-  gpus = [d.get("device_name", d["name"]) for d in fingerprint["hardware"]["devices"]
-          if d["type"] == "GPU"]
-  cuda = (f", CUDA {software['cuda_version']}, cuDNN {software['cudnn_version']}"
-          if software.get("cuda_build") else "")
-  return (f"device {in_force.get('device')}; CPU {cpu['model']} ({cpu['logical_cores']} logical "
-          f"cores){'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
-          f"{software['tensorflow']}{cuda}; op determinism "
-          f"{'on' if in_force['op_determinism'] else 'off'}, oneDNN "
-          f"{'on' if in_force['onednn'] else 'off'}, intra/inter-op threads "
-          f"{in_force['intra_op_threads']}/{in_force['inter_op_threads']} (0: TensorFlow's "
-          f"default), TF32 {'on' if in_force['tf32'] else 'off'}, XLA "
-          f"{'on' if in_force.get('xla_auto_jit') else 'off'}")
+  gpus = [
+      d.get("device_name", d["name"])
+      for d in fingerprint["hardware"]["devices"]
+      if d["type"] == "GPU"
+  ]
+  cuda = (
+      f", CUDA {software['cuda_version']}, cuDNN {software['cudnn_version']}"
+      if software.get("cuda_build")
+      else ""
+  )
+  return (
+      f"device {in_force.get('device')}; CPU {cpu['model']} ({cpu['logical_cores']} logical "
+      f"cores){'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
+      f"{software['tensorflow']}{cuda}; op determinism "
+      f"{'on' if in_force['op_determinism'] else 'off'}, oneDNN "
+      f"{'on' if in_force['onednn'] else 'off'}, intra/inter-op threads "
+      f"{in_force['intra_op_threads']}/{in_force['inter_op_threads']} (0: TensorFlow's "
+      f"default), TF32 {'on' if in_force['tf32'] else 'off'}, XLA "
+      f"{'on' if in_force.get('xla_auto_jit') else 'off'}"
+  )
 
 
 def described_platforms(fingerprints: list[dict]) -> list[tuple[str, str, str]]:
   """(label, id, description) of each distinct platform among `fingerprints`, by label."""
   by_id = {f["id"]: f for f in fingerprints}
   labels = platform_labels(fingerprints)
-  return sorted((labels[platform_id], platform_id, describe_platform(fingerprint))
-                for platform_id, fingerprint in by_id.items())
+  return sorted(
+      (labels[platform_id], platform_id, describe_platform(fingerprint))
+      for platform_id, fingerprint in by_id.items()
+  )

@@ -47,8 +47,15 @@ def _grid(figure, cell, images: np.ndarray, columns: int, heading: str, titles=N
     axis = figure.add_subplot(inner[i // columns, i % columns])
     _show(axis, image, None if titles is None else titles[i])
     if i == 0:
-      axis.text(0.0, 1.35 if titles else 1.08, heading, transform=axis.transAxes, fontsize=8,
-                fontweight="bold", va="bottom")
+      axis.text(
+          0.0,
+          1.35 if titles else 1.08,
+          heading,
+          transform=axis.transAxes,
+          fontsize=8,
+          fontweight="bold",
+          va="bottom",
+      )
 
 
 def fig4(arrays, summary: dict, path_prefix: str, columns: int = 8) -> list[str]:
@@ -66,14 +73,18 @@ def fig4(arrays, summary: dict, path_prefix: str, columns: int = 8) -> list[str]
   _grid(figure, cells[1], forged, columns, "forged batch (same labels)", labels)
   space = summary["solution_space"]
   figure.text(
-      0.5, -0.02,
+      0.5,
+      -0.02,
       f"Mini-batch perturbation (Prop. 2), {summary['dataset']}, b = {summary['batch_size']}, "
       f"L = 2 ReLU network with {space['d1']} hidden units; solution space of dimension "
       f"{space['dimension']:,}.\nApproximation error {summary['approximation_error']:.2e} "
       f"(float32 SGD step, eta = {summary['learning_rate']}), "
       f"{summary['approximation_error_float64']:.1e} in float64. Forged pixels leave [0, 1] by up "
       f"to {summary['domain_box']:.2f} (shown clipped).",
-      ha="center", va="top", fontsize=8)
+      ha="center",
+      va="top",
+      fontsize=8,
+  )
   return _save(figure, path_prefix)
 
 
@@ -93,17 +104,36 @@ def fig5(arrays, summary: dict, path_prefix: str, examples: int = 8) -> list[str
     forged_labels = arrays[f"{name}_forged_labels"][:examples]
     original_titles = [f"y={int(label)}" for label in arrays[f"{name}_labels"][:examples]]
     forged_titles = [f"argmax y'={int(np.argmax(y))}" for y in forged_labels]
-    _grid(figure, cells[2 * row], arrays[f"{name}_original"][:examples], examples,
-          f"{name}: original", original_titles)
-    _grid(figure, cells[2 * row + 1], arrays[f"{name}_forged"][:examples], examples,
-          f"{name}: forged (labels y' not one-hot)", forged_titles)
+    _grid(
+        figure,
+        cells[2 * row],
+        arrays[f"{name}_original"][:examples],
+        examples,
+        f"{name}: original",
+        original_titles,
+    )
+    _grid(
+        figure,
+        cells[2 * row + 1],
+        arrays[f"{name}_forged"][:examples],
+        examples,
+        f"{name}: forged (labels y' not one-hot)",
+        forged_titles,
+    )
     lines.append(
         f"{name}: approximation error {result['approximation_error']:.2e} (float32 SGD step), "
         f"{result['approximation_error_float64']:.1e} in float64; pixels leave [0, 1] by up to "
-        f"{result['domain_box']:.2f}, labels are up to {result['domain_label']:.2f} from one-hot.")
-  figure.text(0.5, 0.02, f"Error-matrix sampling (Prop. 3), softmax regression, b = "
-              f"{summary['datasets'][names[0]]['batch_size']}.\n" + "\n".join(lines),
-              ha="center", va="top", fontsize=8)
+        f"{result['domain_box']:.2f}, labels are up to {result['domain_label']:.2f} from one-hot."
+    )
+  figure.text(
+      0.5,
+      0.02,
+      f"Error-matrix sampling (Prop. 3), softmax regression, b = "
+      f"{summary['datasets'][names[0]]['batch_size']}.\n" + "\n".join(lines),
+      ha="center",
+      va="top",
+      fontsize=8,
+  )
   return _save(figure, path_prefix)
 
 
@@ -118,22 +148,36 @@ def draw_exact(summary: dict, arrays, path_prefix: str) -> list[str]:
 # Figures 2, 3 and 6: approximation error of the greedy attacks ------------------------------
 
 
-def approximation_error_figure(panels, path_prefix: str, x_label: str, log_x: bool,
-                               caption: str) -> list[str]:
+def approximation_error_figure(
+    panels, path_prefix: str, x_label: str, log_x: bool, caption: str
+) -> list[str]:
   """One panel per figure_panels.Panel: the mean over runs as a line, min..max as a band, the
   minimum dashed, and the verifier threshold (largest measured eps_repr) dotted."""
   figure, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
   for axis, panel in zip(axes[0], panels):
     for series in panel.series:
-      line, = axis.plot(series.x, series.mean, marker="o", markersize=3,
-                        label=f"{series.label} (mean)")
-      axis.fill_between(series.x, series.minimum, series.maximum, color=line.get_color(),
-                        alpha=0.2, linewidth=0)
-      axis.plot(series.x, series.minimum, linestyle="--", linewidth=0.8, color=line.get_color(),
-                label=f"{series.label} (min)")
+      (line,) = axis.plot(
+          series.x, series.mean, marker="o", markersize=3, label=f"{series.label} (mean)"
+      )
+      axis.fill_between(
+          series.x, series.minimum, series.maximum, color=line.get_color(), alpha=0.2, linewidth=0
+      )
+      axis.plot(
+          series.x,
+          series.minimum,
+          linestyle="--",
+          linewidth=0.8,
+          color=line.get_color(),
+          label=f"{series.label} (min)",
+      )
     if panel.threshold:  # A threshold of 0 (bitwise reproduction) has no place on a log axis.
-      axis.axhline(panel.threshold, color="black", linestyle=":", linewidth=1,
-                   label=f"largest eps_repr {panel.threshold:.2e}")
+      axis.axhline(
+          panel.threshold,
+          color="black",
+          linestyle=":",
+          linewidth=1,
+          label=f"largest eps_repr {panel.threshold:.2e}",
+      )
     axis.set_yscale("log")
     if log_x:
       axis.set_xscale("log")

@@ -9,31 +9,49 @@ from forging_tf.report import table_builders
 
 
 def to_markdown(table: table_builders.Table) -> str:
-  lines = [f"**{table.title}**", "", "| " + " | ".join((table.corner, *table.columns)) + " |",
-           "|" + "---|" * (len(table.columns) + 1)]
-  lines += ["| " + " | ".join((label, *(cell.text() for cell in cells))) + " |"
-            for label, cells in table.rows]
+  lines = [
+      f"**{table.title}**",
+      "",
+      "| " + " | ".join((table.corner, *table.columns)) + " |",
+      "|" + "---|" * (len(table.columns) + 1),
+  ]
+  lines += [
+      "| " + " | ".join((label, *(cell.text() for cell in cells))) + " |"
+      for label, cells in table.rows
+  ]
   lines += [""] + [f"- {note}" for note in table.notes]
   return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:
-  for plain, escaped in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("%", "\\%"), ("&", "\\&"),
-                         ("#", "\\#")):
+  for plain, escaped in (
+      ("\\", "\\textbackslash{}"),
+      ("_", "\\_"),
+      ("%", "\\%"),
+      ("&", "\\&"),
+      ("#", "\\#"),
+  ):
     text = text.replace(plain, escaped)
   return text
 
 
 def to_latex(table: table_builders.Table) -> str:
-  lines = ["\\begin{table}[t]", "\\centering",
-           f"\\caption{{{_latex_escape(table.title)}. "
-           + " ".join(_latex_escape(note) + "." for note in table.notes) + "}",
-           f"\\label{{tab:{table.name}}}",
-           "\\begin{tabular}{l" + "r" * len(table.columns) + "}", "\\toprule",
-           " & ".join(_latex_escape(c) for c in (table.corner, *table.columns)) + " \\\\",
-           "\\midrule"]
-  lines += [" & ".join((_latex_escape(label), *(cell.latex() for cell in cells))) + " \\\\"
-            for label, cells in table.rows]
+  lines = [
+      "\\begin{table}[t]",
+      "\\centering",
+      f"\\caption{{{_latex_escape(table.title)}. "
+      + " ".join(_latex_escape(note) + "." for note in table.notes)
+      + "}",
+      f"\\label{{tab:{table.name}}}",
+      "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
+      "\\toprule",
+      " & ".join(_latex_escape(c) for c in (table.corner, *table.columns)) + " \\\\",
+      "\\midrule",
+  ]
+  lines += [
+      " & ".join((_latex_escape(label), *(cell.latex() for cell in cells))) + " \\\\"
+      for label, cells in table.rows
+  ]
   lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
   return "\n".join(lines) + "\n"
 
@@ -50,8 +68,10 @@ def to_csv(table: table_builders.Table) -> str:
     row = [label, *("" if c.value is None else repr(c.value) for c in cells)]
     if judged:
       for c in cells:
-        row += ["" if c.threshold is None else repr(c.threshold),
-                "" if c.stealthy is None else str(c.stealthy).lower()]
+        row += [
+            "" if c.threshold is None else repr(c.threshold),
+            "" if c.stealthy is None else str(c.stealthy).lower(),
+        ]
     writer.writerow(row)
   return out.getvalue()
 

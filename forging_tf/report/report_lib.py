@@ -16,17 +16,20 @@ from forging_tf import results
 from forging_tf.report import figure_panels
 from forging_tf.report import platforms
 from forging_tf.report import plotting
-from forging_tf.report import saved_results
 from forging_tf.report import render
+from forging_tf.report import saved_results
 from forging_tf.report import table_builders
-
 
 _fmt = table_builders.format_error
 
 
-def write_report(results_dirs: list[str], report_dir: str, report_path: str,
-                 title: str = "Data forging: reproduction and approximation errors",
-                 preamble: tuple[str, ...] | list[str] = ()) -> str:
+def write_report(
+    results_dirs: list[str],
+    report_dir: str,
+    report_path: str,
+    title: str = "Data forging: reproduction and approximation errors",
+    preamble: tuple[str, ...] | list[str] = (),
+) -> str:
   """Renders the tables and figures into report_dir and writes report_path; returns it."""
   found = saved_results.find_results(results_dirs)
   tables, figures = render_tables_and_figures(found, report_dir)
@@ -41,8 +44,11 @@ def write_report(results_dirs: list[str], report_dir: str, report_path: str,
   def table(name: str) -> list[str]:
     if name not in by_name:
       return []
-    return [render.to_markdown(by_name[name]),
-            f"([LaTeX]({link}/{name}.tex), [CSV]({link}/{name}.csv))", ""]
+    return [
+        render.to_markdown(by_name[name]),
+        f"([LaTeX]({link}/{name}.tex), [CSV]({link}/{name}.csv))",
+        "",
+    ]
 
   lines = [f"# {title}", "", *preamble, ""]
   lines += ["## Findings", ""]
@@ -54,8 +60,10 @@ def write_report(results_dirs: list[str], report_dir: str, report_path: str,
   lines += [line for name in ("table1", "table2a", "table2b", "table2c") for line in table(name)]
   lines += ["## Approximation errors of the attacks (Table III, Figures 2, 3 and 6)", ""]
   lines += table("table3")
-  lines += figure("fig2", "Figure 2: approximation error vs forging fraction at the middle step "
-                  "(Thudi et al.)")
+  lines += figure(
+      "fig2",
+      "Figure 2: approximation error vs forging fraction at the middle step (Thudi et al.)",
+  )
   lines += figure("fig3", "Figure 3: approximation error over training (Thudi et al.)")
   lines += figure("fig6", "Figure 6: Thudi et al. vs Zhang et al. at the middle step")
   lines += ["## Exact forging (Figures 4 and 5, Table IV)", ""]
@@ -67,13 +75,17 @@ def write_report(results_dirs: list[str], report_dir: str, report_path: str,
   return report_path
 
 
-def render_tables_and_figures(found: saved_results.FoundResults, out_dir: str
-                              ) -> tuple[list[table_builders.Table], list[str]]:
+def render_tables_and_figures(
+    found: saved_results.FoundResults, out_dir: str
+) -> tuple[list[table_builders.Table], list[str]]:
   """Renders every table and figure `found` allows into out_dir (tables as .md/.tex/.csv plus
   tables.md with all of them; figures as .png/.pdf)."""
   tables = []
   if found.reproduction:
-    tables += [table_builders.table1(found.reproduction), *(table_builders.table2(found.reproduction, part) for part in "abc")]
+    tables += [
+        table_builders.table1(found.reproduction),
+        *(table_builders.table2(found.reproduction, part) for part in "abc"),
+    ]
   if found.attacks:
     tables.append(table_builders.table3(found.reproduction, found.attacks))
   if found.table4:
@@ -81,35 +93,58 @@ def render_tables_and_figures(found: saved_results.FoundResults, out_dir: str
   tables = [table for table in tables if table.rows]  # Nothing measured: no table.
   for table in tables:
     render.write_table(table, out_dir)
-  results.write_text(os.path.join(out_dir, "tables.md"),
-                     "\n".join(render.to_markdown(table) for table in tables))
+  results.write_text(
+      os.path.join(out_dir, "tables.md"), "\n".join(render.to_markdown(table) for table in tables)
+  )
   return tables, _render_figures(found.reproduction, found.attacks, found.exact, out_dir)
 
 
-def _render_figures(reproduction: list[dict], attack_records: list[dict], exact: list[dict],
-                    out_dir: str) -> list[str]:
+def _render_figures(
+    reproduction: list[dict], attack_records: list[dict], exact: list[dict], out_dir: str
+) -> list[str]:
   figures = []
   if attack_records:
     platform_ids = ", ".join(sorted({r["platform"]["id"] for r in attack_records}))
-    caption = ("Approximation error re-scored with the SGD step, on platform " + platform_ids
-               + "; "
-               + table_builders.attack_runs_note(attack_records, ", M = {M}")
-               + ". Line: mean over runs, band: min..max, dashed: min; dotted: the largest "
-               "reproduction error measured for the model (forging-recompute).")
+    caption = (
+        "Approximation error re-scored with the SGD step, on platform "
+        + platform_ids
+        + "; "
+        + table_builders.attack_runs_note(attack_records, ", M = {M}")
+        + ". Line: mean over runs, band: min..max, dashed: min; dotted: the largest "
+        "reproduction error measured for the model (forging-recompute)."
+    )
     for name, panels, x_label, log_x in (
-        ("fig2", figure_panels.figure2_panels(reproduction, attack_records), "forging fraction", True),
-        ("fig3", figure_panels.figure3_panels(reproduction, attack_records), "training step", False),
-        ("fig6", figure_panels.figure6_panels(reproduction, attack_records), "forging fraction", True)):
+        (
+            "fig2",
+            figure_panels.figure2_panels(reproduction, attack_records),
+            "forging fraction",
+            True,
+        ),
+        (
+            "fig3",
+            figure_panels.figure3_panels(reproduction, attack_records),
+            "training step",
+            False,
+        ),
+        (
+            "fig6",
+            figure_panels.figure6_panels(reproduction, attack_records),
+            "forging fraction",
+            True,
+        ),
+    ):
       if panels:
-        figures += plotting.approximation_error_figure(panels, os.path.join(out_dir, name),
-                                                       x_label, log_x, caption)
+        figures += plotting.approximation_error_figure(
+            panels, os.path.join(out_dir, name), x_label, log_x, caption
+        )
   for summary in exact:
     batches = os.path.join(os.path.dirname(summary["path"]), "data.npz")
     if not os.path.exists(batches):
       continue  # The batches were not kept (e.g. dataset images left out of git).
     with np.load(batches, allow_pickle=False) as arrays:
-      figures += plotting.draw_exact(summary, dict(arrays),
-                                     os.path.join(out_dir, summary["experiment"]))
+      figures += plotting.draw_exact(
+          summary, dict(arrays), os.path.join(out_dir, summary["experiment"])
+      )
   return figures
 
 
@@ -125,72 +160,98 @@ def _reproduction_findings(reproduction: list[dict]) -> list[str]:
   if not reproduction:
     return ["- **Reproduction errors:** none measured (no forging-recompute results).", ""]
   labels = _labels(reproduction, [])
-  lines = ["- **Benign reproduction error on the generating platform** (the verifier recomputes "
-           "on the hardware and settings that trained):"]
+  lines = [
+      "- **Benign reproduction error on the generating platform** (the verifier recomputes "
+      "on the hardware and settings that trained):"
+  ]
   by_model = collections.defaultdict(list)
   for record in reproduction:
     if _same_platform(record):
       by_model[_model(record["trace"])].append(record)
   for model, records in sorted(by_model.items()):
     bitwise = sum(r["eps_repr"] == 0 for r in records)
-    lines.append(f"  - {model}: largest eps_repr {_fmt(max(r['eps_repr'] for r in records))} "
-                 f"over {len(records)} results ({bitwise} bitwise), "
-                 f"b = {', '.join(str(b) for b in sorted({r['trace']['batch_size'] for r in records}))}, "
-                 f"on {', '.join(sorted({labels[r['generator_platform']['id']] for r in records}))}.")
+    lines.append(
+        f"  - {model}: largest eps_repr {_fmt(max(r['eps_repr'] for r in records))} "
+        f"over {len(records)} results ({bitwise} bitwise), "
+        f"b = {', '.join(str(b) for b in sorted({r['trace']['batch_size'] for r in records}))}, "
+        f"on {', '.join(sorted({labels[r['generator_platform']['id']] for r in records}))}."
+    )
   pairs = collections.defaultdict(list)
   for record in reproduction:
     if not _same_platform(record):
-      pairs[(labels[record["generator_platform"]["id"]],
-             labels[record["platform"]["id"]])].append(record)
+      pairs[(labels[record["generator_platform"]["id"]], labels[record["platform"]["id"]])].append(
+          record
+      )
   if pairs:
-    lines.append("- **Benign reproduction error across platforms** (generated on -> recomputed "
-                 "on: largest eps_repr, and what was recomputed):")
+    lines.append(
+        "- **Benign reproduction error across platforms** (generated on -> recomputed "
+        "on: largest eps_repr, and what was recomputed):"
+    )
     for (generator, recomputer), records in sorted(pairs.items()):
-      what = ", ".join(sorted({f"{_model(r['trace'])} b={r['trace']['batch_size']}"
-                               for r in records}))
-      lines.append(f"  - {generator} -> {recomputer}: "
-                   f"{_fmt(max(r['eps_repr'] for r in records))} ({what})")
+      what = ", ".join(
+          sorted({f"{_model(r['trace'])} b={r['trace']['batch_size']}" for r in records})
+      )
+      lines.append(
+          f"  - {generator} -> {recomputer}: "
+          f"{_fmt(max(r['eps_repr'] for r in records))} ({what})"
+      )
   else:
-    lines.append("- **Across platforms:** not measured (every result recomputed on its "
-                 "generating platform).")
+    lines.append(
+        "- **Across platforms:** not measured (every result recomputed on its "
+        "generating platform)."
+    )
   return lines + [""]
 
 
 def _thresholds(reproduction: list[dict], model: str) -> list[tuple[str, float]]:
   """The verifier thresholds a reader can justify for `model` from what was measured."""
-  same = [r["eps_repr"] for r in reproduction
-          if r["trace"]["model"] == model and _same_platform(r)]
+  same = [r["eps_repr"] for r in reproduction if r["trace"]["model"] == model and _same_platform(r)]
   every = [r["eps_repr"] for r in reproduction if r["trace"]["model"] == model]
   found = []
   if same:
-    found.append(("same platform (largest eps_repr recomputing on the generating platform)",
-                  max(same)))
+    found.append(
+        ("same platform (largest eps_repr recomputing on the generating platform)", max(same))
+    )
   if every and len(every) > len(same):
-    found.append(("any measured platform pair (largest eps_repr over all pairs; Table III's)",
-                  max(every)))
+    found.append(
+        ("any measured platform pair (largest eps_repr over all pairs; Table III's)", max(every))
+    )
   return found
 
 
 def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]:
   if not attacks:
     return ["- **Attacks:** none run (no forging-attack results).", ""]
-  lines = ["- **Approximation errors of the attacks** (smallest over runs, re-scored with the "
-           "SGD step; per model, attack and forging fraction, over the attacked steps):"]
+  lines = [
+      "- **Approximation errors of the attacks** (smallest over runs, re-scored with the "
+      "SGD step; per model, attack and forging fraction, over the attacked steps):"
+  ]
   # (model, b, attack, fraction label) -> [(error, step)]
   best = collections.defaultdict(list)
   for record in attacks:
     for entry in record["results"]:
       if entry["min_approximation_error"] is not None:
-        best[(_model(record["trace"]), record["trace"]["model"], record["trace"]["batch_size"],
-              record["settings"]["attack"], entry["label"])].append(
-                  (entry["min_approximation_error"], entry["step"], entry["forging_fraction"]))
+        best[
+            (
+                _model(record["trace"]),
+                record["trace"]["model"],
+                record["trace"]["batch_size"],
+                record["settings"]["attack"],
+                entry["label"],
+            )
+        ].append((entry["min_approximation_error"], entry["step"], entry["forging_fraction"]))
   for (model, _, b, attack, fraction), values in sorted(
-      best.items(), key=lambda item: (*item[0][:4], item[1][0][2])):
+      best.items(), key=lambda item: (*item[0][:4], item[1][0][2])
+  ):
     error, step, _ = min(values)
-    lines.append(f"  - {model} b={b}, {attack}, fraction {fraction}: {_fmt(error)} "
-                 f"(step {step}; {len(values)} step(s) attacked)")
-  lines.append("- **Stealth** (an attack result is stealthy at a threshold when its error is at "
-               "or below it; the verifier cannot then tell the forged step from benign noise):")
+    lines.append(
+        f"  - {model} b={b}, {attack}, fraction {fraction}: {_fmt(error)} "
+        f"(step {step}; {len(values)} step(s) attacked)"
+    )
+  lines.append(
+      "- **Stealth** (an attack result is stealthy at a threshold when its error is at "
+      "or below it; the verifier cannot then tell the forged step from benign noise):"
+  )
   for model_name in sorted({key[1] for key in best}):
     cells = {key: min(values)[0] for key, values in best.items() if key[1] == model_name}
     model = next(iter(cells))[0]
@@ -198,11 +259,15 @@ def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]
     if not thresholds:
       lines.append(f"  - {model}: no reproduction error measured, so no threshold to judge by.")
     for what, threshold in thresholds:
-      stealthy = [f"{attack} b={b} fraction {fraction} ({_fmt(error)})"
-                  for (_, _, b, attack, fraction), error in sorted(cells.items())
-                  if error <= threshold]
-      lines.append(f"  - {model}, threshold {_fmt(threshold)} = {what}: {len(stealthy)} of "
-                   f"{len(cells)} stealthy" + (f": {'; '.join(stealthy)}." if stealthy else "."))
+      stealthy = [
+          f"{attack} b={b} fraction {fraction} ({_fmt(error)})"
+          for (_, _, b, attack, fraction), error in sorted(cells.items())
+          if error <= threshold
+      ]
+      lines.append(
+          f"  - {model}, threshold {_fmt(threshold)} = {what}: {len(stealthy)} of "
+          f"{len(cells)} stealthy" + (f": {'; '.join(stealthy)}." if stealthy else ".")
+      )
   return lines + [""]
 
 
@@ -219,14 +284,19 @@ def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
           f"and {_fmt(summary['approximation_error_float64'])} in float64; solution space of "
           f"dimension {space['dimension']}. In the data domain: {summary['in_domain']} (pixels "
           f"leave [0, 1] by up to {summary['domain_box']:.3g}, the 8-bit grid by "
-          f"{summary['domain_grid']:.3g}).")
+          f"{summary['domain_grid']:.3g})."
+      )
     elif summary["experiment"] == "fig5":
-      parts = [f"{name}: error {_fmt(d['approximation_error'])} (float64 "
-               f"{_fmt(d['approximation_error_float64'])}), in the domain: {d['in_domain']} "
-               f"(labels off one-hot by {d['domain_label']:.3g})"
-               for name, d in summary["datasets"].items()]
-      lines.append("- **Exact forging by error-matrix sampling (Prop. 3, Fig. 5)**, softmax "
-                   "regression: " + "; ".join(parts) + ".")
+      parts = [
+          f"{name}: error {_fmt(d['approximation_error'])} (float64 "
+          f"{_fmt(d['approximation_error_float64'])}), in the domain: {d['in_domain']} "
+          f"(labels off one-hot by {d['domain_label']:.3g})"
+          for name, d in summary["datasets"].items()
+      ]
+      lines.append(
+          "- **Exact forging by error-matrix sampling (Prop. 3, Fig. 5)**, softmax "
+          "regression: " + "; ".join(parts) + "."
+      )
     elif summary["experiment"] == "domain":
       best = summary.get("best")
       if best and best.get("in_domain") and best.get("distinct"):
@@ -234,15 +304,20 @@ def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
             f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, b = "
             f"{summary['batch_size']}, at {summary['theta']}): the {best['method']} search found "
             f"a valid, distinct batch ({best.get('pixels_changed', '?')} pixels changed) with "
-            f"approximation error {_fmt(best['approximation_error'])}.")
+            f"approximation error {_fmt(best['approximation_error'])}."
+        )
       else:
-        lines.append(f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, "
-                     f"b = {summary['batch_size']}): no valid distinct batch found.")
+        lines.append(
+            f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, "
+            f"b = {summary['batch_size']}): no valid distinct batch found."
+        )
   if table4:
     cells = table4["cells"]
-    lines.append(f"- **Brute force (Table IV):** {sum(c['decided'] for c in cells)} of "
-                 f"{len(cells)} cells decided; {sum(c['found'] for c in cells)} with a distinct "
-                 "batch of exactly the true batch's gradient.")
+    lines.append(
+        f"- **Brute force (Table IV):** {sum(c['decided'] for c in cells)} of "
+        f"{len(cells)} cells decided; {sum(c['found'] for c in cells)} with a distinct "
+        "batch of exactly the true batch's gradient."
+    )
   if not lines:
     lines = ["- **Exact forging:** not run (no forging-exact or forging-bruteforce results)."]
   return lines + [""]
@@ -250,18 +325,20 @@ def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
 
 def _labels(reproduction: list[dict], others: list[dict]) -> dict[str, str]:
   return platforms.platform_labels(
-      [r[side] for r in reproduction for side in ("generator_platform", "platform")]
-      + others)
+      [r[side] for r in reproduction for side in ("generator_platform", "platform")] + others
+  )
 
 
 def _platforms(found: saved_results.FoundResults) -> list[str]:
-  fingerprints = ([r[side] for r in found.reproduction
-                   for side in ("generator_platform", "platform")]
-                  + [r["platform"] for r in found.attacks + found.exact if r.get("platform")]
-                  + ([found.table4["platform"]] if found.table4 and found.table4.get("platform")
-                     else []))
-  return [f"- `{label}` (id {platform_id}): {description}."
-          for label, platform_id, description in platforms.described_platforms(fingerprints)]
+  fingerprints = (
+      [r[side] for r in found.reproduction for side in ("generator_platform", "platform")]
+      + [r["platform"] for r in found.attacks + found.exact if r.get("platform")]
+      + ([found.table4["platform"]] if found.table4 and found.table4.get("platform") else [])
+  )
+  return [
+      f"- `{label}` (id {platform_id}): {description}."
+      for label, platform_id, description in platforms.described_platforms(fingerprints)
+  ]
 
 
 def _sources(found: saved_results.FoundResults) -> list[str]:

@@ -21,8 +21,9 @@ def _walk_records(results_dir: str, kinds: tuple[results.ResultKind, ...]) -> di
   names it.
   """
   if not os.path.isdir(results_dir):
-    raise errors.ConfigError(f"no results folder at {results_dir}; run the experiments first or "
-                             "pass --results")
+    raise errors.ConfigError(
+        f"no results folder at {results_dir}; run the experiments first or " "pass --results"
+    )
   record_files = {results.RECORDS[kind].file_name for kind in kinds}
   found = {kind: [] for kind in kinds}
   for root, folders, names in os.walk(results_dir):
@@ -51,6 +52,7 @@ class FoundResults:
 
   table4 is the newest Table IV record (by the file's time), if any.
   """
+
   dirs: tuple[str, ...]
   reproduction: list[dict]
   attacks: list[dict]
@@ -60,20 +62,31 @@ class FoundResults:
 
 def find_results(results_dirs: list[str]) -> FoundResults:
   """Reads every result under `results_dirs`; none at all is an error that says what to run."""
-  kinds = (results.ResultKind.REPRODUCTION_ERROR, results.ResultKind.ATTACK,
-           results.ResultKind.EXACT_FORGING, results.ResultKind.TABLE_IV)
+  kinds = (
+      results.ResultKind.REPRODUCTION_ERROR,
+      results.ResultKind.ATTACK,
+      results.ResultKind.EXACT_FORGING,
+      results.ResultKind.TABLE_IV,
+  )
   found = {kind: [] for kind in kinds}
   for results_dir in results_dirs:
     for kind, records in _walk_records(results_dir, kinds).items():
       found[kind] += records
-  table4 = max(found[results.ResultKind.TABLE_IV], key=lambda r: os.path.getmtime(r["path"]),
-               default=None)
+  table4 = max(
+      found[results.ResultKind.TABLE_IV], key=lambda r: os.path.getmtime(r["path"]), default=None
+  )
   if not any(found.values()):
-    raise errors.ConfigError(f"no results under {', '.join(results_dirs)}; run forging-recompute, "
-                             "forging-attack, forging-exact or forging-bruteforce first")
-  return FoundResults(tuple(results_dirs), found[results.ResultKind.REPRODUCTION_ERROR],
-                      found[results.ResultKind.ATTACK], found[results.ResultKind.EXACT_FORGING],
-                      table4)
+    raise errors.ConfigError(
+        f"no results under {', '.join(results_dirs)}; run forging-recompute, "
+        "forging-attack, forging-exact or forging-bruteforce first"
+    )
+  return FoundResults(
+      tuple(results_dirs),
+      found[results.ResultKind.REPRODUCTION_ERROR],
+      found[results.ResultKind.ATTACK],
+      found[results.ResultKind.EXACT_FORGING],
+      table4,
+  )
 
 
 def model_label(model: str, dataset: str | None = None) -> str:
@@ -89,8 +102,14 @@ def largest_reproduction_error(reproduction: list[dict], model: str) -> float | 
 
 def attack_entries(attack_records: list[dict], model: str, batch_size: int) -> list[dict]:
   """Per-step, per-fraction entries of every attack on (model, b), with the attack's name."""
-  return [entry | {"attack": record["settings"]["attack"], "folder": record["folder"],
-                   "trace_steps": record["trace"]["steps"]}
-          for record in attack_records
-          if record["trace"]["model"] == model and record["trace"]["batch_size"] == batch_size
-          for entry in record["results"]]
+  return [
+      entry
+      | {
+          "attack": record["settings"]["attack"],
+          "folder": record["folder"],
+          "trace_steps": record["trace"]["steps"],
+      }
+      for record in attack_records
+      if record["trace"]["model"] == model and record["trace"]["batch_size"] == batch_size
+      for entry in record["results"]
+  ]

@@ -16,13 +16,15 @@ from forging_tf import cli
 from forging_tf.report import report_lib
 
 _RESULTS = flags.DEFINE_list("results", ["results"], "Folders holding saved results.")
-_OUT = flags.DEFINE_string("out", "report", "Folder to write the tables, figures and REPORT.md "
-                           "to.")
+_OUT = flags.DEFINE_string(
+    "out", "report", "Folder to write the tables, figures and REPORT.md to."
+)
 
 
 def main():
-  report = report_lib.write_report(_RESULTS.value, _OUT.value,
-                                   os.path.join(_OUT.value, "REPORT.md"))
+  report = report_lib.write_report(
+      _RESULTS.value, _OUT.value, os.path.join(_OUT.value, "REPORT.md")
+  )
   written = sorted(name for name in os.listdir(_OUT.value) if not name.startswith("."))
   print(f"written to {_OUT.value}/: {', '.join(written)}\nread {report} first")
 

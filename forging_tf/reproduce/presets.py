@@ -11,7 +11,6 @@ from forging_tf import results
 from forging_tf.attacks import settings as attack_settings
 from forging_tf.exact import settings as exact_settings
 
-
 # A platform is the flags every binary takes (cli.py). Deterministic ones generate Table II (b)
 # and (c); the others Table II (a).
 PLATFORMS = {
@@ -37,6 +36,7 @@ def onednn_setting(platform: str) -> bool | None:
 @dataclasses.dataclass(frozen=True)
 class AttackPlan:
   """forging-attack on the primary platform's trace of (model, b)."""
+
   model: str
   batch_size: int
   attack: attack_settings.Attack
@@ -57,6 +57,7 @@ class Preset:
   and (a) LeNet b=100 on every other one, and recomputes each on all platforms of its kind; the
   other models' smallest b is also recomputed on every deterministic platform.
   """
+
   name: str
   purpose: str
   platforms: tuple[str, ...]
@@ -92,18 +93,32 @@ PRESETS = {
             "at b=500 and 1000, VGGmini T=10 at b=100 only; 2 repeats on the generating platform "
             "and 2 across; Thudi with M=300 and 3 runs (VGGmini: M=100 at 1/b, M=30 at 1, 1 "
             "run), Zhang with 3 runs; Table IV for v <= 4 and b <= 4. The paper's settings are "
-            "--preset=paper"),
+            "--preset=paper"
+        ),
         platforms=("cpu", "cpu-nodnn", "cpu-nodet", "cpu-nodnn-nodet"),
-        steps=(("lenet", "mnist", 100, 300), ("lenet", "mnist", 500, 100),
-               ("lenet", "mnist", 1000, 100), ("vggmini", "cifar10", 100, 10)),
-        repeats_same=2, repeats_cross=2,
+        steps=(
+            ("lenet", "mnist", 100, 300),
+            ("lenet", "mnist", 500, 100),
+            ("lenet", "mnist", 1000, 100),
+            ("vggmini", "cifar10", 100, 10),
+        ),
+        repeats_same=2,
+        repeats_cross=2,
         attacks=(
             AttackPlan("lenet", 100, _THUDI, "middle", ("1/b", "0.1", "0.5", "1"), 3),
             AttackPlan("lenet", 100, _ZHANG, "middle", ("1/b", "0.1", "0.5", "1"), 3),
             AttackPlan("lenet", 1000, _THUDI, "stages:3", ("1/b", "1"), 3),
             AttackPlan("vggmini", 100, _THUDI, "stages:2", ("1/b",), 1, M=100),
-            AttackPlan("vggmini", 100, _THUDI, "stages:2", ("1",), 1, M=30,
-                       engine=attack_settings.Engine.SEQUENTIAL),
+            AttackPlan(
+                "vggmini",
+                100,
+                _THUDI,
+                "stages:2",
+                ("1",),
+                1,
+                M=30,
+                engine=attack_settings.Engine.SEQUENTIAL,
+            ),
         ),
         exact=((_FIG4, ()), (_FIG5, ()), (_DOMAIN, ("--milp_time_limit=30",))),
         bruteforce=("--levels=2,3,4", "--batch_sizes=1,2,3,4", "--time_limit=120"),
@@ -112,10 +127,12 @@ PRESETS = {
         name="smoke",
         purpose=(
             "toy sizes that run every stage end to end in a few minutes, to check an "
-            "installation (and in the tests); its numbers say nothing about forging"),
+            "installation (and in the tests); its numbers say nothing about forging"
+        ),
         platforms=("cpu", "cpu-nodnn"),
         steps=(("lenet", "mnist", 100, 6),),
-        repeats_same=1, repeats_cross=1,
+        repeats_same=1,
+        repeats_cross=1,
         attacks=(AttackPlan("lenet", 100, _THUDI, "stages:3", ("1/b", "1"), 1, M=8, n=300),),
         exact=((_FIG5, ("--batch_size=8",)),),
         bruteforce=("--models=logreg", "--levels=2", "--batch_sizes=1,2"),
@@ -127,19 +144,26 @@ PRESETS = {
             "the paper's settings, for a GPU: LeNet T=1200 at b in {100, 500, 1000}, VGGmini "
             "T=2500, k=1; 5 repeats on the generating platform and 3 across; Thudi with M=300, "
             "n=3000 and Zhang, 5 runs at the middle step and 3 runs at 20 steps; the full "
-            "Table IV. VGGmini traces take 23 MB per step (57 GB each)"),
+            "Table IV. VGGmini traces take 23 MB per step (57 GB each)"
+        ),
         platforms=("gpu", "cpu", "gpu-nodet", "cpu-nodet"),
-        steps=tuple((model, dataset, b, steps)
-                    for model, dataset, steps in (("lenet", "mnist", 1200),
-                                                  ("vggmini", "cifar10", 2500))
-                    for b in (100, 500, 1000)),
-        repeats_same=5, repeats_cross=3,
+        steps=tuple(
+            (model, dataset, b, steps)
+            for model, dataset, steps in (("lenet", "mnist", 1200), ("vggmini", "cifar10", 2500))
+            for b in (100, 500, 1000)
+        ),
+        repeats_same=5,
+        repeats_cross=3,
         attacks=tuple(
             AttackPlan(model, b, attack, "middle", _FRACTIONS, 5)
-            for model in ("lenet", "vggmini") for b in (100, 500, 1000)
-            for attack in attack_settings.Attack) + (
+            for model in ("lenet", "vggmini")
+            for b in (100, 500, 1000)
+            for attack in attack_settings.Attack
+        )
+        + (
             AttackPlan("lenet", 1000, _THUDI, "stages:20", ("1/b", "1"), 3),
-            AttackPlan("vggmini", 100, _THUDI, "stages:20", ("1/b", "1"), 3)),
+            AttackPlan("vggmini", 100, _THUDI, "stages:20", ("1/b", "1"), 3),
+        ),
         exact=((_FIG4, ()), (_FIG5, ()), (_DOMAIN, ())),
         bruteforce=(),
     ),

@@ -17,20 +17,31 @@ from forging_tf import errors
 from forging_tf.reproduce import presets
 from forging_tf.reproduce import reproduce_lib
 
-_PRESET = flags.DEFINE_enum("preset", "quick", sorted(presets.PRESETS),
-                            "quick: reduced settings for a CPU; paper: the paper's, for a GPU.")
+_PRESET = flags.DEFINE_enum(
+    "preset",
+    "quick",
+    sorted(presets.PRESETS),
+    "quick: reduced settings for a CPU; paper: the paper's, for a GPU.",
+)
 _OUT = flags.DEFINE_string("out", None, "Folder to write everything into.")
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
-_DRY_RUN = flags.DEFINE_boolean("dry_run", False, "List the stages and their commands, run "
-                                "nothing.")
+_DRY_RUN = flags.DEFINE_boolean(
+    "dry_run", False, "List the stages and their commands, run nothing."
+)
 
 
 def main():
   if _OUT.value is None and not _DRY_RUN.value:
     raise errors.ConfigError("--out is required: the folder to write the study into")
-  reproduce_lib.reproduce(_PRESET.value, _OUT.value, _DATA_DIR.value, _DOWNLOAD.value,
-                          _DRY_RUN.value, echo=lambda line: print(line, flush=True),
-                          command=cli.command_line())
+  reproduce_lib.reproduce(
+      _PRESET.value,
+      _OUT.value,
+      _DATA_DIR.value,
+      _DOWNLOAD.value,
+      _DRY_RUN.value,
+      echo=lambda line: print(line, flush=True),
+      command=cli.command_line(),
+  )
 
 
 def run():

@@ -34,7 +34,6 @@ from forging_tf.report import report_lib
 from forging_tf.reproduce import presets
 from forging_tf.reproduce import stages as stages_lib
 
-
 _RECORD = results.RECORDS[results.ResultKind.REPRODUCE_RUN].file_name
 
 
@@ -47,8 +46,9 @@ class _Lock:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as e:
       self._file.close()
-      raise errors.ConfigError(f"another forging-reproduce is writing {out}; wait for it or "
-                               "choose another --out") from e
+      raise errors.ConfigError(
+          f"another forging-reproduce is writing {out}; wait for it or " "choose another --out"
+      ) from e
 
   def release(self) -> None:
     self._file.close()
@@ -61,20 +61,30 @@ def _check_out(out: str, request: dict) -> None:
   if results.claimed_folder(out, _RECORD, results.ResultKind.REPRODUCE_RUN):
     existing = results.read_json(path, "reproduction request")
     if existing.get("preset") != request["preset"]:
-      name = existing.get("preset", {}).get("name") if isinstance(existing.get("preset"),
-                                                                  dict) else None
+      name = (
+          existing.get("preset", {}).get("name")
+          if isinstance(existing.get("preset"), dict)
+          else None
+      )
       raise errors.ConfigError(
           f"{out} holds a forging-reproduce run of preset {name!r} with other settings than "
           f"preset {request['preset']['name']!r}; resume it with its own --preset or choose "
-          "another --out")
+          "another --out"
+      )
     return
   os.makedirs(out, exist_ok=True)
   results.write_json(path, request)
 
 
-def reproduce(preset: str | presets.Preset, out: str | None, data_dir: str | None = None,
-              download: bool = True, dry_run: bool = False, echo=print,
-              command: str | None = None) -> str | None:
+def reproduce(
+    preset: str | presets.Preset,
+    out: str | None,
+    data_dir: str | None = None,
+    download: bool = True,
+    dry_run: bool = False,
+    echo=print,
+    command: str | None = None,
+) -> str | None:
   """Runs every stage of a preset into OUT and writes OUT/REPORT.md (module docstring).
 
   Args:
@@ -98,7 +108,9 @@ def reproduce(preset: str | presets.Preset, out: str | None, data_dir: str | Non
   """
   if isinstance(preset, str):
     if preset not in presets.PRESETS:
-      raise errors.ConfigError(f"unknown preset {preset!r}; choose one of {sorted(presets.PRESETS)}")
+      raise errors.ConfigError(
+          f"unknown preset {preset!r}; choose one of {sorted(presets.PRESETS)}"
+      )
     preset = presets.PRESETS[preset]
   stages = stages_lib.plan(preset)
   common = ()
@@ -113,7 +125,8 @@ def reproduce(preset: str | presets.Preset, out: str | None, data_dir: str | Non
     return None
   out = os.path.abspath(out)
   request = results.header(results.ResultKind.REPRODUCE_RUN, command, None) | {
-      "preset": preset.settings()}
+      "preset": preset.settings()
+  }
   _check_out(out, request)
   lock = _Lock(out)
   try:
@@ -122,11 +135,15 @@ def reproduce(preset: str | presets.Preset, out: str | None, data_dir: str | Non
     lock.release()
 
 
-def _run_plan(preset: presets.Preset, stages: list[stages_lib.Stage], out: str, common: tuple[str, ...],
-              echo) -> str:
+def _run_plan(
+    preset: presets.Preset, stages: list[stages_lib.Stage], out: str, common: tuple[str, ...], echo
+) -> str:
   progress_path = os.path.join(out, "progress.json")
-  progress = (results.read_json(progress_path, "progress") if os.path.exists(progress_path)
-              else {"stages": {}})
+  progress = (
+      results.read_json(progress_path, "progress")
+      if os.path.exists(progress_path)
+      else {"stages": {}}
+  )
   began = time.perf_counter()
   echo(f"forging-reproduce --preset={preset.name} -> {out}: {len(stages)} stages")
   for i, stage in enumerate(stages, 1):
@@ -138,20 +155,27 @@ def _run_plan(preset: presets.Preset, stages: list[stages_lib.Stage], out: str, 
     stage_began = time.perf_counter()
     stages_lib.run_stage(stage, out, common if stages_lib.takes_data_flags(stage) else (), echo)
     if not stage.done(os.path.join(out, stage.output)):
-      raise errors.ForgingError(f"stage '{stage.name}' ended without its output "
-                                f"{stage.output}; see {out}/logs")
+      raise errors.ForgingError(
+          f"stage '{stage.name}' ended without its output {stage.output}; see {out}/logs"
+      )
     seconds = time.perf_counter() - stage_began
     progress["stages"][stage.name] = {
         "command": stage.command(),
         "seconds": seconds,
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
     results.write_json(progress_path, progress)
     echo(f"{header}: done in {seconds:.0f} s (run {_minutes(time.perf_counter() - began)})")
   report = report_lib.write_report(
-      [os.path.join(out, "results")], os.path.join(out, "report"),
-      os.path.join(out, "REPORT.md"), preamble=_preamble(preset, stages, progress))
-  echo(f"report: {report} ({_minutes(time.perf_counter() - began)} in this run, "
-       f"{_minutes(sum(s['seconds'] for s in progress['stages'].values()))} of stages in all)")
+      [os.path.join(out, "results")],
+      os.path.join(out, "report"),
+      os.path.join(out, "REPORT.md"),
+      preamble=_preamble(preset, stages, progress),
+  )
+  echo(
+      f"report: {report} ({_minutes(time.perf_counter() - began)} in this run, "
+      f"{_minutes(sum(s['seconds'] for s in progress['stages'].values()))} of stages in all)"
+  )
   return report
 
 
@@ -162,15 +186,20 @@ def _minutes(seconds: float) -> str:
 def _preamble(preset: presets.Preset, stages: list[stages_lib.Stage], progress: dict) -> list[str]:
   """REPORT.md's first section: how it was produced."""
   seconds = sum(s["seconds"] for s in progress["stages"].values())
-  lines = [f"Produced by `forging-reproduce --preset={preset.name}`: {preset.purpose}.",
-           "",
-           f"Platforms: {', '.join(f'{p} (`{chr(32).join(presets.PLATFORMS[p])}`)' for p in preset.platforms)}"
-           f"; traces are generated on {preset.platforms[0]} unless the table says otherwise. "
-           f"Learning rate {preset.learning_rate}, seed {preset.seed}, k = 1. "
-           f"The {len(stages)} stages took {_minutes(seconds)} of wall time in all "
-           "(logs/ has their output, progress.json their commands and times):",
-           ""]
-  lines += [f"- `{progress['stages'][s.name]['command']}` "
-            f"({progress['stages'][s.name]['seconds']:.0f} s)"
-            for s in stages if s.name in progress["stages"]]
+  lines = [
+      f"Produced by `forging-reproduce --preset={preset.name}`: {preset.purpose}.",
+      "",
+      f"Platforms: {', '.join(f'{p} (`{chr(32).join(presets.PLATFORMS[p])}`)' for p in preset.platforms)}"
+      f"; traces are generated on {preset.platforms[0]} unless the table says otherwise. "
+      f"Learning rate {preset.learning_rate}, seed {preset.seed}, k = 1. "
+      f"The {len(stages)} stages took {_minutes(seconds)} of wall time in all "
+      "(logs/ has their output, progress.json their commands and times):",
+      "",
+  ]
+  lines += [
+      f"- `{progress['stages'][s.name]['command']}` "
+      f"({progress['stages'][s.name]['seconds']:.0f} s)"
+      for s in stages
+      if s.name in progress["stages"]
+  ]
   return lines

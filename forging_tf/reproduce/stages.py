@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from forging_tf.reproduce import presets
 class Stage:
   """One command of the plan: program (a forging_tf.COMMANDS name) and its flags. output:
   relative to OUT; done: whether it is complete there."""
+
   name: str
   program: str
   flags: tuple[str, ...]
@@ -51,6 +52,7 @@ def _trace_name(model: str, b: int, steps: int, platform: str) -> str:
 
 def _trace_done(path: str) -> bool:
   from forging_tf import trace as trace_lib  # zarr only when a plan is run, not to list it
+
   try:
     return trace_lib.is_trace(path) and trace_lib.Trace(path).complete
   except errors.ForgingError:
@@ -68,6 +70,7 @@ def _record_done(kind: results.ResultKind, check=lambda record: True) -> Callabl
       return bool(check(record))
     except (errors.ForgingError, KeyError, TypeError):
       return False
+
   return done
 
 
@@ -75,8 +78,7 @@ def _attack_steps(spec: str, steps: int) -> str:
   if spec == "middle":
     return spec
   count = int(spec.removeprefix("stages:"))
-  return ",".join(str(s) for s in np.unique(np.round(np.linspace(0, steps - 1, count))
-                                            .astype(int)))
+  return ",".join(str(s) for s in np.unique(np.round(np.linspace(0, steps - 1, count)).astype(int)))
 
 
 def plan(preset: presets.Preset) -> list[Stage]:
@@ -106,59 +108,110 @@ def plan(preset: presets.Preset) -> list[Stage]:
     matrix[(model, b, primary)] = list(deterministic)
 
   stages = []
-  for (model, b, generator) in matrix:
+  for model, b, generator in matrix:
     dataset, t = steps[(model, b)]
     name = _trace_name(model, b, t, generator)
-    stages.append(Stage(
-        f"train {name}", "forging-train",
-        (f"--model={model}", f"--dataset={dataset}", f"--batch_size={b}", f"--steps={t}",
-         f"--lr={preset.learning_rate}", f"--seed={preset.seed}", f"--out=traces/{name}",
-         *presets.PLATFORMS[generator]),
-        f"traces/{name}", _trace_done, presets.onednn_setting(generator)))
+    stages.append(
+        Stage(
+            f"train {name}",
+            "forging-train",
+            (
+                f"--model={model}",
+                f"--dataset={dataset}",
+                f"--batch_size={b}",
+                f"--steps={t}",
+                f"--lr={preset.learning_rate}",
+                f"--seed={preset.seed}",
+                f"--out=traces/{name}",
+                *presets.PLATFORMS[generator],
+            ),
+            f"traces/{name}",
+            _trace_done,
+            presets.onednn_setting(generator),
+        )
+    )
   for (model, b, generator), recomputers in matrix.items():
     dataset, t = steps[(model, b)]
     name = _trace_name(model, b, t, generator)
     for recomputer in recomputers:
       repeats = preset.repeats_same if recomputer == generator else preset.repeats_cross
       output = f"results/repro/{name}__on__{recomputer}"
-      stages.append(Stage(
-          f"recompute {name} on {recomputer}", "forging-recompute",
-          (f"--trace=traces/{name}", f"--repeats={repeats}", f"--out={output}",
-           *preset.recompute_flags, *presets.PLATFORMS[recomputer]),
-          output, _record_done(results.ResultKind.REPRODUCTION_ERROR,
-                               lambda record, r=repeats: record["repeats"] >= r),
-          presets.onednn_setting(recomputer)))
+      stages.append(
+          Stage(
+              f"recompute {name} on {recomputer}",
+              "forging-recompute",
+              (
+                  f"--trace=traces/{name}",
+                  f"--repeats={repeats}",
+                  f"--out={output}",
+                  *preset.recompute_flags,
+                  *presets.PLATFORMS[recomputer],
+              ),
+              output,
+              _record_done(
+                  results.ResultKind.REPRODUCTION_ERROR,
+                  lambda record, r=repeats: record["repeats"] >= r,
+              ),
+              presets.onednn_setting(recomputer),
+          )
+      )
   for attack in preset.attacks:
     if (attack.model, attack.batch_size) not in steps:
-      raise errors.ConfigError(f"preset {preset.name} attacks {attack.model} b="
-                               f"{attack.batch_size}, which it does not train")
+      raise errors.ConfigError(
+          f"preset {preset.name} attacks {attack.model} b="
+          f"{attack.batch_size}, which it does not train"
+      )
     _, t = steps[(attack.model, attack.batch_size)]
     trace = _trace_name(attack.model, attack.batch_size, t, primary)
     label = attack.steps.replace(":", "")
     fractions = "_".join(f.replace("/", "over") for f in attack.fractions)
     output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}"
-    search = ((f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
-              if attack.attack == attack_settings.Attack.THUDI else ("--neighbours_dir=results/neighbours",))
-    stages.append(Stage(
-        f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}",
-        "forging-attack",
-        (f"--trace=traces/{trace}", f"--attack={attack.attack}",
-         f"--steps={_attack_steps(attack.steps, t)}",
-         f"--forging_fraction={','.join(attack.fractions)}", f"--runs={attack.runs}", *search,
-         f"--out={output}", *presets.PLATFORMS[primary]),
-        output, _record_done(results.ResultKind.ATTACK), presets.onednn_setting(primary)))
+    search = (
+        (f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
+        if attack.attack == attack_settings.Attack.THUDI
+        else ("--neighbours_dir=results/neighbours",)
+    )
+    stages.append(
+        Stage(
+            f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}",
+            "forging-attack",
+            (
+                f"--trace=traces/{trace}",
+                f"--attack={attack.attack}",
+                f"--steps={_attack_steps(attack.steps, t)}",
+                f"--forging_fraction={','.join(attack.fractions)}",
+                f"--runs={attack.runs}",
+                *search,
+                f"--out={output}",
+                *presets.PLATFORMS[primary],
+            ),
+            output,
+            _record_done(results.ResultKind.ATTACK),
+            presets.onednn_setting(primary),
+        )
+    )
   for experiment, flags in preset.exact:
     output = f"results/exact/{experiment}"
-    stages.append(Stage(
-        f"exact {experiment}", "forging-exact",
-        (f"--experiment={experiment}", f"--out={output}", *flags, *presets.PLATFORMS[primary]),
-        output, _record_done(results.ResultKind.EXACT_FORGING), presets.onednn_setting(primary)))
-  stages.append(Stage(
-      "bruteforce table4", "forging-bruteforce",
-      ("--out=results/table4.json", *preset.bruteforce, *presets.PLATFORMS[primary]),
-      "results/table4.json",
-      _record_done(results.ResultKind.TABLE_IV, lambda record: record["complete"]),
-      presets.onednn_setting(primary)))
+    stages.append(
+        Stage(
+            f"exact {experiment}",
+            "forging-exact",
+            (f"--experiment={experiment}", f"--out={output}", *flags, *presets.PLATFORMS[primary]),
+            output,
+            _record_done(results.ResultKind.EXACT_FORGING),
+            presets.onednn_setting(primary),
+        )
+    )
+  stages.append(
+      Stage(
+          "bruteforce table4",
+          "forging-bruteforce",
+          ("--out=results/table4.json", *preset.bruteforce, *presets.PLATFORMS[primary]),
+          "results/table4.json",
+          _record_done(results.ResultKind.TABLE_IV, lambda record: record["complete"]),
+          presets.onednn_setting(primary),
+      )
+  )
   return stages
 
 
@@ -172,8 +225,11 @@ _ABSL_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ ([\w.-]+\.py):\d+\]")
 
 
 _PACKAGE_FILES = frozenset(
-    name for _, _, names in os.walk(os.path.dirname(os.path.abspath(forging_tf.__file__)))
-    for name in names if name.endswith(".py"))
+    name
+    for _, _, names in os.walk(os.path.dirname(os.path.abspath(forging_tf.__file__)))
+    for name in names
+    if name.endswith(".py")
+)
 
 
 def echoed(line: str) -> bool:
@@ -194,12 +250,20 @@ def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   last_lines = []
   with open(log_path, "a", encoding="utf-8") as log:
-    log.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: "
-              f"{' '.join(argv)}\n")
+    log.write(
+        f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(argv)}\n"
+    )
     log.flush()
-    process = subprocess.Popen(argv, cwd=out, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, errors="replace",
-                               preexec_fn=_die_with_parent)
+    process = subprocess.Popen(
+        argv,
+        cwd=out,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        preexec_fn=_die_with_parent,
+    )
     try:
       for line in process.stdout:
         log.write(line)
@@ -214,11 +278,15 @@ def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
       process.wait()
       raise
   if code:
-    error = next((line for line in reversed(last_lines) if ": error: " in line),
-                 last_lines[-1] if last_lines else f"exit status {code}")
-    raise errors.ForgingError(f"stage '{stage.name}' failed: {error.strip()} (full output: "
-                              f"{log_path}); fix the cause and run the same command again, "
-                              "finished stages are kept")
+    error = next(
+        (line for line in reversed(last_lines) if ": error: " in line),
+        last_lines[-1] if last_lines else f"exit status {code}",
+    )
+    raise errors.ForgingError(
+        f"stage '{stage.name}' failed: {error.strip()} (full output: "
+        f"{log_path}); fix the cause and run the same command again, "
+        "finished stages are kept"
+    )
 
 
 def _die_with_parent() -> None:
@@ -226,6 +294,7 @@ def _die_with_parent() -> None:
   orphaned stage writing the same files."""
   try:
     import ctypes
+
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
   except (OSError, AttributeError):
     pass

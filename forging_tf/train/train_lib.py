@@ -25,8 +25,17 @@ from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
 
 # Manifest fields that must agree before an unfinished trace may be resumed.
-_RESUME_FIELDS = ("model", "batch_size", "learning_rate", "seed", "steps", "k", "keep_pairs",
-                  "num_parameters", "parameter_layout")
+_RESUME_FIELDS = (
+    "model",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "steps",
+    "k",
+    "keep_pairs",
+    "num_parameters",
+    "parameter_layout",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,15 +56,18 @@ class TraceSummary:
   platform_id: str
 
   def describe(self) -> str:
-    resumed = ("" if self.resumed_from_step is None else
-               f" (resumed from step {self.resumed_from_step})")
+    resumed = (
+        "" if self.resumed_from_step is None else f" (resumed from step {self.resumed_from_step})"
+    )
     rate = self.steps_trained / self.seconds if self.seconds > 0 else float("nan")
-    return (f"trace {self.path}: {self.model} on {self.dataset}, b={self.batch_size}, "
-            f"T={self.steps}, k={self.k}, keep_pairs={self.keep_pairs}; {self.checkpoints} "
-            f"checkpoints of {self.num_parameters:,} float32 parameters, "
-            f"{self.bytes_on_disk / 2**20:.1f} MiB on disk; trained {self.steps_trained} steps"
-            f"{resumed} in {self.seconds:.1f} s ({rate:.1f} steps/s) on platform "
-            f"{self.platform_id}")
+    return (
+        f"trace {self.path}: {self.model} on {self.dataset}, b={self.batch_size}, "
+        f"T={self.steps}, k={self.k}, keep_pairs={self.keep_pairs}; {self.checkpoints} "
+        f"checkpoints of {self.num_parameters:,} float32 parameters, "
+        f"{self.bytes_on_disk / 2**20:.1f} MiB on disk; trained {self.steps_trained} steps"
+        f"{resumed} in {self.seconds:.1f} s ({rate:.1f} steps/s) on platform "
+        f"{self.platform_id}"
+    )
 
 
 def batch_schedule(num_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
@@ -69,14 +81,24 @@ def batch_schedule(num_examples: int, batch_size: int, steps: int, seed: int) ->
     raise errors.ConfigError(f"batch_size must be in 1..{num_examples}, got {batch_size}")
   per_epoch = num_examples // batch_size
   rng = np.random.Generator(np.random.PCG64(seed))
-  epochs = [rng.permutation(num_examples)[:per_epoch * batch_size].reshape(per_epoch, batch_size)
-            for _ in range(-(-steps // per_epoch))]
+  epochs = [
+      rng.permutation(num_examples)[: per_epoch * batch_size].reshape(per_epoch, batch_size)
+      for _ in range(-(-steps // per_epoch))
+  ]
   return np.concatenate(epochs)[:steps].astype(np.int32)
 
 
-def run_sgd(step_fn: sgd_step.SGDStep, source: sgd_step.BatchSource, theta, batches: np.ndarray,
-            start: int, stop: int, on_checkpoint=None, checkpoint_at=(),
-            progress_every_s: float = 10.0) -> tf.Tensor:
+def run_sgd(
+    step_fn: sgd_step.SGDStep,
+    source: sgd_step.BatchSource,
+    theta,
+    batches: np.ndarray,
+    start: int,
+    stop: int,
+    on_checkpoint=None,
+    checkpoint_at=(),
+    progress_every_s: float = 10.0,
+) -> tf.Tensor:
   """Takes steps start..stop-1 from theta_start; hands theta_{i+1} to on_checkpoint(i+1, theta)
   for every i + 1 in checkpoint_at. Returns theta_stop."""
   checkpoint_at = frozenset(int(s) for s in checkpoint_at)
@@ -91,17 +113,25 @@ def run_sgd(step_fn: sgd_step.SGDStep, source: sgd_step.BatchSource, theta, batc
     if now - last_report >= progress_every_s:
       last_report, done = now, i + 1 - start
       rate = done / (now - began)
-      logging.info("step %d/%d  %.1f steps/s  ETA %.0f s", i + 1, stop, rate,
-                   (stop - i - 1) / rate)
+      logging.info("step %d/%d  %.1f steps/s  ETA %.0f s", i + 1, stop, rate, (stop - i - 1) / rate)
   return theta
 
 
-def trace_manifest(model: str, model_config: dict | None, dataset: data.Dataset,
-                   step_fn: sgd_step.SGDStep, batch_size: int, steps: int, k: int,
-                   keep_pairs: int, seed: int, platform: platform_lib.Platform) -> dict:
+def trace_manifest(
+    model: str,
+    model_config: dict | None,
+    dataset: data.Dataset,
+    step_fn: sgd_step.SGDStep,
+    batch_size: int,
+    steps: int,
+    k: int,
+    keep_pairs: int,
+    seed: int,
+    platform: platform_lib.Platform,
+) -> dict:
   """What a trace says about the training that wrote it (TraceWriter.create adds the rest)."""
   return {
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "model": {"name": model, "config": dict(model_config or {})},
       "dataset": dataset.as_dict(),
       "batch_size": batch_size,
@@ -116,37 +146,67 @@ def trace_manifest(model: str, model_config: dict | None, dataset: data.Dataset,
   }
 
 
-def train_trace(out: str, model: str, dataset: data.Dataset, batch_size: int, steps: int,
-                k: int = 1, learning_rate: float = 0.01, seed: int = 0,
-                platform: platform_lib.Platform = platform_lib.Platform(), keep_pairs: int = 0,
-                overwrite: bool = False, model_config: dict | None = None,
-                progress_every_s: float = 10.0) -> TraceSummary:
+def train_trace(
+    out: str,
+    model: str,
+    dataset: data.Dataset,
+    batch_size: int,
+    steps: int,
+    k: int = 1,
+    learning_rate: float = 0.01,
+    seed: int = 0,
+    platform: platform_lib.Platform = platform_lib.Platform(),
+    keep_pairs: int = 0,
+    overwrite: bool = False,
+    model_config: dict | None = None,
+    progress_every_s: float = 10.0,
+) -> TraceSummary:
   """Trains `model` on `dataset` with plain SGD and writes its trace to `out`."""
   if steps <= 0 or k <= 0 or keep_pairs < 0 or not 0 < learning_rate < math.inf:
-    raise errors.ConfigError("steps, k and learning_rate must be positive (and finite), "
-                             "keep_pairs >= 0")
+    raise errors.ConfigError(
+        "steps, k and learning_rate must be positive (and finite), keep_pairs >= 0"
+    )
   stored = trace_lib.checkpoint_steps(steps, k, keep_pairs)
   platform_lib.apply_platform(platform)
-  keras_model = models.build_model(model, dataset.x_train.shape[1:], dataset.num_classes,
-                                   **(model_config or {}))
+  keras_model = models.build_model(
+      model, dataset.x_train.shape[1:], dataset.num_classes, **(model_config or {})
+  )
   step_fn = sgd_step.SGDStep(keras_model, learning_rate)
-  manifest = trace_manifest(model, model_config, dataset, step_fn, batch_size, steps, k,
-                            keep_pairs, seed, platform)
+  manifest = trace_manifest(
+      model, model_config, dataset, step_fn, batch_size, steps, k, keep_pairs, seed, platform
+  )
   batches = batch_schedule(dataset.x_train.shape[0], batch_size, steps, seed)
   writer, theta, resumed_from = _open_writer(out, manifest, batches, overwrite)
   start = resumed_from or 0
   if resumed_from is None:
     theta = models.initial_parameters(step_fn.layout, seed)
     writer.put(0, theta)
-  logging.info("%s %s on %s: b=%d, T=%d, k=%d, %d parameters, platform %s -> %s",
-               "training" if resumed_from is None else f"resuming at step {start}:", model,
-               dataset.name, batch_size, steps, k, step_fn.num_parameters,
-               manifest["platform"]["id"], out)
+  logging.info(
+      "%s %s on %s: b=%d, T=%d, k=%d, %d parameters, platform %s -> %s",
+      "training" if resumed_from is None else f"resuming at step {start}:",
+      model,
+      dataset.name,
+      batch_size,
+      steps,
+      k,
+      step_fn.num_parameters,
+      manifest["platform"]["id"],
+      out,
+  )
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
   began = time.perf_counter()
   try:
-    run_sgd(step_fn, source, theta, batches, start, steps, writer.put, stored[stored > start],
-            progress_every_s)
+    run_sgd(
+        step_fn,
+        source,
+        theta,
+        batches,
+        start,
+        steps,
+        writer.put,
+        stored[stored > start],
+        progress_every_s,
+    )
   finally:
     # Also on Ctrl-C: what was handed over is written, so the next run resumes from it.
     complete = writer.close()
@@ -154,11 +214,21 @@ def train_trace(out: str, model: str, dataset: data.Dataset, batch_size: int, st
   if not complete:
     raise errors.TraceError(f"{out}: training ended but the trace is incomplete")
   return TraceSummary(
-      path=os.path.abspath(out), model=model, dataset=dataset.name, batch_size=batch_size,
-      steps=steps, k=k, keep_pairs=keep_pairs, num_parameters=step_fn.num_parameters,
-      checkpoints=len(stored), resumed_from_step=resumed_from, steps_trained=steps - start,
-      seconds=seconds, bytes_on_disk=_bytes_on_disk(out),
-      platform_id=manifest["platform"]["id"])
+      path=os.path.abspath(out),
+      model=model,
+      dataset=dataset.name,
+      batch_size=batch_size,
+      steps=steps,
+      k=k,
+      keep_pairs=keep_pairs,
+      num_parameters=step_fn.num_parameters,
+      checkpoints=len(stored),
+      resumed_from_step=resumed_from,
+      steps_trained=steps - start,
+      seconds=seconds,
+      bytes_on_disk=_bytes_on_disk(out),
+      platform_id=manifest["platform"]["id"],
+  )
 
 
 def _open_writer(out: str, manifest: dict, batches: np.ndarray, overwrite: bool):
@@ -172,8 +242,10 @@ def _open_writer(out: str, manifest: dict, batches: np.ndarray, overwrite: bool)
     else:
       existing = trace_lib.Trace(out)
       if existing.complete:
-        raise errors.ConfigError(f"{out} holds a finished trace; pass --overwrite to replace it "
-                                 "or choose another --out")
+        raise errors.ConfigError(
+            f"{out} holds a finished trace; pass --overwrite to replace it "
+            "or choose another --out"
+        )
       _check_resumable(existing.manifest, manifest, out)
       if existing.num_written:
         last = int(existing.checkpoint_steps[existing.num_written - 1])
@@ -188,14 +260,20 @@ def _check_resumable(existing: dict, requested: dict, out: str) -> None:
   if existing["dataset"]["fingerprint"] != requested["dataset"]["fingerprint"]:
     differ.append("dataset (fingerprint)")
   if existing["platform"].get("id") != requested["platform"]["id"]:
-    differ.append(f"platform (id {existing['platform'].get('id')}, now "
-                  f"{requested['platform']['id']})")
+    differ.append(
+        f"platform (id {existing['platform'].get('id')}, now {requested['platform']['id']})"
+    )
   if differ:
-    raise errors.ConfigError(f"{out} holds an unfinished trace of another run (differs in: "
-                             f"{', '.join(differ)}); resume it with its own settings, pass "
-                             "--overwrite to replace it, or choose another --out")
+    raise errors.ConfigError(
+        f"{out} holds an unfinished trace of another run (differs in: "
+        f"{', '.join(differ)}); resume it with its own settings, pass "
+        "--overwrite to replace it, or choose another --out"
+    )
 
 
 def _bytes_on_disk(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(root, name))
-             for root, _, names in os.walk(path) for name in names)
+  return sum(
+      os.path.getsize(os.path.join(root, name))
+      for root, _, names in os.walk(path)
+      for name in names
+  )
