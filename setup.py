@@ -35,7 +35,8 @@ setuptools.setup(
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
         # Scale-out of recomputation (forging-recompute --executor=ray).
         "ray": ["ray>=2.40"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "ray>=2.40"],
+        # pyink and ruff are pinned: another version may format or lint differently.
+        "test": ["pytest>=8", "hypothesis>=6.100", "ray>=2.40", "pyink==26.5.1", "ruff==0.17.6"],
     },
     entry_points={
         "console_scripts": [

@@ -26,7 +26,7 @@ def define_data_flags():
   data_dir = flags.DEFINE_string(
       "data_dir",
       None,
-      f"Local data directory (default: ${data.DATA_DIR_ENV}, then " "tensorflow-datasets' own).",
+      f"Local data directory (default: ${data.DATA_DIR_ENV}, then tensorflow-datasets' own).",
   )
   download = flags.DEFINE_boolean(
       "download", True, "Let tensorflow-datasets download a dataset when no local copy is found."
@@ -59,9 +59,7 @@ class PlatformFlags:
         "(TF_ENABLE_ONEDNN_OPTS); the binary re-executes itself if TensorFlow was imported with "
         "the other setting.",
     )
-    self._tf32 = flags.DEFINE_boolean(
-        "tf32", False, "TensorFloat-32 on GPUs (off: full float32)."
-    )
+    self._tf32 = flags.DEFINE_boolean("tf32", False, "TensorFloat-32 on GPUs (off: full float32).")
 
   def requested(self):
     """The platform.Platform the flags ask for.
@@ -76,7 +74,7 @@ class PlatformFlags:
     if onednn is not None and onednn != platform_lib.onednn_enabled():
       if os.environ.get(_REEXEC_GUARD):
         raise errors.PlatformError(
-            f"--onednn={self._onednn.value} has no effect with this " "TensorFlow build"
+            f"--onednn={self._onednn.value} has no effect with this TensorFlow build"
         )
       os.environ[platform_lib.ONEDNN_ENV] = "1" if onednn else "0"
       os.environ[_REEXEC_GUARD] = "1"

@@ -84,14 +84,28 @@ def fingerprint(x_train, y_train, x_test, y_test) -> str:
       ("x_test", x_test),
       ("y_test", y_test),
   ):
-    array = np.ascontiguousarray(array)
-    digest.update(f"{name}|{array.dtype.str}|{list(array.shape)}|".encode())
-    digest.update(array.data)
+    contiguous = np.ascontiguousarray(array)
+    digest.update(f"{name}|{contiguous.dtype.str}|{list(contiguous.shape)}|".encode())
+    digest.update(contiguous.data)
   return digest.hexdigest()
 
 
 def load_dataset(name: str, data_dir: str | None = None, download: bool = True) -> Dataset:
-  """Loads `name` ('mnist' or 'cifar10') from the first source that has it (module docstring)."""
+  """Loads `name` ('mnist' or 'cifar10') from the first source that has it (module docstring).
+
+  Args:
+    name: the dataset.
+    data_dir: a local data directory (None: $FORGING_TF_DATA); tensorflow-datasets if it has no
+      copy.
+    download: let tensorflow-datasets download the dataset when it has no prepared copy.
+
+  Returns:
+    The dataset in memory, with its fingerprint and where it came from.
+
+  Raises:
+    DatasetError: unknown, not found in any source (the message says where it looked and what to
+      do), or damaged.
+  """
   if name not in SPECS:
     raise errors.DatasetError(f"unknown dataset {name!r}; choose one of {sorted(SPECS)}")
   spec = SPECS[name]
@@ -299,7 +313,7 @@ def _decode_jpegs(buffer: np.ndarray, offsets: np.ndarray, path: str) -> np.ndar
       images[i] = np.asarray(image)
     except (OSError, ValueError) as e:
       raise errors.DatasetError(
-          f"{path}: JPEG {i} does not decode to 32x32 RGB ({e}); " "replace the file"
+          f"{path}: JPEG {i} does not decode to 32x32 RGB ({e}); replace the file"
       ) from e
   return images
 

@@ -103,7 +103,7 @@ def examples_from_arrays(
     x = images
   else:
     raise errors.ConfigError(
-        f"forged images are {images.dtype}; give uint8 levels 0..255 or " "float pixels q/255"
+        f"forged images are {images.dtype}; give uint8 levels 0..255 or float pixels q/255"
     )
   if labels.ndim == 1:
     if (
@@ -172,9 +172,24 @@ def play(
     epsilon: float,
     step_fn: sgd_step.SGDStep,
 ) -> GameResult:
-  """Algorithm 1 for the forged batch (x [b', h, w, c], y [b', n]) at `step` (module docstring).
+  """Algorithm 1 for a forged batch at `step` (module docstring).
 
-  `step_fn` must be built for the trace (sgd_step.step_for_trace) on the verifier's platform.
+  Args:
+    trace: the published trace S.
+    step: t, the step whose batch B_t the forgery replaces.
+    x: [b', h, w, c] forged pixels (float; the domain check judges them as given).
+    y: [b', n] forged labels (float rows).
+    dataset: the trace's dataset (checked by fingerprint), for B_t and the span's other batches.
+    epsilon: the verifier's threshold, >= 0.
+    step_fn: the trace's SGD step (sgd_step.step_for_trace), on the verifier's platform.
+
+  Returns:
+    ACCEPT (stealthy: error <= epsilon) or REJECT, with the reason and the error (GameResult).
+
+  Raises:
+    ConfigError: epsilon is not a finite number >= 0, or the images have the wrong shape.
+    TraceError: `step` is outside the trace.
+    DatasetError: the dataset is not the trace's.
   """
   if not np.isfinite(epsilon) or epsilon < 0:
     raise errors.ConfigError(f"epsilon must be a finite number >= 0, got {epsilon}")
@@ -191,15 +206,13 @@ def play(
 
   batch = trace.batch(step)
   if len(x) != len(batch):
-    return reject(
-        f"the forged batch has {len(x)} examples, the trace's batches have {len(batch)}"
-    )
+    return reject(f"the forged batch has {len(x)} examples, the trace's batches have {len(batch)}")
   violation = domain.domain_violation(x, y, dataset.num_classes)
   if violation is not None:
     return reject(f"outside the domain: {violation}")
   x, y = x.astype(np.float32), y.astype(np.float32)
   if domain.same_examples(x, y, *examples_from_indices(dataset, batch)):
-    return reject(f"the forged batch equals B_{step} as a multiset of examples (the true " "batch)")
+    return reject(f"the forged batch equals B_{step} as a multiset of examples (the true batch)")
   start, end = recomputation_span(trace, step)
   error = recomputation_error(trace, step, x, y, dataset, step_fn)
   accepted = error <= epsilon

@@ -98,7 +98,7 @@ RECORDS = {
     ResultKind.EXACT_FORGING: RecordSpec(
         "summary.json", "an exact-forging result", ("experiment",)
     ),
-    ResultKind.TABLE_IV: RecordSpec(None, "a Table IV result", ("cells", "complete", "settings")),
+    ResultKind.TABLE_IV: RecordSpec(None, "a Table IV result", ("cells", "settings")),
     ResultKind.REPRODUCE_RUN: RecordSpec("reproduce.json", "a forging-reproduce run", ("preset",)),
 }
 
@@ -248,7 +248,7 @@ def claimed_folder(out: str, marker: str, kind: ResultKind) -> bool:
       ours = False
     if not ours:
       raise errors.ConfigError(
-          f"{out} exists and does not hold {RECORDS[kind].what}; choose " "another --out"
+          f"{out} exists and does not hold {RECORDS[kind].what}; choose another --out"
       )
     return True
   return False

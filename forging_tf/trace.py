@@ -156,7 +156,7 @@ class Trace:
     self.batches = _read(batches, slice(None), self.path, "batches")
     if sha256_hex(self.batches) != m["batches_sha256"]:
       raise errors.TraceError(
-          f"{self.path}: the batches array fails its sha256: it was truncated " "or altered"
+          f"{self.path}: the batches array fails its sha256: it was truncated or altered"
       )
     if self.batches.min() < 0 or self.batches.max() >= m["dataset"]["num_examples"]:
       raise errors.TraceError(f"{self.path}: batches index examples outside the dataset")
@@ -329,7 +329,7 @@ def _read(array, selection, path: str, what: str) -> np.ndarray:
     return np.asarray(array[selection])
   except Exception as e:  # A truncated or garbled chunk, whatever zarr's codecs raise for it.
     raise errors.TraceError(
-        f"{path}: {what} cannot be read ({type(e).__name__}: {e}); the " "trace is damaged"
+        f"{path}: {what} cannot be read ({type(e).__name__}: {e}); the trace is damaged"
     ) from e
 
 
@@ -449,7 +449,9 @@ def _checkpoint_steps_of(m: dict, path: str) -> np.ndarray:
   try:
     steps = checkpoint_steps(m["steps"], m["k"], m["keep_pairs"])
   except errors.ConfigError as e:
-    raise errors.TraceError(f"{path}: manifest steps/k/keep_pairs contradict each other: {e}")
+    raise errors.TraceError(
+        f"{path}: manifest steps/k/keep_pairs contradict each other: {e}"
+    ) from e
   written = len(m["checkpoint_sha256"])
   _check(
       written <= len(steps),

@@ -68,7 +68,7 @@ def _forged_examples(dataset: data.Dataset):
       images, labels = forged["x"], forged["y"]
   except (OSError, ValueError, KeyError) as e:
     raise errors.ConfigError(
-        f"cannot read x and y from {_FORGED_NPZ.value} ({e}); give an .npz " "with arrays x and y"
+        f"cannot read x and y from {_FORGED_NPZ.value} ({e}); give an .npz with arrays x and y"
     ) from e
   return forging_game.examples_from_arrays(images, labels, dataset.num_classes)
 

@@ -93,7 +93,7 @@ def main():
       command=cli.command_line(),
   )
   print(
-      f"{summary['settings']['attack']} attack on {summary['trace']['path']}: {len(summary['steps'])} "
+      f"{settings.attack} attack on {summary['trace']['path']}: {len(summary['steps'])} "
       f"step(s) x {len(summary['forging_fractions'])} fraction(s) x "
       f"{summary['settings']['runs']} run(s) in {summary['seconds']:.1f} s -> {_OUT.value}"
   )

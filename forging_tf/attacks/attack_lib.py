@@ -1,4 +1,4 @@
-"""Greedy forging attacks on the steps of a trace, saved as data (binary: attack.py, forging-attack).
+"""Greedy forging attacks on the steps of a trace, saved as data (forging-attack: attack.py).
 
 For every requested step i, forging fraction f and run r, the deletion set U (greedy.py) and the
 attack's random draws come from PCG64(SeedSequence([seed, i, m, r])) with m = round(f * b), so
@@ -86,7 +86,7 @@ def parse_forging_fractions(labels, batch_size: int) -> list[ForgingFraction]:
         value = float(text)
     except ValueError:
       raise errors.ConfigError(
-          f"forging fraction {text!r} is neither a number in (0, 1] nor " "'1/b' / 'N/b'"
+          f"forging fraction {text!r} is neither a number in (0, 1] nor '1/b' / 'N/b'"
       ) from None
     fractions.append(ForgingFraction(text, greedy.num_replaced(value, batch_size), batch_size))
   seen = {}
@@ -127,7 +127,7 @@ def parse_steps(spec: str, trace: trace_lib.Trace) -> list[int]:
     steps = [int(s) for s in spec.split(",") if s.strip()]
   except ValueError:
     raise errors.ConfigError(
-        f"--steps={spec!r} is neither 'middle', 'all' nor a comma list of " "steps"
+        f"--steps={spec!r} is neither 'middle', 'all' nor a comma list of steps"
     ) from None
   stored_pairs = set(available.tolist())
   missing = [s for s in steps if s not in stored_pairs]

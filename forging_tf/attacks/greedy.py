@@ -67,7 +67,7 @@ def num_replaced(forging_fraction: float, batch_size: int) -> int:
   """m = round(f * b) examples of B_i to replace; ConfigError unless 1 <= m <= b."""
   if not 0 < forging_fraction <= 1:
     raise errors.ConfigError(
-        f"forging fraction {forging_fraction} is outside (0, 1]; use " "1/b ... 1"
+        f"forging fraction {forging_fraction} is outside (0, 1]; use 1/b ... 1"
     )
   m = int(round(forging_fraction * batch_size))
   if m < 1:

@@ -697,8 +697,11 @@ def decide_cell(
   )
   if settings.method == exact_settings.BruteForceMethod.BOTH and small:
     check = exhaustive(pool, model, true_rows, settings.tolerance)
+
     # The exhaustive nearest miss is exact; the search's must bracket it (equal it when exact).
-    slack = lambda value: 1e-9 * value + 1e-15
+    def slack(value: float) -> float:
+      return 1e-9 * value + 1e-15
+
     consistent = check.found == result.found and (
         result.found
         or (
@@ -722,7 +725,15 @@ def decide_cell(
 
 
 def table_iv(settings: exact_settings.BruteForceSettings, on_cell=None) -> list[CellResult]:
-  """Every cell (model, v, b) of Table IV, in that order; on_cell(result) after each one."""
+  """Every cell (model, v, b) of Table IV, in that order (decide_cell).
+
+  Args:
+    settings: the cells and how to decide them.
+    on_cell: called with each cell's CellResult as soon as it is decided.
+
+  Returns:
+    The cells' results.
+  """
   cells = []
   for name in settings.models:
     model, theta = table_model(name, settings.seed)
@@ -783,7 +794,7 @@ def write_table_iv(
       existing = results.read_record(out, results.ResultKind.TABLE_IV)
     except errors.ForgingError:
       raise errors.ConfigError(
-          f"{out} exists and does not hold a Table IV result; choose " "another --out"
+          f"{out} exists and does not hold a Table IV result; choose another --out"
       ) from None
     if existing["complete"] and not overwrite:
       raise errors.ConfigError(

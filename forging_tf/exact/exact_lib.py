@@ -47,9 +47,10 @@ def sample_batch(dataset: data_lib.Dataset, batch_size: int, seed: int):
   return dataset.x_train[indices], dataset.y_train[indices], indices
 
 
-def _setting(
-    dataset, model_name: str, model_config: dict, batch_size: int, seed: int, learning_rate: float
-):
+def _setting(dataset, model_name: str, model_config: dict, settings: exact_settings.ExactSettings):
+  """The set-up every experiment shares: theta_0 of the model, its scorer, and the sampled batch
+  (x [b, d] float64 on the grid, y [b, n] one-hot, class ids), with what the record says of it."""
+  batch_size, seed, learning_rate = settings.batch_size, settings.seed, settings.learning_rate
   model = models.build_model(
       model_name, dataset.x_train.shape[1:], dataset.num_classes, **model_config
   )
@@ -77,14 +78,7 @@ def fig4_experiment(
     dataset: data_lib.Dataset, settings: exact_settings.ExactSettings
 ) -> ExperimentResult:
   """Fig. 4: Prop. 2 on a ReLU network with one hidden layer of settings.hidden units (L = 2)."""
-  scorer, x, y, labels, setting = _setting(
-      dataset,
-      "fcn",
-      {"hidden": [settings.hidden]},
-      settings.batch_size,
-      settings.seed,
-      settings.learning_rate,
-  )
+  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]}, settings)
   rng = np.random.Generator(np.random.PCG64(settings.seed))
   p, space = propositions.mini_batch_perturbation(
       scorer.layers, x, y, rng, settings.perturbation_scale
@@ -113,12 +107,7 @@ def fig5_experiment(datasets, settings: exact_settings.ExactSettings) -> Experim
   per_dataset, arrays = {}, {}
   for dataset in datasets:
     scorer, x, y, labels, setting = _setting(
-        dataset,
-        "logreg",
-        {"use_bias": settings.use_bias},
-        settings.batch_size,
-        settings.seed,
-        settings.learning_rate,
+        dataset, "logreg", {"use_bias": settings.use_bias}, settings
     )
     rng = np.random.Generator(np.random.PCG64(settings.seed))
     forgery = propositions.error_matrix_sampling(
@@ -159,14 +148,7 @@ def domain_experiment(
     dataset: data_lib.Dataset, settings: exact_settings.ExactSettings
 ) -> ExperimentResult:
   """The in-domain question on the Fig. 4 setting (in_domain_search)."""
-  scorer, x, y, labels, setting = _setting(
-      dataset,
-      "fcn",
-      {"hidden": [settings.hidden]},
-      settings.batch_size,
-      settings.seed,
-      settings.learning_rate,
-  )
+  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]}, settings)
   rng = np.random.Generator(np.random.PCG64(settings.seed))
   report = in_domain.in_domain_search(
       scorer,
@@ -236,7 +218,10 @@ def run_experiment(
   out = os.path.abspath(out)
   results.check_out(out, SUMMARY, results.ResultKind.EXACT_FORGING, overwrite)
   platform_lib.apply_platform(platform)
-  load = lambda name: data_lib.load_dataset(name, data_dir, download)
+
+  def load(name: str) -> data_lib.Dataset:
+    return data_lib.load_dataset(name, data_dir, download)
+
   experiment = settings.experiment
   if experiment == exact_settings.ExactExperiment.FIG4:
     result = fig4_experiment(load("mnist"), settings)

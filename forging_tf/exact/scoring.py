@@ -56,7 +56,10 @@ class ForgeryScorer:
     recomputes. The float64 error takes the batches as given (a float64 forgery is not rounded),
     so it checks the construction itself: zero up to float64 rounding for an exact forgery.
     """
-    flat = lambda a: np.asarray(a, np.float64).reshape(len(a), -1)
+
+    def flat(a) -> np.ndarray:
+      return np.asarray(a, np.float64).reshape(len(a), -1)
+
     x64, fx64 = flat(x), flat(forged_x)
     y64, fy64 = np.asarray(y, np.float64), np.asarray(forged_y, np.float64)
     float64_error = self.learning_rate * np.linalg.norm(

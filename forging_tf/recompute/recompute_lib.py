@@ -129,7 +129,19 @@ def recompute_repeat(
     download: bool = True,
     progress_every_s: float = 10.0,
 ) -> RepeatResult:
-  """Recomputes the updates starting at `steps` in this process, on `platform`."""
+  """Recomputes the updates starting at `steps` in this process, on `platform`.
+
+  Args:
+    trace_path: the trace.
+    platform: the recomputing platform, applied to this process.
+    steps: int64 [S], the first step i of each update i -> i + k (recomputed_steps).
+    data_dir, download: where the trace's dataset comes from (data.load_described).
+    progress_every_s: seconds between progress lines in the log.
+
+  Returns:
+    The l2 and l-infinity distances of every update to the logged checkpoint, and this
+    process's platform fingerprint (RepeatResult).
+  """
   platform_lib.apply_platform(platform)
   trace = trace_lib.Trace(trace_path)
   dataset = data.load_described(trace.manifest["dataset"], data_dir, download)
@@ -235,7 +247,34 @@ def recompute(
     overwrite: bool = False,
     command: str | None = None,
 ) -> RecomputeSummary:
-  """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`."""
+  """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`.
+
+  Args:
+    trace_path: a finished trace.
+    out: the result folder (module docstring). A rerun of the same request resumes it (finished
+      repeats are kept); another request there is refused unless overwrite.
+    repeats: R, independent recomputations of every update.
+    platform: the recomputing platform. Each repeat applies it in its own process (fresh_process
+      or Ray), else in this one.
+    start, stop: recompute the updates i -> i + k with start <= i < stop (stop None: T).
+    executor: LOCAL, or RAY to run each repeat as shards on a Ray cluster.
+    fresh_process: run each local repeat in a new Python process, as a separate verifier would.
+    data_dir: local data directory (None: $FORGING_TF_DATA, then tensorflow-datasets).
+    download: let tensorflow-datasets download a dataset it does not have.
+    ray_options: where and how the Ray executor runs its shards.
+    overwrite: replace a result of another request at `out`.
+    command: the command line to record (None: called from Python).
+
+  Returns:
+    eps_repr, where it occurred and on which platforms (RecomputeSummary).
+
+  Raises:
+    ConfigError: bad settings, or `out` holds something else.
+    TraceError: the trace is missing, unfinished or damaged (a checkpoint failing its sha256 is
+      named by its step).
+    DatasetError: the data are not the trace's.
+    PlatformError: the repeats ran on different platforms.
+  """
   if repeats < 1:
     raise errors.ConfigError(f"repeats must be >= 1, got {repeats}")
   executor = results.choice(Executor, executor, "executor")

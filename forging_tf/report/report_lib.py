@@ -1,10 +1,11 @@
 """REPORT.md: the tables, the figures, and what they say, from saved results only.
 
 write_report renders Tables I-IV and Figures 2-6 (table_builders, figure_panels, plotting) and
-writes one Markdown report around them that answers the questions a reader brings: how large benign reproduction errors are
-on each platform pair, how large the attacks' approximation errors are, which of those a verifier
-would accept at which threshold, and what exact forging achieved. Every number in it is read from
-a result file, and every platform is spelled out from its fingerprint.
+writes one Markdown report around them that answers the questions a reader brings: how large
+benign reproduction errors are on each platform pair, how large the attacks' approximation errors
+are, which of those a verifier would accept at which threshold, and what exact forging achieved.
+Every number in it is read from a result file, and every platform is spelled out from its
+fingerprint.
 """
 
 import collections
@@ -30,7 +31,22 @@ def write_report(
     title: str = "Data forging: reproduction and approximation errors",
     preamble: tuple[str, ...] | list[str] = (),
 ) -> str:
-  """Renders the tables and figures into report_dir and writes report_path; returns it."""
+  """Renders the tables and figures into report_dir and writes REPORT.md around them.
+
+  Args:
+    results_dirs: folders whose saved results (every record under them) are read.
+    report_dir: where Tables I-IV (.md, .tex, .csv) and Figures 2-6 (.png, .pdf) are written.
+    report_path: the Markdown report to write; it links to report_dir.
+    title: its first heading.
+    preamble: lines that go first (forging-reproduce: how the study was produced).
+
+  Returns:
+    report_path.
+
+  Raises:
+    ConfigError: no results under results_dirs.
+    ForgingError: a record lacks a field the tables read, or cannot be read.
+  """
   found = saved_results.find_results(results_dirs)
   tables, figures = render_tables_and_figures(found, report_dir)
   by_name = {table.name: table for table in tables}

@@ -22,7 +22,7 @@ def _walk_records(results_dir: str, kinds: tuple[results.ResultKind, ...]) -> di
   """
   if not os.path.isdir(results_dir):
     raise errors.ConfigError(
-        f"no results folder at {results_dir}; run the experiments first or " "pass --results"
+        f"no results folder at {results_dir}; run the experiments first or pass --results"
     )
   record_files = {results.RECORDS[kind].file_name for kind in kinds}
   found = {kind: [] for kind in kinds}

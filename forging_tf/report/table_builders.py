@@ -291,9 +291,7 @@ class BruteForceCell(Cell):
     if self.value is None and not self.decided:
       return "undecided"
     verdict = "FOUND" if self.found else "none"
-    miss = (
-        "" if self.value is None else (f", miss {'' if self.exact else '<= '}{self.value:.2e}")
-    )
+    miss = "" if self.value is None else (f", miss {'' if self.exact else '<= '}{self.value:.2e}")
     count = f"{self.batches:,}" if self.batches < 10**7 else f"{self.batches:.2e}"
     return f"{verdict} of {count}{miss}" if self.decided else f"undecided{miss}"
 

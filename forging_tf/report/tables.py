@@ -16,9 +16,7 @@ from forging_tf import cli
 from forging_tf.report import report_lib
 
 _RESULTS = flags.DEFINE_list("results", ["results"], "Folders holding saved results.")
-_OUT = flags.DEFINE_string(
-    "out", "report", "Folder to write the tables, figures and REPORT.md to."
-)
+_OUT = flags.DEFINE_string("out", "report", "Folder to write the tables, figures and REPORT.md to.")
 
 
 def main():

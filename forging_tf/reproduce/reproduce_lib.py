@@ -47,7 +47,7 @@ class _Lock:
     except BlockingIOError as e:
       self._file.close()
       raise errors.ConfigError(
-          f"another forging-reproduce is writing {out}; wait for it or " "choose another --out"
+          f"another forging-reproduce is writing {out}; wait for it or choose another --out"
       ) from e
 
   def release(self) -> None:
@@ -186,10 +186,13 @@ def _minutes(seconds: float) -> str:
 def _preamble(preset: presets.Preset, stages: list[stages_lib.Stage], progress: dict) -> list[str]:
   """REPORT.md's first section: how it was produced."""
   seconds = sum(s["seconds"] for s in progress["stages"].values())
+  platforms = ", ".join(
+      f"{name} (`{' '.join(presets.PLATFORMS[name])}`)" for name in preset.platforms
+  )
   lines = [
       f"Produced by `forging-reproduce --preset={preset.name}`: {preset.purpose}.",
       "",
-      f"Platforms: {', '.join(f'{p} (`{chr(32).join(presets.PLATFORMS[p])}`)' for p in preset.platforms)}"
+      f"Platforms: {platforms}"
       f"; traces are generated on {preset.platforms[0]} unless the table says otherwise. "
       f"Learning rate {preset.learning_rate}, seed {preset.seed}, k = 1. "
       f"The {len(stages)} stages took {_minutes(seconds)} of wall time in all "

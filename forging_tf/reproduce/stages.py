@@ -250,9 +250,7 @@ def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   last_lines = []
   with open(log_path, "a", encoding="utf-8") as log:
-    log.write(
-        f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(argv)}\n"
-    )
+    log.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(argv)}\n")
     log.flush()
     process = subprocess.Popen(
         argv,
@@ -262,13 +260,13 @@ def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-        preexec_fn=_die_with_parent,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 (it only calls prctl, no lock is taken)
     )
     try:
-      for line in process.stdout:
-        log.write(line)
+      for raw in process.stdout:
+        log.write(raw)
         log.flush()
-        line = line.rstrip("\n")
+        line = raw.rstrip("\n")
         last_lines = (last_lines + [line])[-20:]
         if echoed(line):
           echo("    " + line)

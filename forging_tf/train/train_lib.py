@@ -161,7 +161,33 @@ def train_trace(
     model_config: dict | None = None,
     progress_every_s: float = 10.0,
 ) -> TraceSummary:
-  """Trains `model` on `dataset` with plain SGD and writes its trace to `out`."""
+  """Trains `model` on `dataset` with plain SGD and writes its trace to `out`.
+
+  Args:
+    out: the trace folder. An unfinished trace of the same run there is resumed from its last
+      recorded checkpoint; a finished one is replaced only with overwrite, and a folder that is
+      not a trace is refused.
+    model: a name in models.MODELS.
+    dataset: the training data (its fingerprint goes into the trace).
+    batch_size: b.
+    steps: T, the number of SGD steps.
+    k: store every k-th checkpoint (T must be a multiple of k).
+    learning_rate: eta.
+    seed: of theta_0 and of the batch order.
+    platform: the platform to train on, applied to this process.
+    keep_pairs: n > 0 writes a sparse trace: theta_0, theta_T and n pairs (i, i + 1); k = 1.
+    overwrite: replace a finished trace at `out`.
+    model_config: the model's options (fcn: {"hidden": [widths]}).
+    progress_every_s: seconds between progress lines in the log.
+
+  Returns:
+    What was written, and how long the steps took (TraceSummary).
+
+  Raises:
+    ConfigError: bad settings, or `out` holds something else.
+    TraceError: the trace could not be written, or an unfinished one is damaged.
+    PlatformError: the platform cannot be applied in this process.
+  """
   if steps <= 0 or k <= 0 or keep_pairs < 0 or not 0 < learning_rate < math.inf:
     raise errors.ConfigError(
         "steps, k and learning_rate must be positive (and finite), keep_pairs >= 0"
