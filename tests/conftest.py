@@ -40,3 +40,25 @@ def old_smoke_run() -> str:
   its traces, logs, figures and dataset images: reproduce.json, progress.json, every result record
   and array, and the tables it rendered, as CSV, in report/."""
   return os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata", "smoke_run_0.1.0")
+
+
+@pytest.fixture(scope="session")
+def lenet_trace(tmp_path_factory):
+  """lenet_trace(dataset, batch_size, steps, k=1, seed=0) -> the path of a LeNet trace trained with
+  those settings (train_lib.train_trace), trained once per session and shared: a test that
+  changes a trace works on a copy."""
+  from forging_tf.train import train_lib  # pylint: disable=import-outside-toplevel
+
+  trained = {}
+
+  def make(dataset: data.Dataset, batch_size: int, steps: int, k: int = 1, seed: int = 0) -> str:
+    key = (dataset.fingerprint, batch_size, steps, k, seed)
+    if key not in trained:
+      path = str(tmp_path_factory.mktemp("traces") / f"lenet_b{batch_size}_T{steps}_k{k}_s{seed}")
+      train_lib.train_trace(
+          path, "lenet", dataset, batch_size=batch_size, steps=steps, k=k, seed=seed
+      )
+      trained[key] = path
+    return trained[key]
+
+  return make

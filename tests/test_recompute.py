@@ -15,16 +15,13 @@ from forging_tf import data
 from forging_tf import errors
 from forging_tf import trace as trace_lib
 from forging_tf.recompute import recompute_lib
-from forging_tf.train import train_lib
 
 _B, _T = 100, 12
 
 
 @pytest.fixture(scope="module")
-def lenet_trace(mnist, tmp_path_factory) -> str:
-  path = str(tmp_path_factory.mktemp("traces") / "lenet")
-  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, seed=1)
-  return path
+def trace_b100(mnist, lenet_trace) -> str:
+  return lenet_trace(mnist, _B, _T, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +60,8 @@ def _distances(out) -> dict:
     return {name: f[name] for name in f.files}
 
 
-def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, data_dir, tmp_path):
-  summary = _recompute(lenet_trace, tmp_path / "r", data_dir, repeats=2)
+def test_same_deterministic_platform_reproduces_every_step_exactly(trace_b100, data_dir, tmp_path):
+  summary = _recompute(trace_b100, tmp_path / "r", data_dir, repeats=2)
   assert summary.eps_repr == 0.0 and summary.steps_recomputed == _T
   distances = _distances(tmp_path / "r")
   assert distances["l2"].shape == (2, _T) and not distances["l2"].any()
@@ -78,28 +75,27 @@ def test_same_deterministic_platform_reproduces_every_step_exactly(lenet_trace, 
   with open(tmp_path / "r" / "result.json") as f:
     record = json.load(f)
   assert (
-      record["trace"]["manifest_sha256"] == trace_lib.Trace(lenet_trace).manifest["manifest_sha256"]
+      record["trace"]["manifest_sha256"] == trace_lib.Trace(trace_b100).manifest["manifest_sha256"]
   )
   assert record["generator_platform"]["id"] == record["platform"]["id"]
   assert record["kind"] == "forging_tf.reproduction_error" and record["format_version"] == 2
 
 
-def test_repeats_in_fresh_processes_and_resume(lenet_trace, data_dir, tmp_path):
+def test_repeats_in_fresh_processes_and_resume(trace_b100, data_dir, tmp_path):
   out = tmp_path / "fresh"
-  first = _recompute(lenet_trace, out, data_dir, repeats=1, fresh_process=True, start=3, stop=7)
+  first = _recompute(trace_b100, out, data_dir, repeats=1, fresh_process=True, start=3, stop=7)
   assert first.eps_repr == 0.0 and first.repeats_run_now == 1
   assert _distances(out)["steps"].tolist() == [3, 4, 5, 6]
-  more = _recompute(lenet_trace, out, data_dir, repeats=2, fresh_process=True, start=3, stop=7)
+  more = _recompute(trace_b100, out, data_dir, repeats=2, fresh_process=True, start=3, stop=7)
   assert more.repeats_run_now == 1 and more.repeats == 2 and more.eps_repr == 0.0
   with pytest.raises(errors.ConfigError, match="another recomputation"):
-    _recompute(lenet_trace, out, data_dir, repeats=2, start=0, stop=7)
-  _recompute(lenet_trace, out, data_dir, repeats=1, start=0, stop=2, overwrite=True)
+    _recompute(trace_b100, out, data_dir, repeats=2, start=0, stop=7)
+  _recompute(trace_b100, out, data_dir, repeats=1, start=0, stop=2, overwrite=True)
   assert _distances(out)["steps"].tolist() == [0, 1]
 
 
-def test_k_interval_trace_recomputes_k_steps_per_update(mnist, data_dir, tmp_path):
-  path = str(tmp_path / "k3")
-  train_lib.train_trace(path, "lenet", mnist, batch_size=_B, steps=_T, k=3, seed=1)
+def test_k_interval_trace_recomputes_k_steps_per_update(mnist, lenet_trace, data_dir, tmp_path):
+  path = lenet_trace(mnist, _B, _T, k=3, seed=1)
   summary = _recompute(path, tmp_path / "r", data_dir, repeats=1)
   assert summary.eps_repr == 0.0
   assert _distances(tmp_path / "r")["steps"].tolist() == [0, 3, 6, 9]
@@ -129,8 +125,8 @@ def _tampered_copy(trace_path, tmp_path) -> str:
   return path
 
 
-def test_tampered_checkpoint_shows_at_its_step_and_only_there(lenet_trace, data_dir, tmp_path):
-  path = _tampered_copy(lenet_trace, tmp_path)
+def test_tampered_checkpoint_shows_at_its_step_and_only_there(trace_b100, data_dir, tmp_path):
+  path = _tampered_copy(trace_b100, tmp_path)
   summary = _recompute(path, tmp_path / "r", data_dir, repeats=1)
   l2 = _distances(tmp_path / "r")["l2"][0]
   assert l2[4] > 9e-3 and l2[5] > 9e-3  # theta_5 is the end of update 4 and the start of 5
@@ -138,9 +134,9 @@ def test_tampered_checkpoint_shows_at_its_step_and_only_there(lenet_trace, data_
   assert summary.worst_step in (4, 5) and "step 4" in summary.describe()
 
 
-def test_flipped_byte_in_a_checkpoint_is_an_error_naming_the_step(lenet_trace, data_dir, tmp_path):
+def test_flipped_byte_in_a_checkpoint_is_an_error_naming_the_step(trace_b100, data_dir, tmp_path):
   path = str(tmp_path / "flipped")
-  shutil.copytree(lenet_trace, path)
+  shutil.copytree(trace_b100, path)
   chunk = os.path.join(path, "checkpoints", "c", "7", "0")
   with open(chunk, "r+b") as f:
     f.seek(1000)
@@ -180,7 +176,7 @@ def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_p
   assert local.recomputer_platform == on_ray.recomputer_platform
 
 
-def test_dataset_that_is_not_the_traces_is_refused(mnist, data_dir, tmp_path):
+def test_dataset_that_is_not_the_traces_is_refused(mnist, lenet_trace, data_dir, tmp_path):
   x_train = mnist.x_train.copy()
   x_train[0] = 255 - x_train[0]
   changed = data.Dataset(
@@ -193,23 +189,22 @@ def test_dataset_that_is_not_the_traces_is_refused(mnist, data_dir, tmp_path):
       "test",
       data.fingerprint(x_train, mnist.y_train, mnist.x_test, mnist.y_test),
   )
-  path = str(tmp_path / "changed")
-  train_lib.train_trace(path, "lenet", changed, batch_size=_B, steps=2)
+  path = lenet_trace(changed, _B, 2)
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):
     _recompute(path, tmp_path / "r", data_dir, repeats=1)
 
 
-def test_bad_requests_are_refused(lenet_trace, data_dir, tmp_path):
+def test_bad_requests_are_refused(trace_b100, data_dir, tmp_path):
   with pytest.raises(errors.TraceError, match="no trace at"):
     _recompute(str(tmp_path / "missing"), tmp_path / "r", data_dir)
   with pytest.raises(errors.ConfigError, match="outside the trace's steps 0:12"):
-    _recompute(lenet_trace, tmp_path / "r", data_dir, start=5, stop=13)
+    _recompute(trace_b100, tmp_path / "r", data_dir, start=5, stop=13)
   with pytest.raises(errors.ConfigError, match="repeats must be"):
-    _recompute(lenet_trace, tmp_path / "r", data_dir, repeats=0)
+    _recompute(trace_b100, tmp_path / "r", data_dir, repeats=0)
   os.makedirs(tmp_path / "taken")
   (tmp_path / "taken" / "notes.txt").write_text("mine")
   with pytest.raises(errors.ConfigError, match="does not hold a reproduction-error result"):
-    _recompute(lenet_trace, tmp_path / "taken", data_dir, overwrite=True)
+    _recompute(trace_b100, tmp_path / "taken", data_dir, overwrite=True)
   assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
@@ -222,19 +217,20 @@ def test_bad_requests_are_refused(lenet_trace, data_dir, tmp_path):
         (["--executor=spark"], "--executor"),
     ],
 )
-def test_binary_errors_are_one_line(lenet_trace, data_dir, tmp_path, flags, message):
+def test_binary_errors_are_one_line(trace_b100, data_dir, tmp_path, flags, message):
   result = subprocess.run(
       [
           sys.executable,
           "-m",
           "forging_tf.recompute.recompute",
-          f"--trace={lenet_trace}",
+          f"--trace={trace_b100}",
           f"--data_dir={data_dir}",
           f"--out={tmp_path / 'r'}",
           *flags,
       ],
       capture_output=True,
       text=True,
+      check=False,
   )
   last = result.stderr.strip().splitlines()[-1]
   assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -252,6 +248,7 @@ def test_missing_trace_binary_error(data_dir, tmp_path):
       ],
       capture_output=True,
       text=True,
+      check=False,
   )
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert "no trace at" in result.stderr.strip().splitlines()[-1]
@@ -291,9 +288,9 @@ def _running_in_group(group: int) -> list[int]:
   return pids
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir, tmp_path):
+def test_resume_after_sigkill_equals_an_uninterrupted_run(trace_b100, data_dir, tmp_path):
   # A forged checkpoint gives nonzero distances, so that "equal" compares numbers, not zeros.
-  path = _tampered_copy(lenet_trace, tmp_path)
+  path = _tampered_copy(trace_b100, tmp_path)
   out = str(tmp_path / "killed")
   command = _recompute_command(path, out, data_dir, "--repeats=2")
   process = subprocess.Popen(
@@ -324,7 +321,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir,
   ]
   assert finished == ["repeats/000.npz", "request.json"]
   recompute_lib.load_repeat(os.path.join(out, "repeats", "000.npz"), "repeat 0")  # whole
-  resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  resumed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "(1 run now" in resumed.stdout
   reference = str(tmp_path / "uninterrupted")
@@ -341,10 +338,10 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(lenet_trace, data_dir,
     assert json.load(f) == json.load(g)
 
 
-def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, data_dir, tmp_path):
+def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(trace_b100, data_dir, tmp_path):
   """The error comes from the worker process of repeat 0 and is reported once, on one line."""
   path = str(tmp_path / "flipped")
-  shutil.copytree(lenet_trace, path)
+  shutil.copytree(trace_b100, path)
   with open(os.path.join(path, "checkpoints", "c", "7", "0"), "r+b") as f:
     f.seek(1000)
     byte = f.read(1)
@@ -355,10 +352,11 @@ def test_binary_names_the_step_of_a_flipped_checkpoint_byte_once(lenet_trace, da
       capture_output=True,
       text=True,
       timeout=300,
+      check=False,
   )
   lines = result.stderr.strip().splitlines()
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert lines[-1].startswith(
-      f"forging-recompute: error: {path}: checkpoint of step 7 fails its " "sha256"
+      f"forging-recompute: error: {path}: checkpoint of step 7 fails its sha256"
   ), lines[-1]
   assert sum("error:" in line for line in lines) == 1, result.stderr[-2000:]
