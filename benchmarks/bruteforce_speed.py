@@ -10,9 +10,6 @@ medians of --rounds interleaved runs.
 
 import math
 import os
-import statistics
-import sys
-import time
 
 # numpy's OpenBLAS threads buy nothing on the small matrices of this search, and on shared cores
 # they spin for up to a second per call (one 240 x 83 SVD: 0.8 s instead of 1.4 ms); one thread
@@ -22,38 +19,37 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from forging_tf import platform as platform_lib
 from forging_tf.exact import bruteforce_lib
 from forging_tf.exact import dense
 from forging_tf.exact import settings as exact_settings
 
-import _results  # pylint: disable=wrong-import-position
+import _results
 
 _MODEL = flags.DEFINE_enum("model", "fcn", list(exact_settings.TABLE_MODELS), "Model.")
 _LEVELS = flags.DEFINE_integer("levels", 3, "Pixel levels v.", lower_bound=2)
 _B = flags.DEFINE_integer("b", 3, "Batch size.", lower_bound=1)
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved timed rounds.", lower_bound=1)
+_ROUNDS = _results.define_rounds(5)
 _SEED, _TOLERANCE, _LOOKUP_BUDGET = 0, 1e-10, 2e7
 
 
 def main(argv):
   del argv
-  platform = platform_lib.Platform()
+  platform = _results.applied_platform()
   model, theta = bruteforce_lib.table_model(_MODEL.value, _SEED)
   pool = bruteforce_lib.make_pool(dense.dense_layers(model, theta), _LEVELS.value)
   rows = bruteforce_lib.sample_true_batch(pool.size, _B.value, _SEED, _MODEL.value, _LEVELS.value)
-  times = {"search": [], "exhaustive": []}
-  for _ in range(_ROUNDS.value):
-    began = time.perf_counter()
-    search = bruteforce_lib.meet_in_the_middle(
+
+  def search() -> bruteforce_lib.CellResult:
+    return bruteforce_lib.meet_in_the_middle(
         pool, _MODEL.value, rows, _TOLERANCE, _LOOKUP_BUDGET, 3600, _SEED
     )
-    times["search"].append(time.perf_counter() - began)
-    began = time.perf_counter()
-    exhaustive = bruteforce_lib.exhaustive(pool, _MODEL.value, rows, _TOLERANCE)
-    times["exhaustive"].append(time.perf_counter() - began)
-  fast_s, baseline_s = (statistics.median(times[k]) for k in ("search", "exhaustive"))
+
+  def exhaustive() -> bruteforce_lib.CellResult:
+    return bruteforce_lib.exhaustive(pool, _MODEL.value, rows, _TOLERANCE)
+
+  times = _results.interleaved({"search": search, "exhaustive": exhaustive}, _ROUNDS.value)
+  fast_s, baseline_s = _results.medians(times).values()
+  search, exhaustive = search(), exhaustive()
   _results.write(
       "bruteforce_speed",
       ratio=baseline_s / fast_s,

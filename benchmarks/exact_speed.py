@@ -12,16 +12,12 @@ two P. Factored: median of --rounds runs; Kronecker: one run (minutes, ~6 GB).
   python benchmarks/exact_speed.py [--rounds=20] [--data_dir=...]
 """
 
-import os
 import statistics
-import sys
 import time
 
 import numpy as np
 from absl import app
-from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from forging_tf import data
 from forging_tf import domain
 from forging_tf import models
@@ -30,10 +26,10 @@ from forging_tf.exact import dense
 from forging_tf.exact import exact_lib
 from forging_tf.exact import propositions
 
-import _results  # pylint: disable=wrong-import-position
+import _results
 
-_ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed runs of the factored projector.", lower_bound=1)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
+_ROUNDS = _results.define_rounds(20, "Timed runs of the factored projector.")
+_DATA_DIR = _results.define_data_dir()
 
 _BATCH_SIZE, _HIDDEN, _SEED = 32, 8, 0
 
@@ -51,15 +47,12 @@ def main(argv):
   f = np.random.default_rng(_SEED).standard_normal(x.shape)
   w1, d1 = layers[0].kernel, dense.first_layer_errors(layers, x, y)
 
-  def factored():
+  def factored() -> np.ndarray:
     return propositions.project(propositions.solution_space(layers, x, y), f)
 
-  times = []
-  for _ in range(_ROUNDS.value):
-    began = time.perf_counter()
-    p_factored = factored()
-    times.append(time.perf_counter() - began)
+  times = _results.interleaved({"factored": factored}, _ROUNDS.value)["factored"]
   fast_s = statistics.median(times)
+  p_factored = factored()
   began = time.perf_counter()
   p_kronecker = propositions.kronecker_perturbation(w1, d1, f)
   baseline_s = time.perf_counter() - began

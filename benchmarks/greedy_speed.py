@@ -13,28 +13,21 @@ way, once. Medians over --rounds interleaved rounds for LeNet.
   python benchmarks/greedy_speed.py [--rounds=3] [--train_steps=100] [--data_dir=...]
 """
 
-import os
-import statistics
-import sys
 import time
 
 import numpy as np
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from forging_tf import data
-from forging_tf import models
-from forging_tf import platform as platform_lib
-from forging_tf import sgd_step
 from forging_tf.attacks import engine as engine_lib
 from forging_tf.attacks import greedy
 from forging_tf.attacks import settings as attack_settings
 from forging_tf.train import train_lib
 
-import _results  # pylint: disable=wrong-import-position
+import _results
 
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds (LeNet).", lower_bound=1)
+_ROUNDS = _results.define_rounds(3, "Interleaved timing rounds (LeNet).")
 _TRAIN_STEPS = flags.DEFINE_integer(
     "train_steps", 100, "SGD steps before the attacked step.", lower_bound=0
 )
@@ -43,7 +36,7 @@ _N = flags.DEFINE_integer("n", attack_settings.DEFAULT_POOL_SIZE, "Pool size.", 
 _VGG_B = flags.DEFINE_integer(
     "vggmini_batch_size", 100, "Batch size of the VGGmini step.", lower_bound=1
 )
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
+_DATA_DIR = _results.define_data_dir()
 
 _B = 1000
 
@@ -52,18 +45,12 @@ class _Step:
   """theta_i, theta_{i+1}, B_i of one SGD step, and an engine for its model."""
 
   def __init__(self, dataset: data.Dataset, model: str, batch_size: int, train_steps: int):
-    step_fn = sgd_step.SGDStep(models.build_model(model, dataset.x_train.shape[1:], 10), 0.01)
-    source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, 10)
-    batches = train_lib.batch_schedule(
-        dataset.x_train.shape[0], batch_size, train_steps + 1, seed=0
-    )
-    theta = train_lib.run_sgd(
-        step_fn, source, models.initial_parameters(step_fn.layout, 0), batches, 0, train_steps
-    )
+    run = _results.training(dataset, model, batch_size, train_steps + 1)
+    theta = train_lib.run_sgd(run.step_fn, run.source, run.theta0, run.batches, 0, train_steps)
     self.theta = theta.numpy()
-    self.batch = batches[train_steps]
-    self.theta_next = step_fn(theta, *source(self.batch)).numpy()
-    self.engine = engine_lib.AttackEngine(step_fn, source)
+    self.batch = run.batches[train_steps]
+    self.theta_next = run.step_fn(theta, *run.source(self.batch)).numpy()
+    self.engine = engine_lib.AttackEngine(run.step_fn, run.source)
 
   def candidates(self, m: int, M: int, n: int, seed: int):
     rng = np.random.default_rng(seed)
@@ -82,16 +69,21 @@ class _Step:
 def _compare(step: _Step, positions, candidates, rounds: int) -> dict:
   step.timed("vectorised", positions, candidates[:2])  # warm-up: tracing of both paths
   step.timed("sequential", positions, candidates[:2])
-  times = {"vectorised": [], "sequential": []}
   scores = {}
-  for _ in range(rounds):
-    for path in times:
-      seconds, scores[path] = step.timed(path, positions, candidates)
-      times[path].append(seconds)
+
+  def timed(path: str) -> float:
+    seconds, scores[path] = step.timed(path, positions, candidates)
+    return seconds
+
+  times = _results.interleaved(
+      {path: (lambda path=path: timed(path)) for path in ("vectorised", "sequential")},
+      rounds,
+      self_timed=True,
+  )
   fast_errors, reference = scores["vectorised"], scores["sequential"]
   winner = int(np.argmin(reference))
   forged = engine_lib.replace(step.batch, positions, candidates[int(np.argmin(fast_errors))])
-  fast_s, sequential_s = (statistics.median(times[p]) for p in ("vectorised", "sequential"))
+  fast_s, sequential_s = _results.medians(times).values()
   return {
       "vectorised_s": fast_s,
       "sequential_s": sequential_s,
@@ -107,8 +99,7 @@ def _compare(step: _Step, positions, candidates, rounds: int) -> dict:
 
 def main(argv):
   del argv
-  platform = platform_lib.Platform()
-  platform_lib.apply_platform(platform)
+  platform = _results.applied_platform()
   M, n = _M.value, _N.value
   lenet = _Step(data.load_dataset("mnist", _DATA_DIR.value), "lenet", _B, _TRAIN_STEPS.value)
   cases = {}

@@ -12,49 +12,47 @@ eps_repr = 0 (same deterministic platform), which is checked.
 """
 
 import os
-import statistics
-import sys
 import tempfile
 
 from absl import app
-from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from forging_tf import data
-from forging_tf import platform as platform_lib
 from forging_tf import trace as trace_lib
 from forging_tf.recompute import recompute_lib
 from forging_tf.train import train_lib
 
-import _results  # pylint: disable=wrong-import-position
+import _results
 
-_STEPS = flags.DEFINE_integer("steps", 400, "Steps of the trace.", lower_bound=1)
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Mini-batch size.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
+_FLAGS = _results.define_training_flags(steps=400, batch_size=100, rounds=5)
 
 
 def main(argv):
   del argv
-  platform = platform_lib.Platform()
-  mnist = data.load_dataset("mnist", _DATA_DIR.value)
-  steps, b = _STEPS.value, _BATCH_SIZE.value
-  train_s, recompute_s = [], []
+  platform = _results.applied_platform()
+  mnist = data.load_dataset("mnist", _FLAGS.data_dir.value)
+  steps, b = _FLAGS.steps.value, _FLAGS.batch_size.value
   with tempfile.TemporaryDirectory(dir=os.getcwd(), prefix=".bench_recompute.") as work:
     path = os.path.join(work, "trace")
-    for _ in range(_ROUNDS.value):
-      summary = train_lib.train_trace(
+
+    def train() -> float:
+      return train_lib.train_trace(
           path, "lenet", mnist, b, steps, platform=platform, overwrite=True, progress_every_s=1e9
-      )
-      train_s.append(summary.seconds)
+      ).seconds
+
+    def recompute() -> float:
       updates = recompute_lib.recomputed_steps(trace_lib.Trace(path))
       repeat = recompute_lib.recompute_repeat(
-          path, platform, updates, _DATA_DIR.value, progress_every_s=1e9
+          path, platform, updates, _FLAGS.data_dir.value, progress_every_s=1e9
       )
       if repeat.l2.max() != 0:
         raise AssertionError(f"same-platform recomputation is not exact: {repeat.l2.max()}")
-      recompute_s.append(repeat.seconds)
-  train, recompute = statistics.median(train_s), statistics.median(recompute_s)
+      return repeat.seconds
+
+    times = _results.interleaved(
+        {"train": train, "recompute": recompute}, _FLAGS.rounds.value, self_timed=True
+    )
+  train_s, recompute_s = times["train"], times["recompute"]
+  train, recompute = _results.medians(times).values()
   _results.write(
       "recompute_throughput",
       ratio=recompute / train,
@@ -65,7 +63,7 @@ def main(argv):
           "dataset": "mnist",
           "batch_size": b,
           "steps": steps,
-          "rounds": _ROUNDS.value,
+          "rounds": _FLAGS.rounds.value,
       },
       platform=platform,
       train_steps_per_s=steps / train,

@@ -8,9 +8,6 @@ ms per step is in `cases`. Medians over --rounds interleaved rounds.
   python benchmarks/sgd_step_time.py [--steps=100] [--rounds=5] [--data_dir=...]
 """
 
-import os
-import statistics
-import sys
 import time
 
 import keras
@@ -18,29 +15,21 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from forging_tf import data
-from forging_tf import models
-from forging_tf import platform as platform_lib
-from forging_tf import sgd_step
-from forging_tf.train import train_lib
 
-import _results  # pylint: disable=wrong-import-position
+import _results
 
 _STEPS = flags.DEFINE_integer(
     "steps", 100, "Steps per timed run (VGGmini: a tenth).", lower_bound=10
 )
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
+_ROUNDS = _results.define_rounds(5)
+_DATA_DIR = _results.define_data_dir()
 
 
 def _time_case(dataset, model_name, b, steps, rounds):
-  model = models.build_model(model_name, dataset.x_train.shape[1:], 10)
-  step_fn = sgd_step.SGDStep(model, 0.01)
-  source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, 10)
-  batches = train_lib.batch_schedule(dataset.x_train.shape[0], b, steps, seed=0)
-  theta0 = models.initial_parameters(step_fn.layout, seed=0)
-  inputs = [source(batch) for batch in batches]
+  run = _results.training(dataset, model_name, b, steps)
+  model = run.step_fn.model
+  inputs = [run.source(batch) for batch in run.batches]
   model.compile(
       optimizer=keras.optimizers.SGD(0.01),
       jit_compile=False,
@@ -48,10 +37,10 @@ def _time_case(dataset, model_name, b, steps, rounds):
   )
 
   def ours():
-    theta = tf.constant(theta0)
+    theta = tf.constant(run.theta0)
     began = time.perf_counter()
     for x, y in inputs:
-      theta = step_fn(theta, x, y)
+      theta = run.step_fn(theta, x, y)
     theta.numpy()
     return time.perf_counter() - began
 
@@ -62,17 +51,13 @@ def _time_case(dataset, model_name, b, steps, rounds):
     return time.perf_counter() - began
 
   ours(), keras_baseline()  # warm-up: tracing
-  times = {"ours": [], "keras": []}
-  for _ in range(rounds):
-    times["ours"].append(ours())
-    times["keras"].append(keras_baseline())
-  return {name: 1000 * statistics.median(t) / steps for name, t in times.items()}
+  times = _results.interleaved({"ours": ours, "keras": keras_baseline}, rounds, self_timed=True)
+  return {name: 1000 * seconds / steps for name, seconds in _results.medians(times).items()}
 
 
 def main(argv):
   del argv
-  platform = platform_lib.Platform()
-  platform_lib.apply_platform(platform)
+  platform = _results.applied_platform()
   mnist = data.load_dataset("mnist", _DATA_DIR.value)
   cifar10 = data.load_dataset("cifar10", _DATA_DIR.value)
   steps, rounds = _STEPS.value, _ROUNDS.value

@@ -12,74 +12,61 @@ fast_s = async, baseline_s = sync; all are medians over rounds.
 """
 
 import os
-import statistics
-import sys
 import tempfile
 import time
 
 from absl import app
-from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from forging_tf import data
-from forging_tf import models
-from forging_tf import platform as platform_lib
-from forging_tf import sgd_step
 from forging_tf import trace as trace_lib
 from forging_tf.train import train_lib
 
-import _results  # pylint: disable=wrong-import-position
+import _results
 
-_STEPS = flags.DEFINE_integer("steps", 400, "Steps per timed run.", lower_bound=1)
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.", lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Mini-batch size.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Local data directory.")
+_FLAGS = _results.define_training_flags(steps=400, batch_size=100, rounds=5)
 
 
 def main(argv):
   del argv
-  platform = platform_lib.Platform()
-  platform_lib.apply_platform(platform)
-  mnist = data.load_dataset("mnist", _DATA_DIR.value)
-  steps, b = _STEPS.value, _BATCH_SIZE.value
-  model = models.build_model("lenet", mnist.x_train.shape[1:], 10)
-  step_fn = sgd_step.SGDStep(model, 0.01)
-  source = sgd_step.BatchSource(mnist.x_train, mnist.y_train, 10)
-  batches = train_lib.batch_schedule(60_000, b, steps, seed=0)
-  theta0 = models.initial_parameters(step_fn.layout, seed=0)
+  platform = _results.applied_platform()
+  mnist = data.load_dataset("mnist", _FLAGS.data_dir.value)
+  steps, b = _FLAGS.steps.value, _FLAGS.batch_size.value
+  run = _results.training(mnist, "lenet", b, steps)
   manifest = train_lib.trace_manifest(
-      "lenet", {}, mnist, step_fn, b, steps, k=1, keep_pairs=0, seed=0, platform=platform
+      "lenet", {}, mnist, run.step_fn, b, steps, k=1, keep_pairs=0, seed=0, platform=platform
   )
   stored = range(1, steps + 1)
 
   def untraced() -> float:
     began = time.perf_counter()
-    train_lib.run_sgd(step_fn, source, theta0, batches, 0, steps)
+    train_lib.run_sgd(run.step_fn, run.source, run.theta0, run.batches, 0, steps)
     return time.perf_counter() - began
 
   def traced(synchronous: bool) -> float:
     """Seconds from creating the trace to closing it complete (deleting it is not timed)."""
     with tempfile.TemporaryDirectory() as folder:
       began = time.perf_counter()
-      writer = trace_lib.TraceWriter.create(os.path.join(folder, "t"), manifest, batches)
-      writer.put(0, theta0)
+      writer = trace_lib.TraceWriter.create(os.path.join(folder, "t"), manifest, run.batches)
+      writer.put(0, run.theta0)
 
       def on_checkpoint(step, theta):
         writer.put(step, theta)
         if synchronous:
           writer.flush()
 
-      train_lib.run_sgd(step_fn, source, theta0, batches, 0, steps, on_checkpoint, stored)
+      train_lib.run_sgd(
+          run.step_fn, run.source, run.theta0, run.batches, 0, steps, on_checkpoint, stored
+      )
       assert writer.close()
       return time.perf_counter() - began
 
-  runs = {"untraced": untraced, "async": lambda: traced(False), "sync": lambda: traced(True)}
   untraced()  # warm-up: tracing of the tf.functions
-  times = {name: [] for name in runs}
-  for _ in range(_ROUNDS.value):
-    for name, run in runs.items():
-      times[name].append(run())
-  median = {name: statistics.median(t) for name, t in times.items()}
+  times = _results.interleaved(
+      {"untraced": untraced, "async": lambda: traced(False), "sync": lambda: traced(True)},
+      _FLAGS.rounds.value,
+      self_timed=True,
+  )
+  median = _results.medians(times)
   _results.write(
       "trace_overhead",
       ratio=median["async"] / median["untraced"],
@@ -97,8 +84,8 @@ def main(argv):
           "batch_size": b,
           "steps": steps,
           "k": 1,
-          "rounds": _ROUNDS.value,
-          "trace_bytes_per_step": 4 * step_fn.num_parameters,
+          "rounds": _FLAGS.rounds.value,
+          "trace_bytes_per_step": 4 * run.step_fn.num_parameters,
       },
       platform=platform,
   )
