@@ -245,3 +245,15 @@ def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
   report = (out / "REPORT.md").read_text()
   assert "Brute force (Table IV):** 2 of 2 cells decided" in report
   assert "cpu/tdef/dnn/det -> cpu/tdef/nodnn/det: 3.83e-08" in report
+
+
+def test_platforms_are_described_with_their_widest_simd(fingerprints):
+  """Two CPUs of one model name can differ in AVX-512, and so in float order and speed."""
+  assert platforms.widest_simd(["avx", "avx2", "avx512f", "fma"]) == "AVX-512"
+  assert platforms.widest_simd(["avx", "avx2", "fma", "sse4_2"]) == "AVX2"
+  assert platforms.widest_simd(["asimd"]) == "NEON"
+  description = platforms.describe_platform(fingerprints["a"])
+  assert (
+      f"logical cores, {platforms.widest_simd(fingerprints['a']['hardware']['cpu']['simd_flags'])})"
+      in description
+  )

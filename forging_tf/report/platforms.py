@@ -32,6 +32,23 @@ def platform_labels(fingerprints: list[dict]) -> dict[str, str]:
   }
 
 
+def widest_simd(flags: list[str]) -> str:
+  """The widest vector extension among a CPU's SIMD flags: two CPUs of one model name can differ
+  in it (AVX-512 or not), and with it in their float order and their speed."""
+  for prefix, name in (
+      ("avx512", "AVX-512"),
+      ("avx2", "AVX2"),
+      ("avx", "AVX"),
+      ("sve", "SVE"),
+      ("asimd", "NEON"),
+      ("neon", "NEON"),
+      ("sse", "SSE"),
+  ):
+    if any(flag.startswith(prefix) for flag in flags):
+      return name
+  return "no SIMD flags recorded"
+
+
 def describe_platform(fingerprint: dict) -> str:
   """A platform spelled out from its fingerprint: device, CPU, GPUs, software and settings."""
   in_force, software = fingerprint["in_force"], fingerprint["software"]
@@ -48,7 +65,8 @@ def describe_platform(fingerprint: dict) -> str:
   )
   return (
       f"device {in_force.get('device')}; CPU {cpu['model']} ({cpu['logical_cores']} logical "
-      f"cores){'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
+      f"cores, {widest_simd(cpu.get('simd_flags', []))})"
+      f"{'; GPU ' + ', '.join(gpus) if gpus else ''}; TensorFlow "
       f"{software['tensorflow']}{cuda}; op determinism "
       f"{'on' if in_force['op_determinism'] else 'off'}, oneDNN "
       f"{'on' if in_force['onednn'] else 'off'}, intra/inter-op threads "

@@ -51,7 +51,9 @@ def _trace_name(model: str, b: int, steps: int, platform: str) -> str:
 
 
 def _trace_done(path: str) -> bool:
-  from forging_tf import trace as trace_lib  # zarr only when a plan is run, not to list it
+  # zarr and TensorFlow (the models a trace is checked against) only once a plan runs: listing
+  # one (--dry_run) loads neither.
+  from forging_tf import trace as trace_lib  # pylint: disable=import-outside-toplevel
 
   try:
     return trace_lib.is_trace(path) and trace_lib.Trace(path).complete
