@@ -157,7 +157,9 @@ def test_other_float_order_gives_a_tiny_nonzero_error(other_platform_trace, data
 def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_path):
   ray = pytest.importorskip("ray")
   local = _recompute(other_platform_trace, tmp_path / "local", data_dir, repeats=1)
-  ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+  ray.init(
+      num_cpus=2, include_dashboard=False, configure_logging=False, _node_ip_address="127.0.0.1"
+  )
   try:
     on_ray = _recompute(
         other_platform_trace,

@@ -479,11 +479,15 @@ def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
     raise errors.ConfigError("the Ray executor needs Ray: pip install 'forging_tf[ray]'") from e
   began = time.perf_counter()
   if not ray.is_initialized():
+    # A local instance (no address) listens on the loopback interface only; a node joining a
+    # cluster keeps the address Ray finds for it.
+    local = {} if options.address else {"_node_ip_address": "127.0.0.1"}
     ray.init(
         address=options.address,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
+        **local,
     )
   slots = ray.cluster_resources().get("GPU" if options.num_gpus_per_task else "CPU", 1)
   per_task = options.num_gpus_per_task or options.num_cpus_per_task
