@@ -21,6 +21,7 @@ setuptools.setup(
         "absl-py>=2.1",
         "numpy>=1.26",
         "zarr>=3.1.5,<4",  # 3.1.5+ writes LocalStore files atomically (temp file + rename).
+        "numcodecs>=0.15,<1",  # blosc for compressed checkpoint chunks (zarr's own codec library)
         "pillow>=10",
         "scipy>=1.11",  # HiGHS linear programs for the in-domain search of exact forging.
         "matplotlib>=3.8",

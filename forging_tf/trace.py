@@ -1,6 +1,6 @@
 """Execution traces: a zarr v3 directory store (layout in docs/TRACE_FORMAT.md).
 
-  checkpoints       float32 [N, P]  one chunk per checkpoint, uncompressed
+  checkpoints       float32 [N, P]  one chunk per checkpoint, uncompressed or blosc (Compression)
   checkpoint_steps  int64   [N]     the step of each stored checkpoint
   batches           int32   [T, b]  the example indices of every mini-batch, in order
   attributes["forging_tf_trace"]    the JSON manifest
@@ -17,18 +17,22 @@ checkpoint's chunk. A killed writer leaves a trace that resumes from its last re
 Process crashes are covered; power loss is not (no fsync).
 """
 
+import dataclasses
+import enum
 import hashlib
 import json
 import math
 import os
 import queue
 import shutil
+import struct
 import tempfile
 import threading
 import time
 
 import numpy as np
 import zarr
+from numcodecs import blosc
 
 import forging_tf
 from forging_tf import errors
@@ -54,14 +58,56 @@ _IDENTITY_FIELDS = (
     "platform",
     "batches_sha256",
 )
-_ALLOWED_CODECS = {"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose"}
 # checkpoint_steps and batches are read whole on open: uncompressed, so that what is read is no
 # larger than what the files hold.
 _UNCOMPRESSED_CODECS = {"bytes", "crc32c", "transpose"}
+_LITTLE_ENDIAN = {"name": "bytes", "configuration": {"endian": "little"}}
+_CHUNK_KEYS = {"name": "default", "configuration": {"separator": "/"}}
 _MAX_PARAMETERS = 10**9
 _MAX_STEPS = 10**8
 _MAX_BATCH = 10**6
 _MAX_EXAMPLES = 10**9
+
+
+class Compression(enum.StrEnum):
+  """How checkpoint chunks are stored (forging-train --compression).
+
+  Measured on real LeNet and VGGmini checkpoints (benchmarks/results/trace_codecs.json, table
+  in docs/TRACE_FORMAT.md): float32 weights compress little (zarr's lossless codecs store them in
+  85-93 % of the bytes), and compressing costs the writer more time than the smaller writes
+  save (benchmarks/results/trace_overhead*.json); uncompressed stays the default.
+  """
+
+  NONE = "none"  # the row's raw little-endian bytes
+  BLOSC_LZ4 = "blosc-lz4"  # byte shuffle + LZ4 level 5: 1.08-1.10 times smaller, ~1 GB/s
+  BLOSC_ZSTD = "blosc-zstd"  # bit shuffle + Zstandard level 1: 1.13 times smaller, 0.3-0.55 GB/s
+
+  def blosc_configuration(self) -> dict | None:
+    """The zarr v3 blosc codec's configuration (None: uncompressed)."""
+    return _BLOSC.get(self)
+
+
+_BLOSC = {
+    Compression.BLOSC_LZ4: {
+        "typesize": 4,
+        "cname": "lz4",
+        "clevel": 5,
+        "shuffle": "shuffle",
+        "blocksize": 0,
+    },
+    Compression.BLOSC_ZSTD: {
+        "typesize": 4,
+        "cname": "zstd",
+        "clevel": 1,
+        "shuffle": "bitshuffle",
+        "blocksize": 0,
+    },
+}
+_BLOSC_SHUFFLE = {
+    "noshuffle": blosc.NOSHUFFLE,
+    "shuffle": blosc.SHUFFLE,
+    "bitshuffle": blosc.BITSHUFFLE,
+}
 
 
 def checkpoint_steps(steps: int, k: int, keep_pairs: int = 0) -> np.ndarray:
@@ -129,14 +175,18 @@ class Trace:
     _check_stored(stored_bytes, "batches", 4 * self.steps * self.batch_size, self.path)
     self.checkpoint_steps = _checkpoint_steps_of(m, self.path)
     self._digests = m["checkpoint_sha256"]
-    self._checkpoints = _array(
-        group,
-        "checkpoints",
-        np.float32,
-        (len(self.checkpoint_steps), self.num_parameters),
+    self.compression = _checkpoint_storage(
+        _array(
+            group,
+            "checkpoints",
+            np.float32,
+            (len(self.checkpoint_steps), self.num_parameters),
+            self.path,
+            {"bytes", "blosc"},
+        ),
+        self.num_parameters,
         self.path,
     )
-    self._chunk_files = _plain_chunk_files(self._checkpoints, self.num_parameters)
     stored = _array(
         group,
         "checkpoint_steps",
@@ -196,10 +246,7 @@ class Trace:
           f"(the trace is unfinished: {len(self._digests)} of "
           f"{len(self.checkpoint_steps)} checkpoints)"
       )
-    if self._chunk_files:
-      theta = self._read_chunk_file(row)
-    else:
-      theta = _read(self._checkpoints, row, self.path, f"checkpoint of step {step}")
+    theta = self._read_chunk(row)
     if theta is None or sha256_hex(theta) != self._digests[row]:
       raise errors.TraceError(
           f"{self.path}: checkpoint of step {step} fails its sha256: its "
@@ -213,20 +260,39 @@ class Trace:
       raise errors.TraceError(f"step {step} is outside the trace's steps 0..{self.steps - 1}")
     return self.batches[step]
 
-  def _read_chunk_file(self, row: int) -> np.ndarray | None:
-    """The row's chunk file, or None if it is missing or has the wrong size.
+  def _read_chunk(self, row: int) -> np.ndarray | None:
+    """The row's chunk file, decoded; None if it is missing, has the wrong size or does not
+    decode to num_parameters float32 values.
 
-    The layout TraceWriter writes (one raw little-endian row per file) is read without zarr: a
-    third of the time, and no I/O thread competing with TensorFlow's for the cores.
+    Chunks are read without zarr (a third of the time, and no I/O thread competing with
+    TensorFlow's for the cores), and no more than the manifest implies is read or allocated: an
+    uncompressed chunk must hold 4 P bytes, a blosc chunk at most 4 P + 16 and its header must
+    say it decompresses to exactly 4 P bytes.
     """
     chunk = os.path.join(self.path, "checkpoints", "c", str(row), "0")
+    raw_bytes = 4 * self.num_parameters
     try:
-      if os.path.getsize(chunk) != 4 * self.num_parameters:
+      size = os.path.getsize(chunk)
+      if self.compression is Compression.NONE:
+        theta = np.fromfile(chunk, "<f4") if size == raw_bytes else None
+        return theta if theta is not None and theta.size == self.num_parameters else None
+      if not 16 <= size <= raw_bytes + blosc.MAX_OVERHEAD:
         return None
-      theta = np.fromfile(chunk, "<f4")
+      with open(chunk, "rb") as f:
+        stored = f.read(raw_bytes + blosc.MAX_OVERHEAD + 1)
     except OSError:
       return None
-    return theta.astype(np.float32, copy=False) if theta.size == self.num_parameters else None
+    if len(stored) < 16:
+      return None
+    decompressed_bytes, _, stored_bytes = struct.unpack_from("<III", stored, 4)
+    if decompressed_bytes != raw_bytes or stored_bytes != len(stored):
+      return None
+    theta = np.empty(self.num_parameters, "<f4")
+    try:
+      blosc.decompress(stored, theta)
+    except (RuntimeError, ValueError):
+      return None
+    return theta
 
   def _row(self, step: int) -> int:
     row = int(np.searchsorted(self.checkpoint_steps, step))
@@ -251,7 +317,7 @@ def _open_group(path: str):
         store=zarr.storage.LocalStore(path, read_only=True), mode="r", zarr_format=3
     )
   except Exception as e:  # zarr raises many types on malformed metadata; all mean "unreadable".
-    raise errors.TraceError(f"{path}: unreadable zarr group ({type(e).__name__}: {e})") from e
+    raise errors.TraceError(f"{path}: unreadable zarr group ({_why(e)})") from e
 
 
 def _stored_bytes(path: str) -> dict[str, int]:
@@ -288,15 +354,13 @@ def _check_stored(stored_bytes: dict[str, int], name: str, needed: int, path: st
     )
 
 
-def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed=_ALLOWED_CODECS):
+def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed: set[str]):
   try:
     array = group[name]
     codecs = [codec.to_dict()["name"] for codec in array.metadata.codecs]
     actual_dtype, actual_shape = array.dtype, tuple(array.shape)
   except Exception as e:  # A missing or malformed array, whatever zarr raises for it.
-    raise errors.TraceError(
-        f"{path}: array '{name}' is missing or unreadable ({type(e).__name__}: {e})"
-    ) from e
+    raise errors.TraceError(f"{path}: array '{name}' is missing or unreadable ({_why(e)})") from e
   if not isinstance(array, zarr.Array):
     raise errors.TraceError(f"{path}: '{name}' is not an array")
   if actual_dtype != np.dtype(dtype) or actual_shape != shape:
@@ -312,15 +376,29 @@ def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed=_ALL
   return array
 
 
-def _plain_chunk_files(array, num_parameters: int) -> bool:
-  """Whether each checkpoint is one raw little-endian file at checkpoints/c/<row>/0."""
+def _checkpoint_storage(array, num_parameters: int, path: str) -> Compression:
+  """How the checkpoints are stored, if it is one way TraceWriter stores them: one file per
+  checkpoint at checkpoints/c/<row>/0, holding the row's little-endian bytes, raw or through one
+  of Compression's blosc configurations. Any other layout or codec is refused: a reader that
+  decoded whatever a trace names could be made to allocate without bound."""
   metadata = array.metadata
-  return (
-      [codec.to_dict() for codec in metadata.codecs]
-      == [{"name": "bytes", "configuration": {"endian": "little"}}]
-      and metadata.chunk_key_encoding.to_dict()
-      == {"name": "default", "configuration": {"separator": "/"}}
+  codecs = [codec.to_dict() for codec in metadata.codecs]
+  layout_ok = (
+      metadata.chunk_key_encoding.to_dict() == _CHUNK_KEYS
       and tuple(array.chunks) == (1, num_parameters)
+      and codecs[:1] == [_LITTLE_ENDIAN]
+  )
+  for compression in Compression:
+    configuration = compression.blosc_configuration()
+    blosc_codecs = (
+        [] if configuration is None else [{"name": "blosc", "configuration": configuration}]
+    )
+    if layout_ok and codecs[1:] == blosc_codecs:
+      return compression
+  raise errors.TraceError(
+      f"{path}: checkpoints are stored as chunks {_show(list(array.chunks))} with codecs "
+      f"{_show(codecs)}; this reader reads one little-endian chunk per checkpoint, "
+      f"uncompressed or {_show([c.value for c in Compression][1:])}"
   )
 
 
@@ -329,7 +407,7 @@ def _read(array, selection, path: str, what: str) -> np.ndarray:
     return np.asarray(array[selection])
   except Exception as e:  # A truncated or garbled chunk, whatever zarr's codecs raise for it.
     raise errors.TraceError(
-        f"{path}: {what} cannot be read ({type(e).__name__}: {e}); the trace is damaged"
+        f"{path}: {what} cannot be read ({_why(e)}); the trace is damaged"
     ) from e
 
 
@@ -342,6 +420,13 @@ def _show(value) -> str:
   """repr(value), cut short: error messages quote hostile values and stay one short line."""
   text = repr(value)
   return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _why(e: Exception) -> str:
+  """An exception raised on hostile metadata, as a short single line (its text may quote the
+  hostile value, newlines included)."""
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text if len(text) <= 200 else text[:197] + '...'}"
 
 
 def _is_int(value, low: int, high: int) -> bool:
@@ -505,37 +590,97 @@ def _validate_layout(layout, num_parameters: int, path: str) -> None:
 # Writing -------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class WriterSeconds:
+  """Where a TraceWriter's time went, summed over the checkpoints it wrote (seconds).
+
+  `wait` is on training's thread (put() blocked because the writer fell behind); the rest is on
+  the writer's thread: the sha256 of the checkpoint's bytes, compressing them (zero when
+  uncompressed), writing the chunk file, and committing digests to the manifest, as wall-clock
+  time (which includes waiting for a core while training keeps them busy), and `cpu`, the CPU
+  time the writer's thread used in all (what it takes from training when the cores are full).
+  """
+
+  checkpoints: int = 0
+  commits: int = 0
+  wait: float = 0.0
+  hash: float = 0.0
+  encode: float = 0.0
+  write: float = 0.0
+  commit: float = 0.0
+  cpu: float = 0.0
+
+  def describe(self) -> str:
+    per = 1000 / max(self.checkpoints, 1)
+    return (
+        f"trace writer: {self.checkpoints} checkpoints, per checkpoint {per * self.hash:.2f} ms "
+        f"hashing, {per * self.encode:.2f} ms compressing, {per * self.write:.2f} ms writing; "
+        f"{self.commits} manifest commits, {self.commit:.2f} s; {self.cpu:.2f} s of CPU in all; "
+        f"training waited {self.wait:.2f} s"
+    )
+
+
 class TraceWriter:
   """Writes checkpoints in a background thread so that training does not wait for the disk.
 
   `put(step, theta)` hands over a checkpoint (blocking only while `max_pending` are queued);
-  `close()` waits for the writes and, if every checkpoint is there, marks the trace complete.
+  `close()` waits for the writes and, if every checkpoint is there, marks the trace complete;
+  `seconds` says where the writer's time went (WriterSeconds).
 
-  Checkpoint chunks are written as files in zarr's layout rather than through zarr-python: with
-  the uncompressed `bytes` codec a chunk is the row's little-endian bytes, and zarr-python 3.1
-  took about 3 ms per single-chunk write on a 2-core CPU, more than half a LeNet step. Digests
-  reach the manifest at most every `commit_every_s` seconds, since each manifest update rewrites
-  zarr.json; a crash loses at most that much training, which a resumed run recomputes.
+  Checkpoint chunks are written as files in zarr's layout rather than through zarr-python: a
+  chunk is the row's little-endian bytes, raw or blosc-compressed, and zarr-python 3.1 took about
+  3 ms per single-chunk write on a 2-core CPU. Digests reach the manifest at most every
+  `commit_every_s` seconds, and no more often than every 50 times the last commit took: a commit
+  rewrites zarr.json with every digest so far (0.74 ms with none, 19 ms with 25,000 on a 2-core
+  EPYC: benchmarks/results/trace_profile.json), so this
+  keeps commits to at most 2 % of the time however long the trace. A crash loses at most the
+  uncommitted checkpoints, which a resumed run recomputes.
   """
 
   def __init__(self, path: str, max_pending: int, commit_every_s: float = 0.5):
     self.path = path
-    self._group = zarr.open_group(store=zarr.storage.LocalStore(path), mode="r+", zarr_format=3)
-    self._manifest = dict(self._group.attrs[MANIFEST_KEY])
+    group = zarr.open_group(store=zarr.storage.LocalStore(path), mode="r", zarr_format=3)
+    self._manifest = dict(group.attrs[MANIFEST_KEY])
+    self.compression = _checkpoint_storage(
+        group["checkpoints"], self._manifest["num_parameters"], path
+    )
+    # The group's metadata document, whose attributes hold the manifest: commits rewrite it
+    # directly, as zarr would, without a round trip through zarr-python's event loop and thread
+    # pool (a quarter of the time, and two threads fewer to wake while training runs).
+    self._metadata_path = os.path.join(path, "zarr.json")
+    with open(self._metadata_path, encoding="utf-8") as f:
+      self._metadata = json.load(f)
     self._chunks = os.path.join(path, "checkpoints", "c")
+    configuration = self.compression.blosc_configuration()
+    self._blosc = (
+        None
+        if configuration is None
+        else (
+            configuration["cname"],
+            configuration["clevel"],
+            _BLOSC_SHUFFLE[configuration["shuffle"]],
+        )
+    )
     self._commit_every_s = commit_every_s
     self.checkpoint_steps = checkpoint_steps(
         self._manifest["steps"], self._manifest["k"], self._manifest["keep_pairs"]
     )
     self._digests = list(self._manifest["checkpoint_sha256"])
     self._next_row = len(self._digests)
+    self.seconds = WriterSeconds()
     self._queue = queue.Queue(maxsize=max_pending)
     self._failure = None
     self._thread = threading.Thread(target=self._write_loop, name="trace-writer", daemon=True)
     self._thread.start()
 
   @classmethod
-  def create(cls, path: str, manifest: dict, batches: np.ndarray) -> "TraceWriter":
+  def create(
+      cls,
+      path: str,
+      manifest: dict,
+      batches: np.ndarray,
+      compression: Compression = Compression.NONE,
+  ) -> "TraceWriter":
     """Creates the trace at `path` (which must not hold anything) with no checkpoint written."""
     steps = checkpoint_steps(manifest["steps"], manifest["k"], manifest["keep_pairs"])
     manifest = dict(
@@ -556,16 +701,17 @@ class TraceWriter:
     try:
       group = zarr.open_group(store=zarr.storage.LocalStore(staging), mode="w", zarr_format=3)
       num_parameters = manifest["num_parameters"]
-      # TraceWriter._write_chunk relies on this encoding: chunk (row, 0) is checkpoints/c/row/0,
-      # holding the row's float32 little-endian bytes.
+      configuration = Compression(compression).blosc_configuration()
+      # TraceWriter._write relies on this encoding: chunk (row, 0) is checkpoints/c/row/0,
+      # holding the row's float32 little-endian bytes, raw or through blosc.
       group.create_array(
           "checkpoints",
           shape=(len(steps), num_parameters),
           chunks=(1, num_parameters),
           dtype="<f4",
-          compressors=None,
+          compressors=None if configuration is None else zarr.codecs.BloscCodec(**configuration),
           filters=None,
-          serializer={"name": "bytes", "configuration": {"endian": "little"}},
+          serializer=_LITTLE_ENDIAN,
           chunk_key_encoding={"name": "default", "separator": "/"},
           fill_value=np.nan,
       )
@@ -592,7 +738,8 @@ class TraceWriter:
 
   @classmethod
   def reopen(cls, path: str) -> "TraceWriter":
-    """Reopens an unfinished trace to append checkpoints after its last recorded one."""
+    """Reopens an unfinished trace to append checkpoints after its last recorded one, stored as
+    its first ones were."""
     manifest = Trace(path).manifest
     return cls(path, max_pending=_max_pending(manifest["num_parameters"]))
 
@@ -601,7 +748,9 @@ class TraceWriter:
     row = self._next_row
     if row >= len(self.checkpoint_steps) or self.checkpoint_steps[row] != step:
       raise errors.TraceError(f"{self.path}: checkpoint of step {step} handed over out of order")
+    began = time.perf_counter()
     self._queue.put((row, theta))
+    self.seconds.wait += time.perf_counter() - began
     self._next_row += 1
 
   def flush(self) -> None:
@@ -616,7 +765,7 @@ class TraceWriter:
     self._raise_failure()
     if len(self._digests) == len(self.checkpoint_steps):
       self._manifest["complete"] = True
-      self._group.attrs[MANIFEST_KEY] = self._manifest
+      self._save_manifest()
     return self._manifest["complete"]
 
   def _raise_failure(self) -> None:
@@ -624,45 +773,85 @@ class TraceWriter:
       raise errors.TraceError(f"writing the trace at {self.path} failed: {self._failure}")
 
   def _write_loop(self) -> None:
-    last_commit, written = time.monotonic(), list(self._digests)
+    last_commit, commit_took, written = time.monotonic(), 0.0, list(self._digests)
+    cpu_began = time.thread_time()
     while True:
       item = self._queue.get()
       try:
         if item is not None and self._failure is None:
-          row, theta = item
-          written.append(self._write_chunk(row, theta))
+          written.append(self._store(*item))
         now = time.monotonic()
-        due = item is None or now - last_commit >= self._commit_every_s
+        due = item is None or now - last_commit >= max(self._commit_every_s, 50 * commit_took)
         if due and self._failure is None and len(written) > len(self._digests):
-          self._manifest["checkpoint_sha256"] = list(written)
-          self._group.attrs[MANIFEST_KEY] = self._manifest
-          self._digests, last_commit = list(written), now
+          self._commit(written)
+          last_commit = time.monotonic()
+          commit_took = last_commit - now
+          self.seconds.commit += commit_took
+          self.seconds.commits += 1
       except Exception as e:  # Disk full, permissions, ...: reported by the next put/close.
         self._failure = f"{type(e).__name__}: {e}"
       finally:
+        self.seconds.cpu = time.thread_time() - cpu_began
         self._queue.task_done()
       if item is None:
         return
 
-  def _write_chunk(self, row: int, theta: np.ndarray) -> str:
-    """Writes checkpoint `row` in place and returns its sha256.
+  def _store(self, row: int, theta: np.ndarray) -> str:
+    """Writes checkpoint `row` and returns its sha256 (of the raw float32 bytes)."""
+    raw = np.ascontiguousarray(theta, dtype="<f4")
+    began = time.perf_counter()
+    digest = self._hash(raw)
+    hashed = time.perf_counter()
+    chunk = self._encode(raw)
+    encoded = time.perf_counter()
+    self._write(row, chunk)
+    self.seconds.hash += hashed - began
+    self.seconds.encode += encoded - hashed
+    self.seconds.write += time.perf_counter() - encoded
+    self.seconds.checkpoints += 1
+    return digest
+
+  def _hash(self, raw: np.ndarray) -> str:
+    return sha256_hex(raw)
+
+  def _encode(self, raw: np.ndarray):
+    """The chunk's bytes: the raw bytes, or their blosc encoding (on this thread only)."""
+    if self._blosc is None:
+      return memoryview(raw).cast("B")
+    cname, clevel, shuffle = self._blosc
+    return blosc.compress(raw, cname.encode(), clevel, shuffle, 0)
+
+  def _write(self, row: int, chunk) -> None:
+    """Writes chunk `row` in place.
 
     In place is safe: a chunk counts only once its digest is committed, after this returns, and
     rows at or before the last committed one are never written again. A crash mid-write leaves
     an uncommitted row that the resumed run overwrites, so no temporary file and rename is
     needed.
     """
-    raw = memoryview(np.ascontiguousarray(theta, dtype="<f4")).cast("B")
     fd = os.open(
         os.path.join(self._chunks, str(row), "0"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
     )
     try:
-      view = raw
+      view = memoryview(chunk).cast("B")
       while view:
         view = view[os.write(fd, view) :]
     finally:
       os.close(fd)
-    return sha256_hex(theta)
+
+  def _commit(self, written: list[str]) -> None:
+    """Records the digests of the chunks written so far in the manifest."""
+    self._manifest["checkpoint_sha256"] = list(written)
+    self._save_manifest()
+    self._digests = list(written)
+
+  def _save_manifest(self) -> None:
+    """Replaces zarr.json atomically (a whole new file, then a rename) with the manifest in it."""
+    self._metadata["attributes"][MANIFEST_KEY] = self._manifest
+    partial = self._metadata_path + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+      json.dump(self._metadata, f, allow_nan=False)
+    os.replace(partial, self._metadata_path)
 
 
 def _max_pending(num_parameters: int) -> int:

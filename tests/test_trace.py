@@ -47,16 +47,17 @@ def _manifest(steps=6, k=1, keep_pairs=0, batch_size=2):
   }
 
 
-def _write(path, steps=6, k=1, keep_pairs=0, finish=True):
+def _write(path, steps=6, k=1, keep_pairs=0, finish=True, compression="none"):
   manifest = _manifest(steps, k, keep_pairs)
   batches = np.arange(steps * 2, dtype=np.int32).reshape(steps, 2) % 10
-  writer = trace_lib.TraceWriter.create(str(path), manifest, batches)
+  writer = trace_lib.TraceWriter.create(str(path), manifest, batches, compression)
   thetas = {}
   stored = trace_lib.checkpoint_steps(steps, k, keep_pairs)
   for step in stored if finish else stored[: len(stored) // 2]:
     thetas[int(step)] = np.full(_P, step, dtype=np.float32) + np.arange(_P, dtype=np.float32)
     writer.put(int(step), thetas[int(step)])
   assert writer.close() == finish
+  assert writer.seconds.checkpoints == len(thetas) and writer.seconds.commits >= finish
   return thetas, batches
 
 
@@ -99,6 +100,73 @@ def test_round_trip(tmp_path, k, keep_pairs):
 
   group = zarr.open_group(str(tmp_path / "t"), mode="r")
   np.testing.assert_array_equal(group["checkpoints"][0], thetas[0])
+
+
+@pytest.mark.parametrize("compression", ["blosc-lz4", "blosc-zstd"])
+def test_compressed_chunks_round_trip_bitwise_and_read_with_plain_zarr(tmp_path, compression):
+  rng = np.random.default_rng(0)
+  manifest, batches = _manifest(), np.zeros((6, 2), np.int32)
+  writer = trace_lib.TraceWriter.create(str(tmp_path / "t"), manifest, batches, compression)
+  # Values of every kind: random mantissas, zeros of both signs, subnormals, infinities.
+  thetas = [rng.normal(size=_P).astype(np.float32) for _ in range(7)]
+  thetas[3][:6] = [0.0, -0.0, 1e-45, -3e-39, np.inf, -np.inf]
+  for step, theta in enumerate(thetas):
+    writer.put(step, theta)
+  assert writer.close()
+  trace = trace_lib.Trace(str(tmp_path / "t"))
+  assert trace.compression == compression
+  import zarr
+
+  plain = zarr.open_group(str(tmp_path / "t"), mode="r")["checkpoints"][:]
+  for step, theta in enumerate(thetas):
+    assert trace.checkpoint(step).tobytes() == theta.tobytes() == plain[step].tobytes()
+  with open(tmp_path / "t" / "checkpoints" / "c" / "0" / "0", "rb") as f:
+    assert f.read(1) == b"\x02"  # a blosc frame, not raw bytes
+
+
+def test_compressed_chunks_that_claim_more_than_the_manifest_are_not_read(tmp_path):
+  """A blosc header is the adversary's: one that says a chunk decompresses to more (or less)
+  than 4 P bytes, or that it is longer than its file, is refused before anything is allocated;
+  flipped and cut chunks are refused as well."""
+  _write(tmp_path / "t", compression="blosc-zstd")
+  chunks = tmp_path / "t" / "checkpoints" / "c"
+  for row, (offset, value) in {1: (4, 2**31), 2: (4, 4 * _P - 4), 3: (12, 10**6)}.items():
+    raw = bytearray((chunks / str(row) / "0").read_bytes())
+    raw[offset : offset + 4] = value.to_bytes(4, "little")
+    (chunks / str(row) / "0").write_bytes(bytes(raw))
+  raw = (chunks / "4" / "0").read_bytes()
+  (chunks / "4" / "0").write_bytes(raw[:-3])
+  (chunks / "5" / "0").write_bytes(raw[:10])
+  trace = trace_lib.Trace(str(tmp_path / "t"))
+  trace.checkpoint(0)
+  tracemalloc.start()
+  try:
+    for step in (1, 2, 3, 4, 5):
+      with pytest.raises(errors.TraceError, match=f"step {step} fails its sha256"):
+        trace.checkpoint(step)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 2**20
+
+
+def test_checkpoints_in_a_layout_the_writer_does_not_make_are_refused(tmp_path):
+  _write(tmp_path / "t")
+  meta_path = tmp_path / "t" / "checkpoints" / "zarr.json"
+  meta = json.loads(meta_path.read_text())
+  meta["codecs"].append({"name": "gzip", "configuration": {"level": 1}})
+  meta_path.write_text(json.dumps(meta))
+  with pytest.raises(errors.TraceError, match="array 'checkpoints' uses codecs"):
+    trace_lib.Trace(str(tmp_path / "t"))
+  meta["codecs"][1:] = [
+      {
+          "name": "blosc",
+          "configuration": dict(trace_lib.Compression.BLOSC_LZ4.blosc_configuration(), clevel=9),
+      }
+  ]
+  meta_path.write_text(json.dumps(meta))
+  with pytest.raises(errors.TraceError, match="this reader reads one little-endian chunk"):
+    trace_lib.Trace(str(tmp_path / "t"))
 
 
 def test_unfinished_trace_reads_what_was_written(tmp_path):
@@ -360,6 +428,14 @@ _ARRAY_METADATA = st.sampled_from(
         2**40,
         [{"name": "bytes", "configuration": {"endian": "big"}}],
         [{"name": "bytes"}, {"name": "gzip", "configuration": {"level": 1}}],
+        [{"name": "bytes", "configuration": {"endian": "little"}}],
+        [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {
+                "name": "blosc",
+                "configuration": trace_lib.Compression.BLOSC_ZSTD.blosc_configuration(),
+            },
+        ],
         [{"name": "sharding_indexed", "configuration": {"chunk_shape": [1, 15]}}],
         {"name": "v2", "configuration": {"separator": "."}},
         {"name": "default", "configuration": {"separator": "."}},
@@ -373,10 +449,10 @@ _FUZZ = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> str:
+@pytest.fixture(scope="module", params=["none", "blosc-zstd"])
+def pristine(tmp_path_factory, request) -> str:
   path = tmp_path_factory.mktemp("fuzz") / "t"
-  _write(path)
+  _write(path, compression=request.param)
   return str(path)
 
 

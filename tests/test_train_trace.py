@@ -133,10 +133,13 @@ def _written(out) -> int:
     return 0
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_path):
+@pytest.mark.parametrize("compression", ["none", "blosc-zstd"])
+def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_path, compression):
+  """Also with compressed chunks: the resumed trace holds the uncompressed run's values, bitwise."""
   out = str(tmp_path / "killed")
+  stored = f"--compression={compression}"
   process = subprocess.Popen(
-      _train_command(out, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+      _train_command(out, data_dir, stored), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
   )
   deadline = time.monotonic() + 120
   while _written(out) < 100 and process.poll() is None and time.monotonic() < deadline:
@@ -145,15 +148,22 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
   process.wait()
   interrupted = trace_lib.Trace(out)
   assert not interrupted.complete and 100 <= interrupted.num_written < 301
-  other = subprocess.run(
-      _train_command(out, data_dir, "--lr=0.02"), capture_output=True, text=True, check=False
-  )
-  assert other.returncode != 0 and "unfinished trace of another run" in other.stderr
+  assert interrupted.compression == compression
+  for other_run, differs in (("--lr=0.02", "learning_rate"), ("--compression=blosc-lz4", "compr")):
+    other = subprocess.run(
+        _train_command(out, data_dir, stored, other_run),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert other.returncode != 0 and "unfinished trace of another run" in other.stderr
+    assert differs in other.stderr
   resumed = subprocess.run(
-      _train_command(out, data_dir), capture_output=True, text=True, check=False
+      _train_command(out, data_dir, stored), capture_output=True, text=True, check=False
   )
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "resumed from step" in resumed.stdout
+  assert "resumed from step" in resumed.stdout and f"chunks {compression}" in resumed.stdout
+  assert "trace writer:" in resumed.stdout
   reference = str(tmp_path / "uninterrupted")
   train_lib.train_trace(reference, "lenet", mnist, batch_size=_B, steps=300)
   assert trace_lib.Trace(out).complete

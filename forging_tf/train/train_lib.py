@@ -54,6 +54,8 @@ class TraceSummary:
   seconds: float
   bytes_on_disk: int
   platform_id: str
+  compression: str
+  writer: trace_lib.WriterSeconds
 
   def describe(self) -> str:
     resumed = (
@@ -66,7 +68,7 @@ class TraceSummary:
         f"checkpoints of {self.num_parameters:,} float32 parameters, "
         f"{self.bytes_on_disk / 2**20:.1f} MiB on disk; trained {self.steps_trained} steps"
         f"{resumed} in {self.seconds:.1f} s ({rate:.1f} steps/s) on platform "
-        f"{self.platform_id}"
+        f"{self.platform_id}\n{self.writer.describe()}, chunks {self.compression}"
     )
 
 
@@ -160,6 +162,7 @@ def train_trace(
     overwrite: bool = False,
     model_config: dict | None = None,
     progress_every_s: float = 10.0,
+    compression: trace_lib.Compression = trace_lib.Compression.NONE,
 ) -> TraceSummary:
   """Trains `model` on `dataset` with plain SGD and writes its trace to `out`.
 
@@ -179,6 +182,7 @@ def train_trace(
     overwrite: replace a finished trace at `out`.
     model_config: the model's options (fcn: {"hidden": [widths]}).
     progress_every_s: seconds between progress lines in the log.
+    compression: how checkpoint chunks are stored (a resumed trace keeps its own).
 
   Returns:
     What was written, and how long the steps took (TraceSummary).
@@ -192,6 +196,11 @@ def train_trace(
     raise errors.ConfigError(
         "steps, k and learning_rate must be positive (and finite), keep_pairs >= 0"
     )
+  if compression not in set(trace_lib.Compression):
+    raise errors.ConfigError(
+        f"compression {compression!r} is none of {[c.value for c in trace_lib.Compression]}"
+    )
+  compression = trace_lib.Compression(compression)
   stored = trace_lib.checkpoint_steps(steps, k, keep_pairs)
   platform_lib.apply_platform(platform)
   keras_model = models.build_model(
@@ -202,7 +211,7 @@ def train_trace(
       model, model_config, dataset, step_fn, batch_size, steps, k, keep_pairs, seed, platform
   )
   batches = batch_schedule(dataset.x_train.shape[0], batch_size, steps, seed)
-  writer, theta, resumed_from = _open_writer(out, manifest, batches, overwrite)
+  writer, theta, resumed_from = _open_writer(out, manifest, batches, overwrite, compression)
   start = resumed_from or 0
   if resumed_from is None:
     theta = models.initial_parameters(step_fn.layout, seed)
@@ -254,10 +263,18 @@ def train_trace(
       seconds=seconds,
       bytes_on_disk=_bytes_on_disk(out),
       platform_id=manifest["platform"]["id"],
+      compression=writer.compression.value,
+      writer=writer.seconds,
   )
 
 
-def _open_writer(out: str, manifest: dict, batches: np.ndarray, overwrite: bool):
+def _open_writer(
+    out: str,
+    manifest: dict,
+    batches: np.ndarray,
+    overwrite: bool,
+    compression: trace_lib.Compression,
+):
   """Returns (writer, theta to resume from or None, step resumed from or None)."""
   if os.path.exists(out) and not trace_lib.is_trace(out):
     if not os.path.isdir(out) or os.listdir(out):
@@ -272,17 +289,22 @@ def _open_writer(out: str, manifest: dict, batches: np.ndarray, overwrite: bool)
             f"{out} holds a finished trace; pass --overwrite to replace it "
             "or choose another --out"
         )
-      _check_resumable(existing.manifest, manifest, out)
+      _check_resumable(existing, manifest, compression, out)
       if existing.num_written:
         last = int(existing.checkpoint_steps[existing.num_written - 1])
         theta = existing.checkpoint(last)
         return trace_lib.TraceWriter.reopen(out), theta, last
       shutil.rmtree(out)  # Created but no checkpoint written yet: nothing to keep.
-  return trace_lib.TraceWriter.create(out, manifest, batches), None, None
+  return trace_lib.TraceWriter.create(out, manifest, batches, compression), None, None
 
 
-def _check_resumable(existing: dict, requested: dict, out: str) -> None:
+def _check_resumable(
+    trace: trace_lib.Trace, requested: dict, compression: trace_lib.Compression, out: str
+) -> None:
+  existing = trace.manifest
   differ = [key for key in _RESUME_FIELDS if existing[key] != requested[key]]
+  if trace.compression != compression:
+    differ.append(f"compression ({trace.compression.value}, now {compression.value})")
   if existing["dataset"]["fingerprint"] != requested["dataset"]["fingerprint"]:
     differ.append("dataset (fingerprint)")
   if existing["platform"].get("id") != requested["platform"]["id"]:
