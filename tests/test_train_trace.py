@@ -183,6 +183,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(mnist, data_dir, tmp_p
         (["--lr=nan"], "learning_rate must be positive (and finite)"),
         (["positional"], "unexpected arguments: positional (see --helpshort)"),
         (["--bogus=1"], "Unknown command line flag 'bogus'"),
+        (["--compression=lzma"], "--compression"),
     ],
 )
 def test_binary_errors_are_one_line(data_dir, tmp_path, flags, message):

@@ -39,13 +39,12 @@ _KEEP_PAIRS = flags.DEFINE_integer(
 )
 _OUT = flags.DEFINE_string("out", None, "Trace directory to write.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a trace already at --out.")
-_COMPRESSION = flags.DEFINE_enum_class(
+_COMPRESSION = flags.DEFINE_enum(
     "compression",
-    trace_lib.Compression.NONE,
-    trace_lib.Compression,
+    trace_lib.Compression.NONE.value,
+    [c.value for c in trace_lib.Compression],
     "How checkpoint chunks are stored: none (fastest), blosc-lz4 (7-9 % smaller) or "
     "blosc-zstd (12 % smaller); measured in benchmarks/results/trace_codecs.json.",
-    case_sensitive=False,
 )
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["out"])
@@ -68,7 +67,7 @@ def main():
       keep_pairs=_KEEP_PAIRS.value,
       overwrite=_OVERWRITE.value,
       model_config=model_config,
-      compression=_COMPRESSION.value,
+      compression=trace_lib.Compression(_COMPRESSION.value),
   )
   print(summary.describe())
 
