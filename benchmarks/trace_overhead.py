@@ -16,8 +16,9 @@ ratio = async / untraced (the overhead), and every variant's ratio is in `ratios
 bootstrap interval over rounds in `ratio_ci95` (a run varies by several per cent from round to
 round on a shared 2-core machine, so --rounds sets what the ratios can resolve); fast_s =
 async, baseline_s = sync; all are medians over rounds. `writer_ms_per_checkpoint` is the writer's
-own account of its time (WriterSeconds: hash, encode, write, commit, and training's wait), median
-over the async rounds.
+own account of its time (WriterSeconds: hash, encode, write and commit as wall-clock time, the
+writer thread's CPU time, and training's wait), median over the async rounds. The saved LeNet
+b = 100 result ran --steps=100 --rounds=20 (its JSON holds the command).
 
   python benchmarks/trace_overhead.py [--model=lenet] [--batch_size=100] [--steps=200]
       [--rounds=7] [--variants=...] [--data_dir=...]
