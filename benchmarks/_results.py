@@ -84,6 +84,16 @@ def training(dataset: data.Dataset, model: str, batch_size: int, steps: int) -> 
   return Training(step_fn, source, batches, models.initial_parameters(step_fn.layout, seed=0))
 
 
+def trace_manifest(
+    dataset: data.Dataset, model: str, run: Training, platform: platform_lib.Platform
+) -> dict:
+  """The manifest forging-train writes for `run` (a k = 1 trace of every step, seed 0)."""
+  steps, batch_size = run.batches.shape
+  return train_lib.trace_manifest(
+      model, {}, dataset, run.step_fn, batch_size, steps, 1, 0, 0, platform
+  )
+
+
 def interleaved(runs: dict[str, Callable], rounds: int, self_timed: bool = False) -> dict:
   """name -> the seconds of each of `rounds` calls of runs[name], the runs alternating within a
   round, so that a slower phase of the machine falls on all of them alike.

@@ -100,9 +100,7 @@ def main(argv):
   dataset = data.load_dataset("mnist" if model == "lenet" else "cifar10", _FLAGS.data_dir.value)
   steps, b = _FLAGS.steps.value, _FLAGS.batch_size.value
   run = _results.training(dataset, model, b, steps)
-  manifest = train_lib.trace_manifest(
-      model, {}, dataset, run.step_fn, b, steps, k=1, keep_pairs=0, seed=0, platform=platform
-  )
+  manifest = _results.trace_manifest(dataset, model, run, platform)
   stored = range(1, steps + 1)
   writer_seconds = []
 
