@@ -639,17 +639,17 @@ class TraceWriter:
 
   def __init__(self, path: str, max_pending: int, commit_every_s: float = 0.5):
     self.path = path
-    group = zarr.open_group(store=zarr.storage.LocalStore(path), mode="r", zarr_format=3)
-    self._manifest = dict(group.attrs[MANIFEST_KEY])
-    self.compression = _checkpoint_storage(
-        group["checkpoints"], self._manifest["num_parameters"], path
-    )
     # The group's metadata document, whose attributes hold the manifest: commits rewrite it
     # directly, as zarr would, without a round trip through zarr-python's event loop and thread
     # pool (a quarter of the time, and two threads fewer to wake while training runs).
     self._metadata_path = os.path.join(path, "zarr.json")
     with open(self._metadata_path, encoding="utf-8") as f:
       self._metadata = json.load(f)
+    self._manifest = dict(self._metadata["attributes"][MANIFEST_KEY])
+    group = zarr.open_group(store=zarr.storage.LocalStore(path), mode="r", zarr_format=3)
+    self.compression = _checkpoint_storage(
+        group["checkpoints"], self._manifest["num_parameters"], path
+    )
     self._chunks = os.path.join(path, "checkpoints", "c")
     configuration = self.compression.blosc_configuration()
     self._blosc = (
