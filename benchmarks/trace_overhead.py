@@ -69,15 +69,15 @@ class _Ablated(trace_lib.TraceWriter):
   def _hash(self, raw):
     return "0" * 64 if "hash" in self.removed else super()._hash(raw)
 
-  def _write(self, row, chunk):
+  def _write(self, array, row, chunk):
     if "write" not in self.removed:
-      super()._write(row, chunk)
+      super()._write(array, row, chunk)
 
-  def _commit(self, written):
+  def _commit(self, written, written_states):
     if "commit" in self.removed:
       self._digests = list(written)  # as if committed: close() then finds the trace complete
     else:
-      super()._commit(written)
+      super()._commit(written, written_states)
 
 
 def _ratio_ci95(times: list[float], untraced: list[float], draws: int = 2000) -> list[float]:

@@ -2,6 +2,8 @@
 
   checkpoints       float32 [N, P]  one chunk per checkpoint, uncompressed or blosc (Compression)
   checkpoint_steps  int64   [N]     the step of each stored checkpoint
+  optimizer_state   float32 [N, P]  momentum SGD only (traces of model.fit): the velocity at
+                                    each stored checkpoint, chunked and stored as checkpoints
   batches           int32   [T, b]  the example indices of every mini-batch, in order
   attributes["forging_tf_trace"]    the JSON manifest
 
@@ -58,6 +60,13 @@ _IDENTITY_FIELDS = (
     "platform",
     "batches_sha256",
 )
+# Identity fields that only some traces have (a trace of keras.Model.fit, forging_tf.keras): in
+# the digest when present, so that traces without them keep their digests.
+_OPTIONAL_IDENTITY_FIELDS = ("keras",)
+# The model name of a trace written by model.fit: its code is the verifier's to name
+# (--model_fn), never the trace's.
+KERAS_MODEL = "keras"
+KERAS_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 # checkpoint_steps and batches are read whole on open: uncompressed, so that what is read is no
 # larger than what the files hold.
 _UNCOMPRESSED_CODECS = {"bytes", "crc32c", "transpose"}
@@ -135,6 +144,7 @@ def sha256_hex(array: np.ndarray) -> str:
 
 def manifest_digest(manifest: dict) -> str:
   identity = {key: manifest.get(key) for key in _IDENTITY_FIELDS}
+  identity |= {key: manifest[key] for key in _OPTIONAL_IDENTITY_FIELDS if key in manifest}
   return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -175,18 +185,17 @@ class Trace:
     _check_stored(stored_bytes, "batches", 4 * self.steps * self.batch_size, self.path)
     self.checkpoint_steps = _checkpoint_steps_of(m, self.path)
     self._digests = m["checkpoint_sha256"]
-    self.compression = _checkpoint_storage(
-        _array(
-            group,
-            "checkpoints",
-            np.float32,
-            (len(self.checkpoint_steps), self.num_parameters),
-            self.path,
-            {"bytes", "blosc"},
-        ),
-        self.num_parameters,
-        self.path,
-    )
+    self.compression = self._row_storage(group, "checkpoints")
+    # Momentum SGD's velocity, stored as the checkpoints are (forging_tf.keras).
+    self.has_optimizer_state = "optimizer_state_sha256" in m
+    self._state_digests = m.get("optimizer_state_sha256", [])
+    if self.has_optimizer_state:
+      state_storage = self._row_storage(group, "optimizer_state")
+      if state_storage != self.compression:
+        raise errors.TraceError(
+            f"{self.path}: optimizer_state is stored {state_storage.value}, the checkpoints "
+            f"{self.compression.value}; a writer stores both alike"
+        )
     stored = _array(
         group,
         "checkpoint_steps",
@@ -211,6 +220,18 @@ class Trace:
     if self.batches.min() < 0 or self.batches.max() >= m["dataset"]["num_examples"]:
       raise errors.TraceError(f"{self.path}: batches index examples outside the dataset")
 
+  def _row_storage(self, group, name: str) -> "Compression":
+    """How array `name` (one float32 row of P values per stored checkpoint) is stored."""
+    array = _array(
+        group,
+        name,
+        np.float32,
+        (len(self.checkpoint_steps), self.num_parameters),
+        self.path,
+        {"bytes", "blosc"},
+    )
+    return _checkpoint_storage(array, self.num_parameters, self.path, name)
+
   def identity(self) -> dict:
     """What every result computed on this trace records of it: where it is, its manifest digest
     (which pins every field below), the model, the data, the training settings and the id of
@@ -230,7 +251,7 @@ class Trace:
         "k": self.k,
         "keep_pairs": self.keep_pairs,
         "platform_id": m["platform"]["id"],
-    }
+    } | ({"keras": m["keras"]} if "keras" in m else {})
 
   @property
   def num_written(self) -> int:
@@ -246,7 +267,7 @@ class Trace:
           f"(the trace is unfinished: {len(self._digests)} of "
           f"{len(self.checkpoint_steps)} checkpoints)"
       )
-    theta = self._read_chunk(row)
+    theta = self._read_chunk("checkpoints", row)
     if theta is None or sha256_hex(theta) != self._digests[row]:
       raise errors.TraceError(
           f"{self.path}: checkpoint of step {step} fails its sha256: its "
@@ -254,22 +275,41 @@ class Trace:
       )
     return theta
 
+  def optimizer_state(self, step: int) -> np.ndarray | None:
+    """The optimizer's velocity v_step [P] float32 (momentum SGD, in parameter_layout order),
+    checked against its sha256; None for a trace of plain SGD, which has no optimizer state."""
+    if not self.has_optimizer_state:
+      return None
+    row = self._row(step)
+    if row >= len(self._state_digests):
+      raise errors.TraceError(
+          f"{self.path}: optimizer state of step {step} has not been written (the trace is "
+          "unfinished)"
+      )
+    velocity = self._read_chunk("optimizer_state", row)
+    if velocity is None or sha256_hex(velocity) != self._state_digests[row]:
+      raise errors.TraceError(
+          f"{self.path}: optimizer state of step {step} fails its sha256: its chunk is "
+          "missing, truncated or altered"
+      )
+    return velocity
+
   def batch(self, step: int) -> np.ndarray:
     """B_step: the example indices [b] int32 of the mini-batch taken at step `step`."""
     if not 0 <= step < self.steps:
       raise errors.TraceError(f"step {step} is outside the trace's steps 0..{self.steps - 1}")
     return self.batches[step]
 
-  def _read_chunk(self, row: int) -> np.ndarray | None:
-    """The row's chunk file, decoded; None if it is missing, has the wrong size or does not
-    decode to num_parameters float32 values.
+  def _read_chunk(self, array: str, row: int) -> np.ndarray | None:
+    """The row's chunk file of `array` (checkpoints or optimizer_state), decoded; None if it is
+    missing, has the wrong size or does not decode to num_parameters float32 values.
 
     Chunks are read without zarr (a third of the time, and no I/O thread competing with
     TensorFlow's for the cores), and no more than the manifest implies is read or allocated: an
     uncompressed chunk must hold 4 P bytes, a blosc chunk at most 4 P + 16 and its header must
     say it decompresses to exactly 4 P bytes.
     """
-    chunk = os.path.join(self.path, "checkpoints", "c", str(row), "0")
+    chunk = os.path.join(self.path, array, "c", str(row), "0")
     raw_bytes = 4 * self.num_parameters
     try:
       size = os.path.getsize(chunk)
@@ -376,7 +416,9 @@ def _array(group, name: str, dtype, shape: tuple, path: str, codecs_allowed: set
   return array
 
 
-def _checkpoint_storage(array, num_parameters: int, path: str) -> Compression:
+def _checkpoint_storage(
+    array, num_parameters: int, path: str, name: str = "checkpoints"
+) -> Compression:
   """How the checkpoints are stored, if it is one way TraceWriter stores them: one file per
   checkpoint at checkpoints/c/<row>/0, holding the row's little-endian bytes, raw or through one
   of Compression's blosc configurations. Any other layout or codec is refused: a reader that
@@ -396,7 +438,7 @@ def _checkpoint_storage(array, num_parameters: int, path: str) -> Compression:
     if layout_ok and codecs[1:] == blosc_codecs:
       return compression
   raise errors.TraceError(
-      f"{path}: checkpoints are stored as chunks {_show(list(array.chunks))} with codecs "
+      f"{path}: {name} are stored as chunks {_show(list(array.chunks))} with codecs "
       f"{_show(codecs)}; this reader reads one little-endian chunk per checkpoint, "
       f"uncompressed or {_show([c.value for c in Compression][1:])}"
   )
@@ -506,11 +548,19 @@ def _validate_manifest(m, path: str) -> dict:
       path,
       "model is not {name, config}",
   )
-  _check(model["name"] in models.MODELS, path, f"names unknown model {_show(model['name'])}")
-  problem = models.config_problem(
-      model["name"], model["config"], image_shape, dataset["num_classes"], m["num_parameters"]
-  )
-  _check(problem is None, path, f"model {model['name']}: {problem}")
+  if model["name"] == KERAS_MODEL:
+    _validate_keras(m, path)
+  else:
+    _check(model["name"] in models.MODELS, path, f"names unknown model {_show(model['name'])}")
+    problem = models.config_problem(
+        model["name"], model["config"], image_shape, dataset["num_classes"], m["num_parameters"]
+    )
+    _check(problem is None, path, f"model {model['name']}: {problem}")
+    _check(
+        "keras" not in m and "optimizer_state_sha256" not in m,
+        path,
+        f"has keras.Model.fit fields but names model {_show(model['name'])}",
+    )
   platform = m.get("platform")
   _check(
       isinstance(platform, dict) and isinstance(platform.get("id"), str),
@@ -525,7 +575,65 @@ def _validate_manifest(m, path: str) -> dict:
       "checkpoint_sha256 is not a list of sha256 digests",
   )
   _check(isinstance(m.get("complete"), bool), path, "complete is not true/false")
+  if "optimizer_state_sha256" in m:
+    states = m["optimizer_state_sha256"]
+    _check(
+        isinstance(states, list)
+        and len(states) == len(digests)
+        and all(_is_hex64(d) for d in states),
+        path,
+        "optimizer_state_sha256 is not a list of sha256 digests, one per written checkpoint",
+    )
   return m
+
+
+def _is_short_string(value) -> bool:
+  return isinstance(value, str) and len(value) <= 200
+
+
+def _validate_keras(m: dict, path: str) -> None:
+  """The fields of a trace written by keras.Model.fit (forging_tf.keras.TraceCallback)."""
+  config = m["model"]["config"]
+  _check(
+      set(config) == {"keras_name", "model_fn"}
+      and _is_short_string(config["keras_name"])
+      and (config["model_fn"] is None or _is_short_string(config["model_fn"])),
+      path,
+      "model.config of a keras.Model.fit trace is not {keras_name, model_fn}",
+  )
+  entry = m.get("keras")
+  _check(
+      isinstance(entry, dict)
+      and set(entry) == {"trainer", "keras_version", "optimizer", "loss"}
+      and entry["trainer"] == "keras.Model.fit"
+      and _is_short_string(entry["keras_version"]),
+      path,
+      "keras is not {trainer: keras.Model.fit, keras_version, optimizer, loss}",
+  )
+  optimizer, loss = entry["optimizer"], entry["loss"]
+  _check(
+      isinstance(optimizer, dict)
+      and set(optimizer) == {"name", "momentum", "nesterov"}
+      and optimizer["name"] == "SGD"
+      and type(optimizer["momentum"]) is float
+      and 0.0 <= optimizer["momentum"] < 1.0
+      and type(optimizer["nesterov"]) is bool,
+      path,
+      f"keras.optimizer is {_show(optimizer)}, not SGD with momentum in [0, 1)",
+  )
+  _check(
+      isinstance(loss, dict)
+      and set(loss) == {"name", "from_logits"}
+      and loss["name"] in KERAS_LOSSES
+      and type(loss["from_logits"]) is bool,
+      path,
+      f"keras.loss is {_show(loss)}, not one of {list(KERAS_LOSSES)} with from_logits",
+  )
+  _check(
+      ("optimizer_state_sha256" in m) == (optimizer["momentum"] != 0.0),
+      path,
+      "optimizer_state_sha256 must be present exactly when momentum is nonzero",
+  )
 
 
 def _checkpoint_steps_of(m: dict, path: str) -> np.ndarray:
@@ -650,7 +758,6 @@ class TraceWriter:
     self.compression = _checkpoint_storage(
         group["checkpoints"], self._manifest["num_parameters"], path
     )
-    self._chunks = os.path.join(path, "checkpoints", "c")
     configuration = self.compression.blosc_configuration()
     self._blosc = (
         None
@@ -666,6 +773,8 @@ class TraceWriter:
         self._manifest["steps"], self._manifest["k"], self._manifest["keep_pairs"]
     )
     self._digests = list(self._manifest["checkpoint_sha256"])
+    self._with_state = "optimizer_state_sha256" in self._manifest
+    self._state_digests = list(self._manifest.get("optimizer_state_sha256", []))
     self._next_row = len(self._digests)
     self.seconds = WriterSeconds()
     self._queue = queue.Queue(maxsize=max_pending)
@@ -680,8 +789,10 @@ class TraceWriter:
       manifest: dict,
       batches: np.ndarray,
       compression: Compression = Compression.NONE,
+      optimizer_state: bool = False,
   ) -> "TraceWriter":
-    """Creates the trace at `path` (which must not hold anything) with no checkpoint written."""
+    """Creates the trace at `path` (which must not hold anything) with no checkpoint written;
+    with optimizer_state, every checkpoint comes with the optimizer's velocity (momentum SGD)."""
     steps = checkpoint_steps(manifest["steps"], manifest["k"], manifest["keep_pairs"])
     manifest = dict(
         manifest,
@@ -691,6 +802,8 @@ class TraceWriter:
         checkpoint_sha256=[],
         complete=False,
     )
+    if optimizer_state:
+      manifest["optimizer_state_sha256"] = []
     manifest["manifest_sha256"] = manifest_digest(manifest)
     parent = os.path.dirname(os.path.abspath(path))
     try:
@@ -704,17 +817,19 @@ class TraceWriter:
       configuration = Compression(compression).blosc_configuration()
       # TraceWriter._write relies on this encoding: chunk (row, 0) is checkpoints/c/row/0,
       # holding the row's float32 little-endian bytes, raw or through blosc.
-      group.create_array(
-          "checkpoints",
-          shape=(len(steps), num_parameters),
-          chunks=(1, num_parameters),
-          dtype="<f4",
-          compressors=None if configuration is None else zarr.codecs.BloscCodec(**configuration),
-          filters=None,
-          serializer=_LITTLE_ENDIAN,
-          chunk_key_encoding={"name": "default", "separator": "/"},
-          fill_value=np.nan,
-      )
+      arrays = ("checkpoints", "optimizer_state") if optimizer_state else ("checkpoints",)
+      for name in arrays:
+        group.create_array(
+            name,
+            shape=(len(steps), num_parameters),
+            chunks=(1, num_parameters),
+            dtype="<f4",
+            compressors=None if configuration is None else zarr.codecs.BloscCodec(**configuration),
+            filters=None,
+            serializer=_LITTLE_ENDIAN,
+            chunk_key_encoding={"name": "default", "separator": "/"},
+            fill_value=np.nan,
+        )
       # Every chunk is written, even one that equals the fill value: the reader counts the
       # bytes of these arrays before it reads them.
       group.create_array(
@@ -727,8 +842,9 @@ class TraceWriter:
           compressors=None,
           config={"write_empty_chunks": True},
       )
-      for row in range(len(steps)):  # chunk folders up front: one mkdir less per step
-        os.makedirs(os.path.join(staging, "checkpoints", "c", str(row)))
+      for name in arrays:  # chunk folders up front: one mkdir less per step
+        for row in range(len(steps)):
+          os.makedirs(os.path.join(staging, name, "c", str(row)))
       group.attrs[MANIFEST_KEY] = manifest
       os.replace(staging, path)  # Fails unless `path` is absent or an empty folder.
     except BaseException:
@@ -743,13 +859,19 @@ class TraceWriter:
     manifest = Trace(path).manifest
     return cls(path, max_pending=_max_pending(manifest["num_parameters"]))
 
-  def put(self, step: int, theta: np.ndarray) -> None:
+  def put(self, step: int, theta: np.ndarray, velocity: np.ndarray | None = None) -> None:
+    """Hands over theta_step [P] (and, for a trace with optimizer state, the velocity [P])."""
     self._raise_failure()
     row = self._next_row
     if row >= len(self.checkpoint_steps) or self.checkpoint_steps[row] != step:
       raise errors.TraceError(f"{self.path}: checkpoint of step {step} handed over out of order")
+    if (velocity is not None) != self._with_state:
+      raise errors.TraceError(
+          f"{self.path}: the trace {'stores' if self._with_state else 'has no'} optimizer "
+          f"state, and step {step} was handed over {'without' if self._with_state else 'with'} it"
+      )
     began = time.perf_counter()
-    self._queue.put((row, theta))
+    self._queue.put((row, theta, velocity))
     self.seconds.wait += time.perf_counter() - began
     self._next_row += 1
 
@@ -773,17 +895,21 @@ class TraceWriter:
       raise errors.TraceError(f"writing the trace at {self.path} failed: {self._failure}")
 
   def _write_loop(self) -> None:
-    last_commit, commit_took, written = time.monotonic(), 0.0, list(self._digests)
+    last_commit, commit_took = time.monotonic(), 0.0
+    written, written_states = list(self._digests), list(self._state_digests)
     cpu_began = time.thread_time()
     while True:
       item = self._queue.get()
       try:
         if item is not None and self._failure is None:
-          written.append(self._store(*item))
+          row, theta, velocity = item
+          written.append(self._store("checkpoints", row, theta))
+          if velocity is not None:
+            written_states.append(self._store("optimizer_state", row, velocity))
         now = time.monotonic()
         due = item is None or now - last_commit >= max(self._commit_every_s, 50 * commit_took)
         if due and self._failure is None and len(written) > len(self._digests):
-          self._commit(written)
+          self._commit(written, written_states)
           last_commit = time.monotonic()
           commit_took = last_commit - now
           self.seconds.commit += commit_took
@@ -796,19 +922,19 @@ class TraceWriter:
       if item is None:
         return
 
-  def _store(self, row: int, theta: np.ndarray) -> str:
-    """Writes checkpoint `row` and returns its sha256 (of the raw float32 bytes)."""
+  def _store(self, array: str, row: int, theta: np.ndarray) -> str:
+    """Writes row `row` of `array` and returns its sha256 (of the raw float32 bytes)."""
     raw = np.ascontiguousarray(theta, dtype="<f4")
     began = time.perf_counter()
     digest = self._hash(raw)
     hashed = time.perf_counter()
     chunk = self._encode(raw)
     encoded = time.perf_counter()
-    self._write(row, chunk)
+    self._write(array, row, chunk)
     self.seconds.hash += hashed - began
     self.seconds.encode += encoded - hashed
     self.seconds.write += time.perf_counter() - encoded
-    self.seconds.checkpoints += 1
+    self.seconds.checkpoints += array == "checkpoints"  # a velocity counts with its checkpoint
     return digest
 
   def _hash(self, raw: np.ndarray) -> str:
@@ -821,8 +947,8 @@ class TraceWriter:
     cname, clevel, shuffle = self._blosc
     return blosc.compress(raw, cname.encode(), clevel, shuffle, 0)
 
-  def _write(self, row: int, chunk) -> None:
-    """Writes chunk `row` in place.
+  def _write(self, array: str, row: int, chunk) -> None:
+    """Writes chunk `row` of `array` in place.
 
     In place is safe: a chunk counts only once its digest is committed, after this returns, and
     rows at or before the last committed one are never written again. A crash mid-write leaves
@@ -830,7 +956,9 @@ class TraceWriter:
     needed.
     """
     fd = os.open(
-        os.path.join(self._chunks, str(row), "0"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644
+        os.path.join(self.path, array, "c", str(row), "0"),
+        os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+        0o644,
     )
     try:
       view = memoryview(chunk).cast("B")
@@ -839,11 +967,14 @@ class TraceWriter:
     finally:
       os.close(fd)
 
-  def _commit(self, written: list[str]) -> None:
+  def _commit(self, written: list[str], written_states: list[str]) -> None:
     """Records the digests of the chunks written so far in the manifest."""
     self._manifest["checkpoint_sha256"] = list(written)
+    if self._with_state:
+      self._manifest["optimizer_state_sha256"] = list(written_states)
     self._save_manifest()
     self._digests = list(written)
+    self._state_digests = list(written_states)
 
   def _save_manifest(self) -> None:
     """Replaces zarr.json atomically (a whole new file, then a rename) with the manifest in it."""
