@@ -90,7 +90,17 @@ def trace_manifest(
   """The manifest forging-train writes for `run` (a k = 1 trace of every step, seed 0)."""
   steps, batch_size = run.batches.shape
   return train_lib.trace_manifest(
-      model, {}, dataset, run.step_fn, batch_size, steps, 1, 0, 0, platform
+      model,
+      {},
+      dataset,
+      run.step_fn.learning_rate,
+      run.step_fn.layout,
+      batch_size,
+      steps,
+      1,
+      0,
+      0,
+      platform,
   )
 
 

@@ -14,6 +14,7 @@ The shared core, one module per concept:
 
 The pipeline, one subpackage per stage, each with its binary:
   train/      forging-train       training that writes a trace
+  keras/      (a library)         your own model.fit, traced; Keras' own update recomputes it
   recompute/  forging-recompute   recomputing it: the benign reproduction error
   attacks/    forging-attack      greedy forging attacks: the approximation error
   exact/      forging-exact, forging-bruteforce   exact forging and Table IV

@@ -34,6 +34,16 @@ def define_data_flags():
   return data_dir, download
 
 
+def define_model_fn_flag():
+  """--model_fn, for the binaries that compute on a trace; returns its holder."""
+  return flags.DEFINE_string(
+      "model_fn",
+      None,
+      "For a trace written by keras.Model.fit (forging_tf.keras): module:function, your "
+      "function that builds its model (looked up from the working folder if not installed).",
+  )
+
+
 class PlatformFlags:
   """The flags that choose a platform (platform.Platform); made by define_platform_flags()."""
 

@@ -58,14 +58,21 @@ class GameResult:
 
 
 def approximation_error(
-    step_fn: sgd_step.SGDStep, theta: np.ndarray, theta_next: np.ndarray, x, y
+    step_fn: sgd_step.SGDStep,
+    theta: np.ndarray,
+    theta_next: np.ndarray,
+    x,
+    y,
+    velocity: np.ndarray | None = None,
 ) -> float:
   """||theta_next - (theta - eta * grad L(B'; theta))||_2 (SPEC section 4), float64 distance.
 
-  theta, theta_next: [P] float32; x: [b, h, w, c] float32 pixels; y: [b, n] float32 labels.
-  With the logged batch in place of B' this is the benign reproduction error of the step.
+  theta, theta_next: [P] float32; x: [b, h, w, c] float32 pixels; y: [b, n] float32 labels;
+  velocity: the optimizer's [P] at theta for a momentum SGD trace of keras.Model.fit, whose step
+  is theta + (mu * v - eta * grad) (None: plain SGD). With the logged batch in place of B' this is
+  the benign reproduction error of the step.
   """
-  return sgd_step.l2_distance(step_fn(theta, x, y).numpy(), theta_next)
+  return sgd_step.l2_distance(step_fn.update(theta, velocity, x, y)[0].numpy(), theta_next)
 
 
 def examples_from_indices(dataset: data.Dataset, indices) -> tuple[np.ndarray, np.ndarray]:
@@ -157,10 +164,10 @@ def recomputation_error(
         dataset.x_train[batch], dataset.y_train[batch], dataset.num_classes
     )
 
-  theta = tf.convert_to_tensor(trace.checkpoint(start))
+  theta, velocity = tf.convert_to_tensor(trace.checkpoint(start)), trace.optimizer_state(start)
   for i in range(start, end - 1):
-    theta = step_fn(theta, *inputs(i))
-  return approximation_error(step_fn, theta, trace.checkpoint(end), *inputs(end - 1))
+    theta, velocity = step_fn.update(theta, velocity, *inputs(i))
+  return approximation_error(step_fn, theta, trace.checkpoint(end), *inputs(end - 1), velocity)
 
 
 def play(

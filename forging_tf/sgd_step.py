@@ -8,6 +8,12 @@ variable state can leak from one step into the next.
 
 Labels enter as float32 rows y [b, n]: one-hot for real data, any row for the exact forgeries of
 Prop. 3 (SPEC section 6), whose labels need not be one-hot.
+
+Traces written by keras.Model.fit (forging_tf.keras) are recomputed with Keras' own update
+instead, SGD with momentum included (forging_tf.keras.step.KerasStep); `step_for_trace` picks
+the step a trace needs. Both steps offer `update(theta, velocity, x, y)`, which carries the
+optimizer's velocity (None for plain SGD), and `apply_gradient`, the update for a given gradient
+as graph code (the attack engine's).
 """
 
 import keras
@@ -33,6 +39,9 @@ def _to_model_input(images, labels, num_classes: int):
 class SGDStep:
   """theta [P] float32, x [b, h, w, c] float32, y [b, n] float32 -> theta_next [P] float32."""
 
+  momentum = 0.0  # plain SGD: no optimizer state
+  nesterov = False
+
   def __init__(self, model: keras.Model, learning_rate: float):
     self.model = model
     self.layout = models.parameter_layout(model)
@@ -57,6 +66,17 @@ class SGDStep:
   def __call__(self, theta, x, y) -> tf.Tensor:
     return self._step(theta, x, y)
 
+  def update(self, theta, velocity, x, y) -> tuple[tf.Tensor, None]:
+    """(theta_next, velocity_next): plain SGD has no velocity (None in, None out)."""
+    if velocity is not None:
+      raise errors.TraceError("plain SGD has no optimizer state, yet a velocity was given")
+    return self._step(theta, x, y), None
+
+  def apply_gradient(self, theta, gradient, velocity):
+    """theta - eta * gradient, in float32 as the step rounds it (velocity is unused)."""
+    del velocity
+    return theta - tf.constant(self.learning_rate, tf.float32) * gradient
+
   def variables(self, theta) -> list[tf.Tensor]:
     """theta [P] -> the model's trainable variables, in layout order, each in its own shape."""
     return [
@@ -80,14 +100,32 @@ class SGDStep:
     return theta - tf.constant(self.learning_rate, tf.float32) * gradient
 
 
-def step_for_trace(trace: trace_lib.Trace, dataset: data.Dataset) -> SGDStep:
+def step_for_trace(
+    trace: trace_lib.Trace,
+    dataset: data.Dataset,
+    model_fn: str | None = None,
+    model_fn_paths: list[str] | None = None,
+):
   """The SGD step of a trace's model and learning rate, for recomputing or forging its steps.
 
   Checks that `dataset` is the trace's (by fingerprint) and that the model built here has the
-  trace's parameter layout.
+  trace's parameter layout. A trace written by keras.Model.fit gets Keras' own update
+  (KerasStep), of the model that `model_fn` ("module:function", the verifier's choice) builds;
+  the package's own traces get SGDStep of their registry model, and no model_fn. model_fn's
+  module is looked for in model_fn_paths (default: the working folder) if it is not installed.
   """
   data.check_described(dataset, trace.manifest["dataset"])
   entry = trace.manifest["model"]
+  if entry["name"] == trace_lib.KERAS_MODEL:
+    # Imported here: forging_tf.keras builds on this module.
+    from forging_tf.keras import step as keras_step  # pylint: disable=import-outside-toplevel
+
+    return keras_step.step_for_keras_trace(trace, dataset, model_fn, model_fn_paths)
+  if model_fn:
+    raise errors.ConfigError(
+        f"--model_fn is for traces written by keras.Model.fit; {trace.path} was written by "
+        f"forging-train with the package's own {entry['name']}: leave --model_fn out"
+    )
   model = models.build_model(
       entry["name"], dataset.x_train.shape[1:], dataset.num_classes, **entry["config"]
   )

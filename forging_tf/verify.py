@@ -37,6 +37,7 @@ _FORGED_NPZ = flags.DEFINE_string(
 _EPSILON = flags.DEFINE_float(
     "epsilon", None, "Threshold: ACCEPT iff the recomputation error is <= epsilon."
 )
+_MODEL_FN = cli.define_model_fn_flag()
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "step", "epsilon"])
@@ -77,7 +78,7 @@ def main():
   platform = _PLATFORM.applied()
   trace, dataset = cli.trace_and_dataset(_TRACE.value, _DATA_DIR.value, _DOWNLOAD.value)
   x, y = _forged_examples(dataset)
-  step_fn = sgd_step.step_for_trace(trace, dataset)
+  step_fn = sgd_step.step_for_trace(trace, dataset, _MODEL_FN.value)
   result = forging_game.play(trace, _STEP.value, x, y, dataset, _EPSILON.value, step_fn)
   print(
       f"{result.describe()} (verifier platform "

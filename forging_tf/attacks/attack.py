@@ -62,6 +62,7 @@ _SEED = flags.DEFINE_integer(
 )
 _OUT = flags.DEFINE_string("out", None, "Results folder to write, e.g. results/attacks/NAME.")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace results already at --out.")
+_MODEL_FN = cli.define_model_fn_flag()
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
@@ -91,6 +92,7 @@ def main():
       platform=platform,
       overwrite=_OVERWRITE.value,
       command=cli.command_line(),
+      model_fn=_MODEL_FN.value,
   )
   print(
       f"{settings.attack} attack on {summary['trace']['path']}: {len(summary['steps'])} "

@@ -165,6 +165,7 @@ def run_attacks(
     overwrite: bool = False,
     command: str | None = None,
     progress_every_s: float = 10.0,
+    model_fn: str | None = None,
 ) -> dict:
   """Runs an attack on the steps of a trace and writes its results to OUT (module docstring).
 
@@ -178,6 +179,7 @@ def run_attacks(
     overwrite: replace attack results already at OUT.
     command: the command line to record (None: called from Python).
     progress_every_s: seconds between progress lines in the log.
+    model_fn: for a trace written by keras.Model.fit, "module:function" that builds its model.
 
   Returns:
     The record, as written to OUT/summary.json.
@@ -205,7 +207,7 @@ def run_attacks(
         M, n, max(f.num_replaced for f in fractions), num_examples - trace.batch_size
     )
   platform_lib.apply_platform(platform)
-  step_fn = sgd_step.step_for_trace(trace, dataset)
+  step_fn = sgd_step.step_for_trace(trace, dataset, model_fn)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
   search = engine_lib.AttackEngine(step_fn, source, settings.memory_budget_bytes)
   neighbours = neighbours_file = None
@@ -251,7 +253,8 @@ def run_attacks(
   done, total = 0, int(np.prod(shape))
   for s, step in enumerate(step_list):
     theta, theta_next, batch = trace.checkpoint(step), trace.checkpoint(step + 1), trace.batch(step)
-    reproduction[s] = search.approximation_error(theta, theta_next, batch)
+    velocity = trace.optimizer_state(step)
+    reproduction[s] = search.approximation_error(theta, theta_next, batch, velocity)
     for f, fraction in enumerate(fractions):
       for r in range(runs):
         cell_began = time.perf_counter()
@@ -271,11 +274,12 @@ def run_attacks(
               n,
               rng,
               sequential=settings.engine == attack_settings.Engine.SEQUENTIAL,
+              velocity=velocity,
           )
           candidate_errors[s, f, r] = forgery.candidate_errors
         else:
           forgery = greedy.zhang_attack(
-              search, step, theta, theta_next, batch, positions, neighbours
+              search, step, theta, theta_next, batch, positions, neighbours, velocity
           )
         approximation[s, f, r] = forgery.approximation_error
         engine_errors[s, f, r] = forgery.engine_error
@@ -326,6 +330,7 @@ def run_attacks(
           "neighbours_file": neighbours_file,
       },
       "trace": trace.identity(),
+      "model_fn": model_fn,
       "steps": step_list,
       "forging_fractions": [f.as_dict() for f in fractions],
       "seconds": time.perf_counter() - began,

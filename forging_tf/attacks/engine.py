@@ -69,6 +69,7 @@ class AttackEngine:
             theta_spec,
             theta_spec,
             theta_spec,
+            theta_spec,
             tf.TensorSpec([None, num_parameters], tf.float32),
             tf.TensorSpec([], tf.float32),
         ],
@@ -88,14 +89,17 @@ class AttackEngine:
       batch: np.ndarray,
       positions: np.ndarray,
       candidates: np.ndarray,
+      velocity: np.ndarray | None = None,
   ) -> np.ndarray:
     """Engine approximation errors [M] float64 of the candidates.
 
     theta, theta_next: [P] float32 checkpoints i and i + 1; batch: B_i [b] dataset indices;
     positions: [m] positions in B_i of the deleted examples U; candidates: [M, m] dataset
-    indices, candidates[c, j] replacing batch[positions[j]].
+    indices, candidates[c, j] replacing batch[positions[j]]; velocity: the optimizer's [P] at
+    step i for momentum SGD (None: plain SGD).
     """
     theta = tf.convert_to_tensor(theta, tf.float32)
+    velocity = tf.zeros_like(theta) if velocity is None else tf.convert_to_tensor(velocity)
     theta_next = tf.convert_to_tensor(theta_next, tf.float32)
     kept = np.delete(np.asarray(batch), positions)
     if kept.size:
@@ -113,17 +117,24 @@ class AttackEngine:
         chunk_indices = union[chunk : chunk + self.pool_chunk]
         gradients = self.per_example_gradients(theta, chunk_indices)
         sums += tf.matmul(_selection(where, chunk, len(chunk_indices)), gradients)
-      errors.append(self._distances(theta, theta_next, kept_sum, sums, batch_size).numpy())
+      errors.append(
+          self._distances(theta, theta_next, velocity, kept_sum, sums, batch_size).numpy()
+      )
     return np.concatenate(errors) if errors else np.zeros(0, np.float64)
 
   # The reference path and the re-scoring --------------------------------------------------
 
   def approximation_error(
-      self, theta: np.ndarray, theta_next: np.ndarray, forged_batch: np.ndarray
+      self,
+      theta: np.ndarray,
+      theta_next: np.ndarray,
+      forged_batch: np.ndarray,
+      velocity: np.ndarray | None = None,
   ) -> float:
-    """The verifier's number for a forged batch [b] of dataset indices: SGDStep and l2."""
+    """The verifier's number for a forged batch [b] of dataset indices: the trace's step (SGDStep,
+    or Keras' own update with the logged velocity) and l2."""
     return forging_game.approximation_error(
-        self.step_fn, theta, theta_next, *self.source(forged_batch)
+        self.step_fn, theta, theta_next, *self.source(forged_batch), velocity=velocity
     )
 
   def sequential_errors(
@@ -133,12 +144,15 @@ class AttackEngine:
       batch: np.ndarray,
       positions: np.ndarray,
       candidates: np.ndarray,
+      velocity: np.ndarray | None = None,
   ) -> np.ndarray:
-    """Reference errors [M] float64: one SGDStep per candidate batch (same arguments)."""
+    """Reference errors [M] float64: one step per candidate batch (same arguments)."""
     theta = tf.convert_to_tensor(theta, tf.float32)
     return np.array(
         [
-            self.approximation_error(theta, theta_next, replace(batch, positions, replacements))
+            self.approximation_error(
+                theta, theta_next, replace(batch, positions, replacements), velocity
+            )
             for replacements in candidates
         ],
         np.float64,
@@ -165,11 +179,11 @@ class AttackEngine:
   def _summed_gradient(self, theta, x, y):
     return self._flat_gradient(self.step_fn.variables(theta), x, y)
 
-  def _update_distances(self, theta, theta_next, kept_sum, candidate_sums, batch_size):
-    # The update in float32 as SGDStep rounds it (mean-loss gradient, then theta - eta * g), the
-    # distance in float64 as sgd_step.l2_distance takes it.
+  def _update_distances(self, theta, theta_next, velocity, kept_sum, candidate_sums, batch_size):
+    # The update in float32 as the step rounds it (mean-loss gradient, then theta - eta * g, or
+    # Keras SGD's momentum update), the distance in float64 as sgd_step.l2_distance takes it.
     gradient = (kept_sum[None, :] + candidate_sums) / batch_size
-    forged_next = theta[None, :] - tf.constant(self.step_fn.learning_rate, tf.float32) * gradient
+    forged_next = self.step_fn.apply_gradient(theta[None, :], gradient, velocity[None, :])
     difference = tf.cast(forged_next, tf.float64) - tf.cast(theta_next, tf.float64)[None, :]
     return tf.sqrt(tf.reduce_sum(tf.square(difference), axis=1))
 

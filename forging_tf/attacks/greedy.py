@@ -133,21 +133,23 @@ def thudi_attack(
     n: int,
     rng: np.random.Generator,
     sequential: bool = False,
+    velocity: np.ndarray | None = None,
 ) -> Forgery:
-  """Thudi et al.'s greedy search at step `step` (theta, theta_next: [P] float32; batch: [b]).
+  """Thudi et al.'s greedy search at step `step` (theta, theta_next: [P] float32; batch: [b];
+  velocity: the optimizer's [P] at step `step` for momentum SGD, else None).
 
   sequential: score the candidates with the reference loop instead of the vectorised engine.
   """
   candidates = thudi_candidates(batch, positions, engine.source.num_examples, M, n, rng)
   score = engine.sequential_errors if sequential else engine.candidate_errors
-  candidate_errors = score(theta, theta_next, batch, positions, candidates)
+  candidate_errors = score(theta, theta_next, batch, positions, candidates, velocity)
   winner = int(np.argmin(candidate_errors))
   forged = engine_lib.replace(batch, positions, candidates[winner])
   return Forgery(
       step,
       forged,
       np.asarray(positions),
-      engine.approximation_error(theta, theta_next, forged),
+      engine.approximation_error(theta, theta_next, forged, velocity),
       float(candidate_errors[winner]),
       candidate_errors,
   )
@@ -182,6 +184,7 @@ def zhang_attack(
     batch: np.ndarray,
     positions: np.ndarray,
     neighbours: np.ndarray,
+    velocity: np.ndarray | None = None,
 ) -> Forgery:
   """Zhang et al.'s class-wise nearest-neighbour forgery at step `step`."""
   forged = engine_lib.replace(batch, positions, zhang_replacements(batch, positions, neighbours))
@@ -189,7 +192,7 @@ def zhang_attack(
       step,
       forged,
       np.asarray(positions),
-      engine.approximation_error(theta, theta_next, forged),
+      engine.approximation_error(theta, theta_next, forged, velocity),
       float("nan"),
       None,
   )

@@ -50,6 +50,7 @@ _SHARDS = flags.DEFINE_integer(
     "shards", 0, "Ray tasks per repeat (0: one per slot).", lower_bound=0
 )
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a result already at --out.")
+_MODEL_FN = cli.define_model_fn_flag()
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
 
@@ -89,6 +90,7 @@ def main():
       ray_options=ray_options,
       overwrite=_OVERWRITE.value,
       command=cli.command_line(),
+      model_fn=_MODEL_FN.value,
   )
   print(summary.describe())
 

@@ -128,6 +128,8 @@ def recompute_repeat(
     data_dir: str | None = None,
     download: bool = True,
     progress_every_s: float = 10.0,
+    model_fn: str | None = None,
+    model_fn_paths: list[str] | None = None,
 ) -> RepeatResult:
   """Recomputes the updates starting at `steps` in this process, on `platform`.
 
@@ -137,6 +139,9 @@ def recompute_repeat(
     steps: int64 [S], the first step i of each update i -> i + k (recomputed_steps).
     data_dir, download: where the trace's dataset comes from (data.load_described).
     progress_every_s: seconds between progress lines in the log.
+    model_fn: for a trace of keras.Model.fit, "module:function" that builds its model.
+    model_fn_paths: the folders model_fn's module is looked for in when it is not installed
+      (default: the working folder).
 
   Returns:
     The l2 and l-infinity distances of every update to the logged checkpoint, and this
@@ -145,7 +150,7 @@ def recompute_repeat(
   platform_lib.apply_platform(platform)
   trace = trace_lib.Trace(trace_path)
   dataset = data.load_described(trace.manifest["dataset"], data_dir, download)
-  step_fn = sgd_step.step_for_trace(trace, dataset)
+  step_fn = sgd_step.step_for_trace(trace, dataset, model_fn, model_fn_paths)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
   steps = np.asarray(steps, np.int64)
   l2, linf = np.empty(len(steps)), np.empty(len(steps))
@@ -161,6 +166,7 @@ def recompute_repeat(
           int(i),
           int(i) + trace.k,
           progress_every_s=math.inf,
+          velocity=trace.optimizer_state(int(i)),
       )
       l2[s], linf[s] = sgd_step.distances(recomputed, reader.get(i + trace.k))
       now = time.perf_counter()
@@ -246,6 +252,7 @@ def recompute(
     ray_options: RayOptions = RayOptions(),
     overwrite: bool = False,
     command: str | None = None,
+    model_fn: str | None = None,
 ) -> RecomputeSummary:
   """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`.
 
@@ -264,6 +271,8 @@ def recompute(
     ray_options: where and how the Ray executor runs its shards.
     overwrite: replace a result of another request at `out`.
     command: the command line to record (None: called from Python).
+    model_fn: for a trace written by keras.Model.fit, "module:function" that builds its model
+      (recorded with the result); looked up from the working folder when not installed.
 
   Returns:
     eps_repr, where it occurred and on which platforms (RecomputeSummary).
@@ -293,7 +302,12 @@ def recompute(
       "manifest_sha256": trace.manifest["manifest_sha256"],
       "step_range": [start, trace.steps if stop is None else stop],
       "platform": dataclasses.asdict(platform),
-  }
+  } | ({"model_fn": model_fn} if model_fn else {})
+  # Checked before any folder is written: a wrong or missing --model_fn is one line.
+  if model_fn or trace.manifest["model"]["name"] == trace_lib.KERAS_MODEL:
+    sgd_step.step_for_trace(
+        trace, data.load_described(trace.manifest["dataset"], data_dir, download), model_fn
+    )
   _prepare_out(out, request, overwrite)
   _remove_leftovers(out)
   done = _finished_repeats(out, repeats, steps)
@@ -317,6 +331,9 @@ def recompute(
       "steps": steps.tolist(),
       "data_dir": data_dir and os.path.abspath(data_dir),
       "download": download,
+      "model_fn": model_fn,
+      # Where this process finds model_fn's module, for workers that start elsewhere.
+      "model_fn_paths": [os.getcwd()] + [os.path.abspath(p) for p in sys.path if p],
   }
 
   def run(repeat: int) -> RepeatResult:
@@ -324,7 +341,9 @@ def recompute(
       return _ray_repeat(spec, ray_options)
     if fresh_process:
       return _fresh_process_repeat(spec, out, repeat)
-    return recompute_repeat(trace.path, platform, steps, spec["data_dir"], download)
+    return recompute_repeat(
+        trace.path, platform, steps, spec["data_dir"], download, model_fn=model_fn
+    )
 
   for r in missing:
     result = run(r)
@@ -468,6 +487,8 @@ def _ray_shard(spec: dict, steps: list[int]) -> dict:
       np.asarray(steps, np.int64),
       spec["data_dir"],
       spec["download"],
+      model_fn=spec["model_fn"],
+      model_fn_paths=spec["model_fn_paths"],
   )
   return dataclasses.asdict(result)
 
@@ -565,6 +586,7 @@ def _write_result(
   }
   record = results.header(results.ResultKind.REPRODUCTION_ERROR, command, recomputer) | {
       "trace": trace_identity,
+      "model_fn": request.get("model_fn"),
       "step_range": request["step_range"],
       "updates": len(steps),
       "repeats": len(repeats),

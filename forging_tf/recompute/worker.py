@@ -30,6 +30,8 @@ def main(spec_path: str, result_path: str) -> None:
       np.asarray(spec["steps"], np.int64),
       spec["data_dir"],
       spec["download"],
+      model_fn=spec["model_fn"],
+      model_fn_paths=spec["model_fn_paths"],
   )
   recompute_lib.save_repeat(result_path, result)
 

@@ -100,15 +100,20 @@ def run_sgd(
     on_checkpoint=None,
     checkpoint_at=(),
     progress_every_s: float = 10.0,
+    velocity=None,
 ) -> tf.Tensor:
-  """Takes steps start..stop-1 from theta_start; hands theta_{i+1} to on_checkpoint(i+1, theta)
-  for every i + 1 in checkpoint_at. Returns theta_stop."""
+  """Takes steps start..stop-1 from theta_start (and, for momentum SGD, its velocity); hands
+  theta_{i+1} to on_checkpoint(i+1, theta) for every i + 1 in checkpoint_at. Returns
+  theta_stop."""
   checkpoint_at = frozenset(int(s) for s in checkpoint_at)
   theta = tf.convert_to_tensor(theta, tf.float32)
   began = last_report = time.perf_counter()
   for i in range(start, stop):
     x, y = source(batches[i])
-    theta = step_fn(theta, x, y)
+    if velocity is None:
+      theta = step_fn(theta, x, y)
+    else:
+      theta, velocity = step_fn.update(theta, velocity, x, y)
     if i + 1 in checkpoint_at:
       on_checkpoint(i + 1, theta.numpy())
     now = time.perf_counter()
@@ -123,7 +128,8 @@ def trace_manifest(
     model: str,
     model_config: dict | None,
     dataset: data.Dataset,
-    step_fn: sgd_step.SGDStep,
+    learning_rate: float,
+    layout,
     batch_size: int,
     steps: int,
     k: int,
@@ -137,13 +143,13 @@ def trace_manifest(
       "model": {"name": model, "config": dict(model_config or {})},
       "dataset": dataset.as_dict(),
       "batch_size": batch_size,
-      "learning_rate": step_fn.learning_rate,
+      "learning_rate": learning_rate,
       "seed": seed,
       "steps": steps,
       "k": k,
       "keep_pairs": keep_pairs,
-      "num_parameters": step_fn.num_parameters,
-      "parameter_layout": [spec.as_dict() for spec in step_fn.layout],
+      "num_parameters": models.num_parameters(layout),
+      "parameter_layout": [spec.as_dict() for spec in layout],
       "platform": platform_lib.platform_fingerprint(platform),
   }
 
@@ -208,10 +214,20 @@ def train_trace(
   )
   step_fn = sgd_step.SGDStep(keras_model, learning_rate)
   manifest = trace_manifest(
-      model, model_config, dataset, step_fn, batch_size, steps, k, keep_pairs, seed, platform
+      model,
+      model_config,
+      dataset,
+      step_fn.learning_rate,
+      step_fn.layout,
+      batch_size,
+      steps,
+      k,
+      keep_pairs,
+      seed,
+      platform,
   )
   batches = batch_schedule(dataset.x_train.shape[0], batch_size, steps, seed)
-  writer, theta, resumed_from = _open_writer(out, manifest, batches, overwrite, compression)
+  writer, theta, _, resumed_from = open_writer(out, manifest, batches, overwrite, compression)
   start = resumed_from or 0
   if resumed_from is None:
     theta = models.initial_parameters(step_fn.layout, seed)
@@ -268,14 +284,19 @@ def train_trace(
   )
 
 
-def _open_writer(
+def open_writer(
     out: str,
     manifest: dict,
     batches: np.ndarray,
     overwrite: bool,
     compression: trace_lib.Compression,
+    optimizer_state: bool = False,
 ):
-  """Returns (writer, theta to resume from or None, step resumed from or None)."""
+  """Creates the trace at `out`, or reopens an unfinished trace of the same run there.
+
+  Returns (writer, theta to resume from, its velocity (optimizer_state), step resumed from);
+  None for each but the writer when the trace is new.
+  """
   if os.path.exists(out) and not trace_lib.is_trace(out):
     if not os.path.isdir(out) or os.listdir(out):
       raise errors.ConfigError(f"{out} exists and is not a forging_tf trace; choose another --out")
@@ -292,10 +313,11 @@ def _open_writer(
       _check_resumable(existing, manifest, compression, out)
       if existing.num_written:
         last = int(existing.checkpoint_steps[existing.num_written - 1])
-        theta = existing.checkpoint(last)
-        return trace_lib.TraceWriter.reopen(out), theta, last
+        theta, velocity = existing.checkpoint(last), existing.optimizer_state(last)
+        return trace_lib.TraceWriter.reopen(out), theta, velocity, last
       shutil.rmtree(out)  # Created but no checkpoint written yet: nothing to keep.
-  return trace_lib.TraceWriter.create(out, manifest, batches, compression), None, None
+  writer = trace_lib.TraceWriter.create(out, manifest, batches, compression, optimizer_state)
+  return writer, None, None, None
 
 
 def _check_resumable(
@@ -303,6 +325,8 @@ def _check_resumable(
 ) -> None:
   existing = trace.manifest
   differ = [key for key in _RESUME_FIELDS if existing[key] != requested[key]]
+  if existing.get("keras") != requested.get("keras"):
+    differ.append("keras (trainer, optimizer or loss)")
   if trace.compression != compression:
     differ.append(f"compression ({trace.compression.value}, now {compression.value})")
   if existing["dataset"]["fingerprint"] != requested["dataset"]["fingerprint"]:
