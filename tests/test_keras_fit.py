@@ -59,6 +59,10 @@ def build_with_dropout():
 
 def not_a_model():
   return 3
+
+
+def broken():
+  raise ValueError("no such layer\\nsecond line")
 """
 _FIT_SCRIPT = """
 import sys
@@ -271,6 +275,7 @@ def test_recompute_binary_with_the_users_model_fn(momentum_trace, user_dir, data
         ("nowhere:build", errors.ConfigError, "cannot import nowhere"),
         ("user_model:missing", errors.ConfigError, "user_model has no function missing"),
         ("user_model:not_a_model", errors.ConfigError, "returned int, not a keras.Model"),
+        ("user_model:broken", errors.ConfigError, "raised ValueError: no such layer second line"),
         ("user_model:build_with_dropout", errors.ConfigError, "has non-trainable state"),
         ("user_model:build_wider", errors.TraceError, "has variables of shapes"),
     ],

@@ -69,6 +69,10 @@ def load_model_fn(model_fn: str, search_paths: list[str] | None = None):
         f"--model_fn={model_fn}: cannot import {module_name} ({e}); run from the folder that "
         "holds it or put that folder on PYTHONPATH"
     ) from e
+  except Exception as e:  # The user's module failed as it was imported: say so on one line.
+    raise errors.ConfigError(
+        f"--model_fn={model_fn}: importing {module_name} raised {_one_line(e)}"
+    ) from e
   function = getattr(module, function_name, None)
   if not callable(function):
     raise errors.ConfigError(
@@ -79,12 +83,21 @@ def load_model_fn(model_fn: str, search_paths: list[str] | None = None):
 
 def build_model(model_fn: str, search_paths: list[str] | None = None) -> keras.Model:
   """Calls the function `model_fn` names, with no arguments; it must return a keras.Model."""
-  model = load_model_fn(model_fn, search_paths)()
+  function = load_model_fn(model_fn, search_paths)
+  try:
+    model = function()
+  except Exception as e:  # The user's code: its failure is reported, on one line.
+    raise errors.ConfigError(f"--model_fn={model_fn} raised {_one_line(e)}") from e
   if not isinstance(model, keras.Model):
     raise errors.ConfigError(
         f"--model_fn={model_fn} returned {type(model).__name__}, not a keras.Model"
     )
   return model
+
+
+def _one_line(e: Exception) -> str:
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text if len(text) <= 200 else text[:197] + '...'}"
 
 
 def check_model(model: keras.Model, dataset: data.Dataset) -> None:
