@@ -19,7 +19,6 @@ deterministic platform the finished trace is bitwise the one an uninterrupted ru
 import shutil
 
 import keras
-import numpy as np
 from absl import logging
 
 from forging_tf import errors
@@ -74,6 +73,7 @@ class TraceCallback(keras.callbacks.Callback):
     platform_lib.apply_platform(platform)
     self.start_step = self._resumable_step()
     self._writer = None
+    self._state = None  # the model's weights and velocity, flat (on_train_begin)
     self._step = self.start_step
 
   def dataset(self):
@@ -106,8 +106,7 @@ class TraceCallback(keras.callbacks.Callback):
           f"{'class ids' if self.batches.sparse_labels else 'one-hot rows'}: make them with "
           f"indexed_batches(..., sparse_labels={sparse})"
       )
-    weights = list(model.trainable_variables)
-    velocities = keras_step.velocities(model)
+    self._state = keras_step.FlatState(model.trainable_variables, keras_step.velocities(model))
     manifest = train_lib.trace_manifest(
         trace_lib.KERAS_MODEL,
         {"keras_name": model.name, "model_fn": self.model_fn},
@@ -130,7 +129,7 @@ class TraceCallback(keras.callbacks.Callback):
         self.batches.indices,
         False,
         self.compression,
-        optimizer_state=bool(velocities),
+        optimizer_state=self._state.has_velocity,
     )
     self._writer = writer
     if (resumed_from or 0) != self.start_step:
@@ -140,12 +139,9 @@ class TraceCallback(keras.callbacks.Callback):
           f"dataset() was made for step {self.start_step}); make the callback again"
       )
     if resumed_from is None:
-      self._put(0, weights, velocities)
+      self._put(0)
     else:
-      for variable, part in zip(weights, _split(theta, weights)):
-        variable.assign(part)
-      for variable, part in zip(velocities, _split(velocity, velocities)):
-        variable.assign(part)
+      self._state.assign(theta, velocity)
     logging.info(
         "model.fit writes a trace: %s, b=%d, T=%d, k=%d, %d parameters, %s%s -> %s",
         model.name,
@@ -166,7 +162,7 @@ class TraceCallback(keras.callbacks.Callback):
           "on callback.dataset() with epochs=1"
       )
     if self._step in self._stored:
-      self._put(self._step, self.model.trainable_variables, keras_step.velocities(self.model))
+      self._put(self._step)
 
   def on_train_end(self, logs=None):
     if self._writer is None:
@@ -182,18 +178,6 @@ class TraceCallback(keras.callbacks.Callback):
           self.batches.steps,
       )
 
-  def _put(self, step: int, weights, velocities) -> None:
-    self._writer.put(
-        step,
-        keras_step.flat(weights).numpy(),
-        keras_step.flat(velocities).numpy() if velocities else None,
-    )
-
-
-def _split(flat: np.ndarray, variables) -> list[np.ndarray]:
-  """A [P] vector -> arrays shaped as `variables`, in their order."""
-  sizes = [int(np.prod(v.shape)) for v in variables]
-  offsets = np.cumsum([0, *sizes])
-  return [
-      flat[a:b].reshape(tuple(v.shape)) for a, b, v in zip(offsets[:-1], offsets[1:], variables)
-  ]
+  def _put(self, step: int) -> None:
+    theta, velocity = self._state.read()
+    self._writer.put(step, theta.numpy(), None if velocity is None else velocity.numpy())
