@@ -111,7 +111,7 @@ class TraceCallback(keras.callbacks.Callback):
         trace_lib.KERAS_MODEL,
         {"keras_name": model.name, "model_fn": self.model_fn},
         self.batches.dataset,
-        keras_step.learning_rate(model),
+        keras_step.optimizer_learning_rate(model),
         models.parameter_layout(model),
         self.batches.batch_size,
         self.batches.steps,

@@ -172,7 +172,7 @@ def keras_entry(model: keras.Model) -> dict:
   }
 
 
-def learning_rate(model: keras.Model) -> float:
+def optimizer_learning_rate(model: keras.Model) -> float:
   """eta as the optimizer holds it (a float32 variable), as a Python float."""
   return float(np.float32(model.optimizer.learning_rate.numpy()))
 
@@ -249,10 +249,10 @@ class KerasStep:
   `train_on_batch` from the given weights and velocity.
   """
 
-  def __init__(self, model: keras.Model, learning_rate_: float, entry: dict):
+  def __init__(self, model: keras.Model, learning_rate: float, entry: dict):
     optimizer, loss = entry["optimizer"], entry["loss"]
     self.model = model
-    self.learning_rate = float(learning_rate_)
+    self.learning_rate = float(learning_rate)
     self.momentum, self.nesterov = optimizer["momentum"], optimizer["nesterov"]
     self.sparse_labels = loss["name"] == "sparse_categorical_crossentropy"
     self._from_logits = loss["from_logits"]
