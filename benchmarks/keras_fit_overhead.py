@@ -73,7 +73,7 @@ def _read_ms(reads: int = 200) -> dict:
   model = models.lenet()
   model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="mse")
   weights, velocities = model.trainable_variables, keras_step.velocities(model)
-  state = keras_step.FlatState(weights, velocities)
+  state = keras_step.FlatState(model)
 
   def eager():
     return [tf.concat([tf.reshape(v, [-1]) for v in vs], 0).numpy() for vs in (weights, velocities)]

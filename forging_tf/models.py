@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from forging_tf import errors
 
@@ -151,6 +152,12 @@ def parameter_layout(model: keras.Model) -> tuple[ParameterSpec, ...]:
     layout.append(ParameterSpec(variable.path, shape, offset, size))
     offset += size
   return tuple(layout)
+
+
+def split_parameters(theta, layout) -> list[tf.Tensor]:
+  """theta [P] -> one tensor per variable of `layout`, in its order, each in its own shape."""
+  parts = tf.split(theta, [spec.size for spec in layout])
+  return [tf.reshape(part, spec.shape) for part, spec in zip(parts, layout)]
 
 
 def num_parameters(layout) -> int:

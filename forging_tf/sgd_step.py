@@ -39,9 +39,6 @@ def _to_model_input(images, labels, num_classes: int):
 class SGDStep:
   """theta [P] float32, x [b, h, w, c] float32, y [b, n] float32 -> theta_next [P] float32."""
 
-  momentum = 0.0  # plain SGD: no optimizer state
-  nesterov = False
-
   def __init__(self, model: keras.Model, learning_rate: float):
     self.model = model
     self.layout = models.parameter_layout(model)
@@ -49,8 +46,6 @@ class SGDStep:
     self.learning_rate = float(learning_rate)
     self.input_shape = tuple(int(d) for d in model.input_shape[1:])
     self.num_classes = int(model.output_shape[-1])
-    self._sizes = [spec.size for spec in self.layout]
-    self._shapes = [spec.shape for spec in self.layout]
     self._non_trainable = [v.value for v in model.non_trainable_variables]
     # The batch dimension stays unknown so that every batch size runs the same graph.
     self._step = tf.function(
@@ -79,9 +74,7 @@ class SGDStep:
 
   def variables(self, theta) -> list[tf.Tensor]:
     """theta [P] -> the model's trainable variables, in layout order, each in its own shape."""
-    return [
-        tf.reshape(part, shape) for part, shape in zip(tf.split(theta, self._sizes), self._shapes)
-    ]
+    return models.split_parameters(theta, self.layout)
 
   def example_losses(self, variables, x, y) -> tf.Tensor:
     """The forward pass and the loss: crossentropy(softmax(f_theta(x_j)), y_j) per example [b].
@@ -96,8 +89,7 @@ class SGDStep:
     with tf.GradientTape() as tape:
       tape.watch(theta)
       loss = tf.reduce_mean(self.example_losses(self.variables(theta), x, y))
-    gradient = tape.gradient(loss, theta)
-    return theta - tf.constant(self.learning_rate, tf.float32) * gradient
+    return self.apply_gradient(theta, tape.gradient(loss, theta), None)
 
 
 def step_for_trace(

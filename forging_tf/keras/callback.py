@@ -106,7 +106,7 @@ class TraceCallback(keras.callbacks.Callback):
           f"{'class ids' if self.batches.sparse_labels else 'one-hot rows'}: make them with "
           f"indexed_batches(..., sparse_labels={sparse})"
       )
-    self._state = keras_step.FlatState(model.trainable_variables, keras_step.velocities(model))
+    self._state = keras_step.FlatState(model)
     manifest = train_lib.trace_manifest(
         trace_lib.KERAS_MODEL,
         {"keras_name": model.name, "model_fn": self.model_fn},

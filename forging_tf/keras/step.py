@@ -206,10 +206,10 @@ class FlatState:
   functions: reading LeNet's two vectors took 0.76 ms compiled and 8.1 ms with one eager op per
   variable on a 2-core CPU (benchmarks/results/keras_fit_overhead.json, read_ms)."""
 
-  def __init__(self, weights, velocities):
-    self._weights, self._velocities = list(weights), list(velocities)
+  def __init__(self, model: keras.Model):
+    self._weights, self._velocities = list(model.trainable_variables), velocities(model)
     self.has_velocity = bool(self._velocities)
-    self._sizes = [int(np.prod(v.shape)) for v in self._weights]
+    self._layout = models.parameter_layout(model)
     self._read = tf.function(self._read_all, jit_compile=False)
     self._assign = tf.function(self._assign_all, jit_compile=False)
 
@@ -227,8 +227,8 @@ class FlatState:
 
   def _assign_all(self, theta, velocity):
     for variables, vector in ((self._weights, theta), (self._velocities, velocity)):
-      for variable, part in zip(variables, tf.split(vector, self._sizes)):
-        variable.assign(tf.reshape(part, variable.shape))
+      for variable, part in zip(variables, models.split_parameters(vector, self._layout)):
+        variable.assign(part)
 
 
 def velocities(model: keras.Model) -> list:
@@ -267,15 +267,11 @@ class KerasStep:
     self.num_parameters = models.num_parameters(self.layout)
     self.input_shape = tuple(int(d) for d in model.input_shape[1:])
     self.num_classes = int(model.output_shape[-1])
-    self._sizes = [spec.size for spec in self.layout]
-    self._shapes = [spec.shape for spec in self.layout]
-    self._state = FlatState(model.trainable_variables, velocities(model))
+    self._state = FlatState(model)
 
   def variables(self, theta) -> list[tf.Tensor]:
     """theta [P] -> the model's trainable variables, in layout order, each in its own shape."""
-    return [
-        tf.reshape(part, shape) for part, shape in zip(tf.split(theta, self._sizes), self._shapes)
-    ]
+    return models.split_parameters(theta, self.layout)
 
   def labels(self, y):
     """One-hot rows [b, n] -> what the compiled loss takes (class ids int32 for the sparse one,
