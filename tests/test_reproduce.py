@@ -1,12 +1,15 @@
 """forging-reproduce: the plans of the presets, the whole pipeline end to end, and its resume."""
 
+import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -15,6 +18,7 @@ import pytest
 import forging_tf
 from forging_tf import errors
 from forging_tf import trace as trace_lib
+from forging_tf.reproduce import platforms
 from forging_tf.reproduce import presets
 from forging_tf.reproduce import reproduce_lib
 from forging_tf.reproduce import stages
@@ -31,6 +35,18 @@ def _command(out, data_dir, *extra):
       "--nodownload",
       *extra,
   ]
+
+
+_PLATFORMS_TOML = """
+[cpu]
+onednn = "on"
+resources = { platform_cpu = 1 }
+
+[cpu-nodnn]
+onednn = "off"
+num_cpus = 1
+resources = { platform_nodnn = 1 }
+"""
 
 
 def _flag(stage, name):
@@ -70,10 +86,12 @@ def test_every_stage_runs_after_what_it_reads(name):
   for stage in planned:
     trace = next((f.split("=", 1)[1] for f in stage.flags if f.startswith("--trace=")), None)
     assert trace is None or trace in written, f"{stage.name} reads {trace} before it is trained"
+    # The Ray executor starts a stage once the stages it needs are done.
+    assert stage.needs == (() if trace is None else (f"train {trace.removeprefix('traces/')}",))
     written.add(stage.output)
   # Table II: every deterministic platform's LeNet b=100 trace is recomputed on every one of them.
   preset = presets.PRESETS[name]
-  deterministic = [p for p in preset.platforms if "--deterministic" in presets.PLATFORMS[p]]
+  deterministic = [p for p in preset.platforms if platforms.BUILT_IN[p].deterministic]
   t = next(steps for model, _, b, steps in preset.steps if (model, b) == ("lenet", 100))
   for generator in deterministic:
     for recomputer in deterministic:
@@ -189,7 +207,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, tmp_path, da
   resumed = subprocess.run(_command(out, data_dir), capture_output=True, text=True, check=False)
   assert resumed.returncode == 0, resumed.stdout[-3000:]
   assert resumed.stdout.count("done before, skipped") == 2
+  _assert_same_study(expected, out)
 
+
+def _assert_same_study(expected, out):
+  """The traces, distances, attack results and tables of two smoke runs are bitwise the same."""
   for name in ("lenet_b100_T6_cpu", "lenet_b100_T6_cpu-nodnn"):
     a, b = (trace_lib.Trace(str(root / "traces" / name)) for root in (expected, out))
     assert a.complete and b.complete
@@ -233,6 +255,10 @@ def test_a_failing_stage_is_one_line_and_keeps_what_was_done(tmp_path):
   assert other.returncode != 0
   assert other.stderr.strip().splitlines()[-1].startswith("forging-reproduce: error: ")
   assert "preset 'smoke'" in other.stderr
+  toml = tmp_path / "platforms.toml"
+  toml.write_text(_PLATFORMS_TOML)
+  with pytest.raises(errors.ConfigError, match="run on other platforms .the built-in ones."):
+    reproduce_lib.reproduce("smoke", str(out), platforms_file=str(toml), echo=_quiet)
 
 
 @pytest.mark.parametrize(
@@ -273,3 +299,182 @@ def test_a_run_of_version_0_1_0_resumes(old_smoke_run, data_dir, tmp_path):
         os.path.join(old_smoke_run, "report", name)
     ).read(), name
   assert json.loads((out / "reproduce.json").read_text())["format_version"] == 1  # not rewritten
+
+
+def test_a_platforms_file_gives_the_built_in_platforms_flags(tmp_path):
+  toml = tmp_path / "platforms.toml"
+  toml.write_text(_PLATFORMS_TOML)
+  as_json = tmp_path / "platforms.json"
+  as_json.write_text(
+      json.dumps(
+          {
+              "cpu": {"onednn": "on", "resources": {"platform_cpu": 1}},
+              "cpu-nodnn": {"onednn": "off", "num_cpus": 1, "resources": {"platform_nodnn": 1}},
+              "a100": {"device": "gpu:0", "accelerator_type": "A100", "deterministic": False},
+          }
+      )
+  )
+  for path in (toml, as_json):
+    loaded = platforms.load(str(path))
+    assert list(loaded)[:2] == ["cpu", "cpu-nodnn"]  # the file's order: cpu generates traces
+    for name in ("cpu", "cpu-nodnn"):
+      assert loaded[name].flags == platforms.BUILT_IN[name].flags
+    assert loaded["cpu"].ray_resources() == {"CPU": 1.0, "platform_cpu": 1.0}
+  with pytest.raises(errors.ConfigError, match="name it .toml or .json"):
+    platforms.load(str(tmp_path / "platforms.yaml"))
+  with pytest.raises(errors.ConfigError, match="cannot read the platforms file"):
+    platforms.load(str(tmp_path / "missing.toml"))
+  a100 = platforms.load(str(as_json))["a100"]
+  assert a100.flags == ("--device=gpu:0", "--notf32", "--nodeterministic")
+  assert a100.ray_resources() == {"CPU": 1.0, "GPU": 1.0, "accelerator_type:A100": 0.001}
+  # The study runs on the file's platforms, under their names.
+  preset = presets.PRESETS["smoke"]
+  planned = stages.plan(
+      dataclasses.replace(preset, platforms=("a100", "cpu")),
+      platforms.load(str(as_json)),
+  )
+  assert planned[0].output == "traces/lenet_b100_T6_a100" and planned[0].platform == a100
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[cpu]\ndevice = "tpu"\n', "platform 'cpu': device = 'tpu' is not cpu or gpu:N"),
+        ("[cpu]\nthreads = 2\n", "platform 'cpu': unknown key 'threads'"),
+        ('[cpu]\nonednn = "yes"\n', "onednn = 'yes' is not 'on', 'off' or 'default'"),
+        ("[cpu]\nresources = { a = -1 }\n", "resources = {'a': -1} is not a table"),
+        ("[cpu]\nnum_cpus = 0\n", "must ask for some resource"),
+        ("[cpu]\ntf32 = true\n", "tf32 is a GPU setting"),
+        ('["../x"]\n', "a name is 1-64 letters"),
+        ("cpu = 1\n", "expected a table of settings"),
+        ("[cpu\n", "is not valid"),
+        ("", "expected one table per platform"),
+    ],
+)
+def test_a_bad_platforms_file_is_one_line(tmp_path, text, message):
+  path = tmp_path / "platforms.toml"
+  path.write_text(text)
+  with pytest.raises(errors.ConfigError, match=re.escape(message)) as raised:
+    reproduce_lib.reproduce("smoke", str(tmp_path / "out"), platforms_file=str(path))
+  assert "\n" not in str(raised.value) and str(path) in str(raised.value)
+  assert not (tmp_path / "out").exists()
+
+
+def _quiet(line):
+  del line
+
+
+@pytest.fixture
+def ray_cluster(monkeypatch):
+  """A Ray cluster of four nodes on this machine, every one on 127.0.0.1: a head without CPUs
+  (the driver's), two nodes with resource platform_cpu and one with platform_nodnn, as nodes of
+  two kinds of hardware would be. Yields (cluster, {name: node})."""
+  ray = pytest.importorskip("ray")
+  from ray import cluster_utils  # pylint: disable=import-outside-toplevel
+  from ray._private import ray_constants  # pylint: disable=import-outside-toplevel
+
+  # ray.init(address=127.0.0.1:port) replaces a loopback address by the machine's own address
+  # unless Ray's multi-machine mode is off: it is, here and in every process the nodes start.
+  monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
+  monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+  loopback = {"node_ip_address": "127.0.0.1"}
+  cluster = cluster_utils.Cluster(
+      initialize_head=True,
+      head_node_args={
+          "num_cpus": 0,
+          "include_dashboard": False,
+          # A killed node is noticed within seconds.
+          "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+          **loopback,
+      },
+  )
+  try:
+    nodes = {
+        name: cluster.add_node(num_cpus=1, resources=resources, **loopback)
+        for name, resources in (
+            ("cpu-a", {"platform_cpu": 1}),
+            ("cpu-b", {"platform_cpu": 1}),
+            ("nodnn", {"platform_nodnn": 1}),
+        )
+    }
+    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield cluster, nodes
+  finally:
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _stage_nodes(out, stage_name):
+  """The Ray node ids a stage ran on, every attempt, from its log's header lines."""
+  with open(stages.log_path(stage_name, str(out))) as f:
+    return re.findall(r"^# \S+ on Ray node (\w+): ", f.read(), re.MULTILINE)
+
+
+def test_smoke_preset_on_a_ray_cluster_with_a_node_killed(
+    reference, ray_cluster, tmp_path, data_dir
+):
+  """Each stage runs on a node with its platform's resource; a node killed during a stage costs
+  a retry on another node and changes no bit of the study."""
+  cluster, nodes = ray_cluster
+  toml = tmp_path / "platforms.toml"
+  toml.write_text(_PLATFORMS_TOML)
+  tpu = tmp_path / "tpu.toml"
+  tpu.write_text("[cpu]\nresources = { platform_tpu = 1 }\n")
+  with pytest.raises(errors.ConfigError, match="no node of the Ray cluster has what platform cpu"):
+    reproduce_lib.reproduce(
+        "smoke", str(tmp_path / "never"), platforms_file=str(tpu), executor="ray", echo=_quiet
+    )
+  assert not (tmp_path / "never").exists()  # refused before anything was written
+
+  out = tmp_path / "study"
+  killed = []
+
+  def kill_the_node_training_on_cpu():
+    deadline = time.time() + 300
+    while time.time() < deadline:
+      try:
+        started = _stage_nodes(out, "train lenet_b100_T6_cpu")
+      except OSError:
+        started = []
+      if started:
+        time.sleep(2)  # inside the stage: its process is loading TensorFlow
+        node = next(n for n in nodes.values() if n.node_id == started[0])
+        cluster.remove_node(node, allow_graceful=False)
+        killed.append(node.node_id)
+        return
+      time.sleep(0.05)
+
+  killer = threading.Thread(target=kill_the_node_training_on_cpu)
+  killer.start()
+  lines = []
+  try:
+    began = time.perf_counter()
+    reproduce_lib.reproduce(
+        "smoke",
+        str(out),
+        data_dir,
+        False,
+        echo=lines.append,
+        platforms_file=str(toml),
+        executor="ray",
+    )
+    seconds = time.perf_counter() - began
+  finally:
+    killer.join()
+  print(f"smoke preset on the Ray cluster, one node killed: {seconds:.0f} s")
+  assert killed, "no node was killed"
+  assert sum(": done in " in line for line in lines) == 9, lines
+  resources = {node.node_id: name for name, node in nodes.items()}
+  for stage in stages.plan(presets.PRESETS["smoke"]):
+    ran_on = [resources[node] for node in _stage_nodes(out, stage.name)]
+    wanted = {"cpu": ("cpu-a", "cpu-b"), "cpu-nodnn": ("nodnn",)}[stage.platform.name]
+    assert ran_on and set(ran_on) <= set(wanted), (stage.name, ran_on)
+  trained = _stage_nodes(out, "train lenet_b100_T6_cpu")
+  assert trained[0] == killed[0] and len(trained) == 2 and trained[1] != killed[0], trained
+  _assert_same_study(reference[0], out)
+  # The run resumes only on its own platforms.
+  with pytest.raises(errors.ConfigError, match="run on other platforms .from a file."):
+    reproduce_lib.reproduce("smoke", str(out), echo=_quiet)
+  toml.write_text(_PLATFORMS_TOML.replace("num_cpus = 1", "num_cpus = 2"))
+  with pytest.raises(errors.ConfigError, match="resume it with its own --platforms"):
+    reproduce_lib.reproduce("smoke", str(out), platforms_file=str(toml), echo=_quiet)

@@ -1,6 +1,7 @@
-"""What a study is: the platforms it runs on and the presets (quick, paper, smoke).
+"""What a study is: the presets (quick, paper, smoke) and the platforms they run on.
 
-A platform is the flags every binary takes (cli.define_platform_flags); a preset says which traces
+A platform (platforms.py) is the flags every binary takes and what its stages ask of a Ray
+cluster; a preset names platforms of platforms.BUILT_IN and says which traces
 are trained, on which platforms they are recomputed, which attacks and exact experiments run, and
 which part of Table IV is searched. stages.plan turns a preset into the commands that do it.
 """
@@ -10,27 +11,6 @@ import dataclasses
 from forging_tf import results
 from forging_tf.attacks import settings as attack_settings
 from forging_tf.exact import settings as exact_settings
-
-# A platform is the flags every binary takes (cli.py). Deterministic ones generate Table II (b)
-# and (c); the others Table II (a).
-PLATFORMS = {
-    "cpu": ("--device=cpu", "--onednn=on", "--deterministic"),
-    "cpu-nodnn": ("--device=cpu", "--onednn=off", "--deterministic"),
-    "cpu-t1": ("--device=cpu", "--onednn=on", "--intra_op_threads=1", "--deterministic"),
-    "cpu-nodet": ("--device=cpu", "--onednn=on", "--nodeterministic"),
-    "cpu-nodnn-nodet": ("--device=cpu", "--onednn=off", "--nodeterministic"),
-    "gpu": ("--device=gpu:0", "--notf32", "--deterministic"),
-    "gpu-nodet": ("--device=gpu:0", "--notf32", "--nodeterministic"),
-}
-
-
-def is_deterministic(platform: str) -> bool:
-  return "--deterministic" in PLATFORMS[platform]
-
-
-def onednn_setting(platform: str) -> bool | None:
-  flags = PLATFORMS[platform]
-  return True if "--onednn=on" in flags else False if "--onednn=off" in flags else None
 
 
 @dataclasses.dataclass(frozen=True)

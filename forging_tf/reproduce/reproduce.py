@@ -3,11 +3,14 @@ r"""The whole study in one command: traces, reproduction errors, attacks, exact 
   forging-reproduce --preset=quick --out=runs/quick       # 11 to 20 minutes on a 2-core CPU
   forging-reproduce --preset=paper --out=runs/paper       # the paper's settings, for a GPU
   forging-reproduce --preset=quick --dry_run              # list the stages and their commands
+  forging-reproduce --preset=paper --platforms=gpus.toml --executor=ray --ray_address=auto \
+      --out=/shared/paper                                 # on a Ray cluster, your platforms
 
-Runs every stage of the preset (presets.PRESETS) in order, each as a command of this
-package's binaries in a process of its own, and writes OUT/REPORT.md with Tables I-IV and
-Figures 2-6. Interrupted (Ctrl-C, a crash, a kill)? Run the same command again: finished stages
-are skipped and the interrupted one continues.
+Runs every stage of the preset (presets.PRESETS), each as a command of this package's binaries
+in a process of its own (one after another here, or as Ray tasks placed by their platforms'
+resources with --executor=ray), and writes OUT/REPORT.md with Tables I-IV and Figures 2-6.
+Interrupted (Ctrl-C, a crash, a kill)? Run the same command again: finished stages are skipped
+and the interrupted one continues.
 """
 
 from absl import flags
@@ -28,6 +31,26 @@ _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _DRY_RUN = flags.DEFINE_boolean(
     "dry_run", False, "List the stages and their commands, run nothing."
 )
+_PLATFORMS = flags.DEFINE_string(
+    "platforms",
+    None,
+    "TOML or JSON file of the study's platforms (name -> platform flags and Ray resources; see "
+    "forging_tf/reproduce/platforms.py), in place of the preset's; the first generates traces.",
+)
+_EXECUTOR = flags.DEFINE_enum_class(
+    "executor",
+    reproduce_lib.Executor.LOCAL,
+    reproduce_lib.Executor,
+    "local: the stages one after another here; ray: as Ray tasks, each on a node with its "
+    "platform's resources (OUT must be on a file system every node sees).",
+    case_sensitive=False,
+)
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "Ray cluster to join (default: start a local one on 127.0.0.1)."
+)
+_RETRIES = flags.DEFINE_integer(
+    "retries", 2, "With --executor=ray: how often a lost or killed stage runs again.", lower_bound=0
+)
 
 
 def main():
@@ -41,6 +64,10 @@ def main():
       _DRY_RUN.value,
       echo=lambda line: print(line, flush=True),
       command=cli.command_line(),
+      platforms_file=_PLATFORMS.value,
+      executor=_EXECUTOR.value,
+      ray_address=_RAY_ADDRESS.value,
+      retries=_RETRIES.value,
   )
 
 

@@ -22,20 +22,23 @@ import forging_tf
 from forging_tf import errors
 from forging_tf import results
 from forging_tf.attacks import settings as attack_settings
+from forging_tf.reproduce import platforms as platforms_lib
 from forging_tf.reproduce import presets
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-  """One command of the plan: program (a forging_tf.COMMANDS name) and its flags. output:
-  relative to OUT; done: whether it is complete there."""
+  """One command of the plan: program (a forging_tf.COMMANDS name) and its flags, run on
+  `platform`. output: relative to OUT; done: whether it is complete there; needs: the stages
+  whose outputs it reads."""
 
   name: str
   program: str
   flags: tuple[str, ...]
   output: str
   done: Callable[[str], bool]
-  onednn: bool | None = None
+  platform: platforms_lib.StudyPlatform
+  needs: tuple[str, ...] = ()
 
   def argv(self, common: tuple[str, ...]) -> list[str]:
     """The stage's process: `python -m MODULE`, so that it runs with this interpreter."""
@@ -83,15 +86,19 @@ def _attack_steps(spec: str, steps: int) -> str:
   return ",".join(str(s) for s in np.unique(np.round(np.linspace(0, steps - 1, count)).astype(int)))
 
 
-def plan(preset: presets.Preset) -> list[Stage]:
-  """The stages of `preset`, in the order they run (each after what it reads)."""
+def plan(
+    preset: presets.Preset,
+    platforms: dict[str, platforms_lib.StudyPlatform] = platforms_lib.BUILT_IN,
+) -> list[Stage]:
+  """The stages of `preset` on `platforms` (the table its platform names refer to), in an order
+  that runs each after what it reads."""
   for platform in preset.platforms:
-    if platform not in presets.PLATFORMS:
-      raise errors.ConfigError(f"unknown platform {platform!r}; known: {sorted(presets.PLATFORMS)}")
+    if platform not in platforms:
+      raise errors.ConfigError(f"unknown platform {platform!r}; known: {sorted(platforms)}")
   steps = {(model, b): (dataset, t) for model, dataset, b, t in preset.steps}
   primary = preset.platforms[0]
-  deterministic = [p for p in preset.platforms if presets.is_deterministic(p)]
-  other = [p for p in preset.platforms if not presets.is_deterministic(p)]
+  deterministic = [p for p in preset.platforms if platforms[p].deterministic]
+  other = [p for p in preset.platforms if not platforms[p].deterministic]
   # (model, b, generating platform) -> recomputing platforms
   matrix: dict[tuple[str, int, str], list[str]] = {}
   for model, b in steps:
@@ -125,11 +132,11 @@ def plan(preset: presets.Preset) -> list[Stage]:
                 f"--lr={preset.learning_rate}",
                 f"--seed={preset.seed}",
                 f"--out=traces/{name}",
-                *presets.PLATFORMS[generator],
+                *platforms[generator].flags,
             ),
             f"traces/{name}",
             _trace_done,
-            presets.onednn_setting(generator),
+            platforms[generator],
         )
     )
   for (model, b, generator), recomputers in matrix.items():
@@ -147,14 +154,15 @@ def plan(preset: presets.Preset) -> list[Stage]:
                   f"--repeats={repeats}",
                   f"--out={output}",
                   *preset.recompute_flags,
-                  *presets.PLATFORMS[recomputer],
+                  *platforms[recomputer].flags,
               ),
               output,
               _record_done(
                   results.ResultKind.REPRODUCTION_ERROR,
                   lambda record, r=repeats: record["repeats"] >= r,
               ),
-              presets.onednn_setting(recomputer),
+              platforms[recomputer],
+              (f"train {name}",),
           )
       )
   for attack in preset.attacks:
@@ -185,11 +193,12 @@ def plan(preset: presets.Preset) -> list[Stage]:
                 f"--runs={attack.runs}",
                 *search,
                 f"--out={output}",
-                *presets.PLATFORMS[primary],
+                *platforms[primary].flags,
             ),
             output,
             _record_done(results.ResultKind.ATTACK),
-            presets.onednn_setting(primary),
+            platforms[primary],
+            (f"train {trace}",),
         )
     )
   for experiment, flags in preset.exact:
@@ -198,20 +207,20 @@ def plan(preset: presets.Preset) -> list[Stage]:
         Stage(
             f"exact {experiment}",
             "forging-exact",
-            (f"--experiment={experiment}", f"--out={output}", *flags, *presets.PLATFORMS[primary]),
+            (f"--experiment={experiment}", f"--out={output}", *flags, *platforms[primary].flags),
             output,
             _record_done(results.ResultKind.EXACT_FORGING),
-            presets.onednn_setting(primary),
+            platforms[primary],
         )
     )
   stages.append(
       Stage(
           "bruteforce table4",
           "forging-bruteforce",
-          ("--out=results/table4.json", *preset.bruteforce, *presets.PLATFORMS[primary]),
+          ("--out=results/table4.json", *preset.bruteforce, *platforms[primary].flags),
           "results/table4.json",
           _record_done(results.ResultKind.TABLE_IV, lambda record: record["complete"]),
-          presets.onednn_setting(primary),
+          platforms[primary],
       )
   )
   return stages
@@ -239,20 +248,49 @@ def echoed(line: str) -> bool:
   return (match is not None and match.group(1) in _PACKAGE_FILES) or ": error: " in line
 
 
-def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
+class StageInterrupted(errors.ForgingError):
+  """The stage's process was killed by a signal (not a failure of its own): run it again."""
+
+
+# The variables that tell every stage where its data is (made absolute: a stage runs in OUT).
+DATA_ENV = ("FORGING_TF_DATA", "FORGING_TF_CACHE")
+
+
+def data_env() -> dict[str, str]:
+  """This process's data variables, as a stage started elsewhere (a Ray worker) needs them."""
+  return {name: os.path.abspath(os.environ[name]) for name in DATA_ENV if os.environ.get(name)}
+
+
+def log_path(stage_name: str, out: str) -> str:
+  """OUT/logs/STAGE.log: everything the stage printed, every attempt appended."""
+  return os.path.join(out, "logs", re.sub(r"[^\w.=-]+", "_", stage_name) + ".log")
+
+
+def run_stage(
+    stage: Stage,
+    out: str,
+    common: tuple[str, ...],
+    echo,
+    env_vars: dict[str, str] | None = None,
+    where: str = "",
+) -> None:
+  """Runs the stage's command in OUT, its output appended to its log and its progress echoed.
+
+  env_vars: set for the stage (default: this process's data variables); where: where it runs,
+  for the log's header line. Raises ForgingError if the command fails, StageInterrupted if it was
+  killed by a signal.
+  """
   argv = stage.argv(common)
-  env = dict(os.environ)
-  if stage.onednn is not None:  # spares the child re-executing itself for --onednn
-    env["TF_ENABLE_ONEDNN_OPTS"] = "1" if stage.onednn else "0"
+  env = dict(os.environ) | (data_env() if env_vars is None else env_vars)
+  if stage.platform.onednn is not None:  # spares the child re-executing itself for --onednn
+    env["TF_ENABLE_ONEDNN_OPTS"] = "1" if stage.platform.onednn else "0"
   env["PYTHONUNBUFFERED"] = "1"
-  for name in ("FORGING_TF_DATA", "FORGING_TF_CACHE"):  # the stage runs in OUT
-    if env.get(name):
-      env[name] = os.path.abspath(env[name])
-  log_path = os.path.join(out, "logs", re.sub(r"[^\w.=-]+", "_", stage.name) + ".log")
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  log_file = log_path(stage.name, out)
+  os.makedirs(os.path.dirname(log_file), exist_ok=True)
   last_lines = []
-  with open(log_path, "a", encoding="utf-8") as log:
-    log.write(f"\n# {datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(argv)}\n")
+  with open(log_file, "a", encoding="utf-8") as log:
+    began = datetime.datetime.now().isoformat(timespec="seconds")
+    log.write(f"\n# {began}{f' on {where}' if where else ''}: {' '.join(argv)}\n")
     log.flush()
     process = subprocess.Popen(
         argv,
@@ -277,6 +315,11 @@ def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
       process.kill()
       process.wait()
       raise
+  if code < 0:
+    raise StageInterrupted(
+        f"stage '{stage.name}' was killed by signal {-code} (full output: {log_file}); run the "
+        "same command again, finished stages are kept"
+    )
   if code:
     error = next(
         (line for line in reversed(last_lines) if ": error: " in line),
@@ -284,7 +327,7 @@ def run_stage(stage: Stage, out: str, common: tuple[str, ...], echo) -> None:
     )
     raise errors.ForgingError(
         f"stage '{stage.name}' failed: {error.strip()} (full output: "
-        f"{log_path}); fix the cause and run the same command again, "
+        f"{log_file}); fix the cause and run the same command again, "
         "finished stages are kept"
     )
 
