@@ -36,8 +36,18 @@ setuptools.setup(
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
         # Scale-out of recomputation (forging-recompute --executor=ray).
         "ray": ["ray>=2.40"],
+        # Traces and results on S3 (s3:// URLs, through fsspec); gs:// needs gcsfs instead.
+        "s3": ["s3fs>=2024.12"],
         # pyink and ruff are pinned: another version may format or lint differently.
-        "test": ["pytest>=8", "hypothesis>=6.100", "ray>=2.40", "pyink==26.5.1", "ruff==0.17.6"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ray>=2.40",
+            "s3fs>=2024.12",
+            "moto[server]>=5",
+            "pyink==26.5.1",
+            "ruff==0.17.6",
+        ],
     },
     entry_points={
         "console_scripts": [

@@ -4,7 +4,9 @@ Every experiment writes its results as data (JSON, npz) first; tables, figures a
 rendered from them later (forging_tf.report), so a figure can be redrawn without re-running
 anything. A file is written to a temporary sibling and renamed into place; a result folder
 (`write_folder`) is filled as a hidden sibling folder and renamed into place whole. A killed run
-leaves whole files and folders, or none.
+leaves whole files and folders, or none. A result folder may also be an object-store URL
+(storage.py): it is filled in a local temporary folder and uploaded file by file (one PUT each,
+atomic per object), its record last (`write_folder`, `ResultFolder`).
 
 Every result has a record, a JSON object that starts with the same header (`header`): `kind` (a
 ResultKind), `format_version`, `created`, `package_version`, `command` and `platform`. RECORDS
@@ -29,6 +31,7 @@ import numpy as np
 
 import forging_tf
 from forging_tf import errors
+from forging_tf import storage
 
 # Version 2: the common header; the reproduction error's `platform` (was recomputer_platform) and
 # the attack's settings.attack (was a top-level `attack`); Table IV's kind. Version 1 records
@@ -236,14 +239,18 @@ def write_npz(path: str, **arrays: np.ndarray) -> None:
 
 
 def claimed_folder(out: str, marker: str, kind: ResultKind) -> bool:
-  """Whether the folder `out` already holds a result of `kind`: its JSON file `marker` names
-  that kind. A file at `out`, or a non-empty folder without such a marker (someone else's data),
-  is refused with a ConfigError, so that it is never written into."""
-  if os.path.exists(out) and not os.path.isdir(out):
+  """Whether the folder (or URL) `out` already holds a result of `kind`: its JSON file `marker`
+  names that kind. A file at `out`, or a non-empty folder without such a marker (someone else's
+  data), is refused with a ConfigError, so that it is never written into."""
+  if storage.is_url(out):
+    holds_anything = storage.at(out).exists()
+  elif os.path.exists(out) and not os.path.isdir(out):
     raise errors.ConfigError(f"{out} is a file; choose another --out")
-  if os.path.isdir(out) and os.listdir(out):
+  else:
+    holds_anything = os.path.isdir(out) and bool(os.listdir(out))
+  if holds_anything:
     try:
-      ours = upgrade(read_json(os.path.join(out, marker), "")).get("kind") == kind
+      ours = upgrade(read_json(storage.join(out, marker), "")).get("kind") == kind
     except errors.ForgingError:
       ours = False
     if not ours:
@@ -281,6 +288,9 @@ def write_folder(
     ConfigError: `out` holds something else, or a result and overwrite is off; checked before
       and again after `fill`, since another run may have written `out` meanwhile.
   """
+  if storage.is_url(out):
+    _write_objects(out, marker, kind, fill, overwrite)
+    return
   out = os.path.abspath(out)
   check_out(out, marker, kind, overwrite)
   parent, name = os.path.dirname(out), os.path.basename(out)
@@ -303,11 +313,78 @@ def write_folder(
     raise
 
 
+def _write_objects(
+    out: str, marker: str, kind: ResultKind, fill: Callable[[str], None], overwrite: bool
+) -> None:
+  """write_folder for a URL: `fill` writes a local temporary folder, whose files are uploaded
+  with the marker last (a result it replaces loses its marker first)."""
+  check_out(out, marker, kind, overwrite)
+  with ResultFolder(out) as folder:
+    fill(folder.path)
+    replacing = claimed_folder(out, marker, kind)
+    check_out(out, marker, kind, overwrite)
+    if replacing:
+      remove(out, marker)
+    names = sorted(
+        os.path.relpath(os.path.join(root, name), folder.path).replace(os.sep, "/")
+        for root, _, names in os.walk(folder.path)
+        for name in names
+    )
+    folder.upload(*[name for name in names if name != marker], marker)
+
+
+def remove(out: str, record: str) -> None:
+  """Deletes the result folder (or URL) `out`; at a URL its `record` first, so that a removal cut
+  short never leaves what reads as a whole result."""
+  storage.at(out).remove_all(first=(record,))
+
+
+class ResultFolder:
+  """The local folder a result is written in: `out` itself, or, when `out` is a URL
+  (storage.py), a temporary folder whose files `download` and `upload` copy from and to it.
+
+  A context manager: the temporary folder is removed at the end.
+  """
+
+  def __init__(self, out: str):
+    self.out = out
+    self._remote = storage.at(out) if storage.is_url(out) else None
+    self.path = tempfile.mkdtemp(prefix="forging_tf-result-") if self._remote else out
+
+  def __enter__(self) -> "ResultFolder":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._remote:
+      shutil.rmtree(self.path, ignore_errors=True)
+
+  def download(self, prefix: str) -> None:
+    """Copies the URL's file `prefix`, or every file under the folder `prefix`, here."""
+    if not self._remote:
+      return
+    for key in self._remote.sizes():
+      if key == prefix or key.startswith(prefix + "/"):
+        local = os.path.join(self.path, *key.split("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        self._remote.download(key, local)
+
+  def upload(self, *names: str) -> None:
+    """Copies the files `names` (relative, `/`-separated) to the URL, one PUT each, in order."""
+    if not self._remote:
+      return
+    for name in names:
+      self._remote.upload(os.path.join(self.path, *name.split("/")), name)
+
+
 def read_json(path: str, what: str) -> dict:
-  """Reads a result JSON object; a missing or corrupt file is a ForgingError naming `what`."""
+  """Reads a result JSON object (from a file or a URL); a missing or corrupt file is a
+  ForgingError naming `what`."""
   try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
+    if storage.is_url(path):
+      value = json.loads(storage.read_object(path))
+    else:
+      with open(path, encoding="utf-8") as f:
+        value = json.load(f)
   except FileNotFoundError as e:
     raise errors.ForgingError(f"{what}: {path} does not exist") from e
   except (OSError, ValueError) as e:

@@ -1,4 +1,5 @@
-"""Execution traces: a zarr v3 directory store (layout in docs/TRACE_FORMAT.md).
+"""Execution traces: a zarr v3 group in a folder or under an object-store URL (layout in
+docs/TRACE_FORMAT.md; storage.py says where).
 
   checkpoints       float32 [N, P]  one chunk per checkpoint, uncompressed or blosc (Compression)
   checkpoint_steps  int64   [N]     the step of each stored checkpoint
@@ -13,7 +14,8 @@ the manifest, and checks each checkpoint's sha256 when it is read. Anything wron
 that names the field or the step.
 
 Writing is crash-safe: a trace is created in a temporary sibling folder and renamed into place, so
-its folder either holds a whole new trace or does not exist; afterwards a checkpoint counts as
+its folder either holds a whole new trace or does not exist (in an object store: every other
+object first, the group's zarr.json with the manifest last); afterwards a checkpoint counts as
 written only once its sha256 is in the manifest, and the manifest is rewritten atomically after the
 checkpoint's chunk. A killed writer leaves a trace that resumes from its last recorded checkpoint.
 Process crashes are covered; power loss is not (no fsync).
@@ -39,6 +41,7 @@ from numcodecs import blosc
 import forging_tf
 from forging_tf import errors
 from forging_tf import models
+from forging_tf import storage
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = "forging_tf_trace"
@@ -76,6 +79,9 @@ _MAX_PARAMETERS = 10**9
 _MAX_STEPS = 10**8
 _MAX_BATCH = 10**6
 _MAX_EXAMPLES = 10**9
+# The arrays of a trace: any object of an object store under one of them (and no root zarr.json)
+# is what a creation or a deletion cut short leaves, which the next creation may replace.
+_ARRAYS = ("checkpoints", "checkpoint_steps", "batches", "optimizer_state")
 
 
 class Compression(enum.StrEnum):
@@ -149,12 +155,22 @@ def manifest_digest(manifest: dict) -> str:
 
 
 def is_trace(path: str) -> bool:
-  """Whether `path` holds a forging_tf trace (possibly unfinished or damaged)."""
+  """Whether `path` (a folder or a URL) holds a forging_tf trace (possibly unfinished or
+  damaged)."""
+  return _holds_manifest(storage.at(path))
+
+
+def _holds_manifest(store) -> bool:
   try:
-    with open(os.path.join(path, "zarr.json"), encoding="utf-8") as f:
-      return MANIFEST_KEY in json.load(f).get("attributes", {})
+    return MANIFEST_KEY in json.loads(store.read("zarr.json")).get("attributes", {})
   except (OSError, ValueError, TypeError, AttributeError, RecursionError):
     return False  # Unreadable, not JSON, nested too deep, or JSON of another shape.
+
+
+def remove(path: str) -> None:
+  """Deletes the trace at `path`; in an object store its zarr.json first, so that a deletion cut
+  short leaves no trace, only objects the next creation replaces."""
+  storage.at(path).remove_all(first=("zarr.json",))
 
 
 # Reading -------------------------------------------------------------------------------------
@@ -164,8 +180,10 @@ class Trace:
   """Random access to (theta_i, B_i) of a trace; validates everything on open."""
 
   def __init__(self, path: str):
-    self.path = os.path.abspath(path)
-    group = _open_group(self.path)
+    """Opens the trace at `path`: a local folder, or a URL (storage.py) kept as it is."""
+    self.path = storage.absolute(path)
+    self._storage = storage.at(self.path)
+    group = _open_group(self._storage, self.path)
     self.manifest = _validate_manifest(group.attrs.get(MANIFEST_KEY), self.path)
     m = self.manifest
     self.steps, self.k, self.keep_pairs = m["steps"], m["k"], m["keep_pairs"]
@@ -178,7 +196,7 @@ class Trace:
     self.complete = m["complete"]
     # Nothing in proportion to the manifest's sizes is allocated before the files are known to
     # hold that much: a few bytes of manifest must not buy gigabytes of memory.
-    stored_bytes = _stored_bytes(self.path)
+    stored_bytes = _stored_bytes(self._storage, self.path)
     batches = _array(
         group, "batches", np.int32, (self.steps, self.batch_size), self.path, _UNCOMPRESSED_CODECS
     )
@@ -301,25 +319,27 @@ class Trace:
     return self.batches[step]
 
   def _read_chunk(self, array: str, row: int) -> np.ndarray | None:
-    """The row's chunk file of `array` (checkpoints or optimizer_state), decoded; None if it is
+    """The row's chunk of `array` (checkpoints or optimizer_state), decoded; None if it is
     missing, has the wrong size or does not decode to num_parameters float32 values.
 
     Chunks are read without zarr (a third of the time, and no I/O thread competing with
     TensorFlow's for the cores), and no more than the manifest implies is read or allocated: an
     uncompressed chunk must hold 4 P bytes, a blosc chunk at most 4 P + 16 and its header must
-    say it decompresses to exactly 4 P bytes.
+    say it decompresses to exactly 4 P bytes. The size is asked first, and the read (a ranged
+    one in an object store) asks for no more than that.
     """
-    chunk = os.path.join(self.path, array, "c", str(row), "0")
+    chunk = f"{array}/c/{row}/0"
     raw_bytes = 4 * self.num_parameters
     try:
-      size = os.path.getsize(chunk)
+      size = self._storage.size(chunk)
       if self.compression is Compression.NONE:
-        theta = np.fromfile(chunk, "<f4") if size == raw_bytes else None
-        return theta if theta is not None and theta.size == self.num_parameters else None
+        if size != raw_bytes:
+          return None
+        stored = self._storage.read(chunk, raw_bytes)
+        return np.frombuffer(stored, "<f4") if len(stored) == raw_bytes else None
       if not 16 <= size <= raw_bytes + blosc.MAX_OVERHEAD:
         return None
-      with open(chunk, "rb") as f:
-        stored = f.read(raw_bytes + blosc.MAX_OVERHEAD + 1)
+      stored = self._storage.read(chunk, size)
     except OSError:
       return None
     if len(stored) < 16:
@@ -344,45 +364,33 @@ class Trace:
     return row
 
 
-def _open_group(path: str):
-  if not os.path.isdir(path):
-    raise errors.TraceError(f"no trace at {path}: the folder does not exist")
-  if not is_trace(path):
+def _open_group(store, path: str):
+  if not _holds_manifest(store):
+    if not store.exists():
+      where = "nothing is stored under it" if storage.is_url(path) else "the folder does not exist"
+      raise errors.TraceError(f"no trace at {path}: {where}")
     raise errors.TraceError(
         f"{path} is not a forging_tf trace (no readable zarr.json with a "
         f"'{MANIFEST_KEY}' manifest)"
     )
   try:
-    return zarr.open_group(
-        store=zarr.storage.LocalStore(path, read_only=True), mode="r", zarr_format=3
-    )
+    return zarr.open_group(store=store.zarr_store(read_only=True), mode="r", zarr_format=3)
   except Exception as e:  # zarr raises many types on malformed metadata; all mean "unreadable".
     raise errors.TraceError(f"{path}: unreadable zarr group ({_why(e)})") from e
 
 
-def _stored_bytes(path: str) -> dict[str, int]:
-  """Bytes held by each array folder of the trace at `path` (its chunk files, not zarr.json).
-
-  A trace is a folder of folders and regular files: a symbolic link could lead a reader out of
-  the trace, and a device or pipe could be read forever, so either is refused.
-  """
-  totals, pending = {}, [(path, None)]
+def _stored_bytes(store, path: str) -> dict[str, int]:
+  """Bytes held by each array of the trace at `path` (its chunks, not its zarr.json), from one
+  listing of the store (in a folder, links and special files are refused: storage.py)."""
+  totals = {}
   try:
-    while pending:
-      folder, top = pending.pop()
-      with os.scandir(folder) as entries:
-        for entry in entries:
-          if entry.is_symlink() or not (entry.is_dir() or entry.is_file()):
-            raise errors.TraceError(
-                f"{path}: {os.path.relpath(entry.path, path)} is a link or a "
-                "special file; a trace holds only folders and regular files"
-            )
-          if entry.is_dir():
-            pending.append((entry.path, top or entry.name))
-          elif top and not (entry.name == "zarr.json" and folder == os.path.join(path, top)):
-            totals[top] = totals.get(top, 0) + entry.stat().st_size
+    sizes = store.sizes()
   except OSError as e:
     raise errors.TraceError(f"{path}: cannot list the trace's files ({e})") from e
+  for key, size in sizes.items():
+    top, _, rest = key.partition("/")
+    if rest and rest != "zarr.json":
+      totals[top] = totals.get(top, 0) + size
   return totals
 
 
@@ -747,14 +755,13 @@ class TraceWriter:
 
   def __init__(self, path: str, max_pending: int, commit_every_s: float = 0.5):
     self.path = path
+    self._storage = storage.at(path)
     # The group's metadata document, whose attributes hold the manifest: commits rewrite it
     # directly, as zarr would, without a round trip through zarr-python's event loop and thread
     # pool (a quarter of the time, and two threads fewer to wake while training runs).
-    self._metadata_path = os.path.join(path, "zarr.json")
-    with open(self._metadata_path, encoding="utf-8") as f:
-      self._metadata = json.load(f)
+    self._metadata = json.loads(self._storage.read("zarr.json"))
     self._manifest = dict(self._metadata["attributes"][MANIFEST_KEY])
-    group = zarr.open_group(store=zarr.storage.LocalStore(path), mode="r", zarr_format=3)
+    group = zarr.open_group(store=self._storage.zarr_store(read_only=True), mode="r", zarr_format=3)
     self.compression = _checkpoint_storage(
         group["checkpoints"], self._manifest["num_parameters"], path
     )
@@ -791,8 +798,13 @@ class TraceWriter:
       compression: Compression = Compression.NONE,
       optimizer_state: bool = False,
   ) -> "TraceWriter":
-    """Creates the trace at `path` (which must not hold anything) with no checkpoint written;
-    with optimizer_state, every checkpoint comes with the optimizer's velocity (momentum SGD)."""
+    """Creates the trace at `path` with no checkpoint written; with optimizer_state, every
+    checkpoint comes with the optimizer's velocity (momentum SGD).
+
+    `path` is a folder that must not exist or be empty, or a URL (storage.py) under which nothing
+    is stored but what a creation or deletion cut short leaves (objects of the trace's arrays,
+    no zarr.json), which are replaced. A trace there is an OSError, anything else a ConfigError.
+    """
     steps = checkpoint_steps(manifest["steps"], manifest["k"], manifest["keep_pairs"])
     manifest = dict(
         manifest,
@@ -805,51 +817,11 @@ class TraceWriter:
     if optimizer_state:
       manifest["optimizer_state_sha256"] = []
     manifest["manifest_sha256"] = manifest_digest(manifest)
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-      os.makedirs(parent, exist_ok=True)
-      staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.creating-", dir=parent)
-    except OSError as e:
-      raise errors.TraceError(f"cannot create the trace {path}: {e.strerror} ({parent})") from e
-    try:
-      group = zarr.open_group(store=zarr.storage.LocalStore(staging), mode="w", zarr_format=3)
-      num_parameters = manifest["num_parameters"]
-      configuration = Compression(compression).blosc_configuration()
-      # TraceWriter._write relies on this encoding: chunk (row, 0) is checkpoints/c/row/0,
-      # holding the row's float32 little-endian bytes, raw or through blosc.
-      arrays = ("checkpoints", "optimizer_state") if optimizer_state else ("checkpoints",)
-      for name in arrays:
-        group.create_array(
-            name,
-            shape=(len(steps), num_parameters),
-            chunks=(1, num_parameters),
-            dtype="<f4",
-            compressors=None if configuration is None else zarr.codecs.BloscCodec(**configuration),
-            filters=None,
-            serializer=_LITTLE_ENDIAN,
-            chunk_key_encoding={"name": "default", "separator": "/"},
-            fill_value=np.nan,
-        )
-      # Every chunk is written, even one that equals the fill value: the reader counts the
-      # bytes of these arrays before it reads them.
-      group.create_array(
-          "checkpoint_steps", data=steps, compressors=None, config={"write_empty_chunks": True}
-      )
-      group.create_array(
-          "batches",
-          data=batches.astype(np.int32),
-          chunks=(min(len(batches), max(1, 2**20 // batches.shape[1])), batches.shape[1]),
-          compressors=None,
-          config={"write_empty_chunks": True},
-      )
-      for name in arrays:  # chunk folders up front: one mkdir less per step
-        for row in range(len(steps)):
-          os.makedirs(os.path.join(staging, name, "c", str(row)))
-      group.attrs[MANIFEST_KEY] = manifest
-      os.replace(staging, path)  # Fails unless `path` is absent or an empty folder.
-    except BaseException:
-      shutil.rmtree(staging, ignore_errors=True)
-      raise
+    arrays = ("checkpoints", "optimizer_state") if optimizer_state else ("checkpoints",)
+    if storage.is_url(path):
+      _create_objects(storage.at(path), path, manifest, batches, steps, compression, arrays)
+    else:
+      _create_folder(path, manifest, batches, steps, compression, arrays)
     return cls(path, max_pending=_max_pending(manifest["num_parameters"]))
 
   @classmethod
@@ -948,24 +920,14 @@ class TraceWriter:
     return blosc.compress(raw, cname.encode(), clevel, shuffle, 0)
 
   def _write(self, array: str, row: int, chunk) -> None:
-    """Writes chunk `row` of `array` in place.
+    """Writes chunk `row` of `array` in place (in an object store, by one PUT).
 
     In place is safe: a chunk counts only once its digest is committed, after this returns, and
     rows at or before the last committed one are never written again. A crash mid-write leaves
     an uncommitted row that the resumed run overwrites, so no temporary file and rename is
     needed.
     """
-    fd = os.open(
-        os.path.join(self.path, array, "c", str(row), "0"),
-        os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-        0o644,
-    )
-    try:
-      view = memoryview(chunk).cast("B")
-      while view:
-        view = view[os.write(fd, view) :]
-    finally:
-      os.close(fd)
+    self._storage.write(f"{array}/c/{row}/0", chunk)
 
   def _commit(self, written: list[str], written_states: list[str]) -> None:
     """Records the digests of the chunks written so far in the manifest."""
@@ -977,12 +939,93 @@ class TraceWriter:
     self._state_digests = list(written_states)
 
   def _save_manifest(self) -> None:
-    """Replaces zarr.json atomically (a whole new file, then a rename) with the manifest in it."""
+    """Replaces zarr.json atomically (a whole new file and a rename, or one PUT) with the
+    manifest in it."""
     self._metadata["attributes"][MANIFEST_KEY] = self._manifest
-    partial = self._metadata_path + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-      json.dump(self._metadata, f, allow_nan=False)
-    os.replace(partial, self._metadata_path)
+    self._storage.replace("zarr.json", json.dumps(self._metadata, allow_nan=False).encode())
+
+
+def _write_skeleton(group, manifest, batches, steps, compression, arrays) -> None:
+  """Fills an empty zarr group with a new trace: its arrays, no checkpoint, the manifest."""
+  num_parameters = manifest["num_parameters"]
+  configuration = Compression(compression).blosc_configuration()
+  # TraceWriter._write relies on this encoding: chunk (row, 0) is checkpoints/c/row/0, holding
+  # the row's float32 little-endian bytes, raw or through blosc.
+  for name in arrays:
+    group.create_array(
+        name,
+        shape=(len(steps), num_parameters),
+        chunks=(1, num_parameters),
+        dtype="<f4",
+        compressors=None if configuration is None else zarr.codecs.BloscCodec(**configuration),
+        filters=None,
+        serializer=_LITTLE_ENDIAN,
+        chunk_key_encoding={"name": "default", "separator": "/"},
+        fill_value=np.nan,
+    )
+  # Every chunk is written, even one that equals the fill value: the reader counts the bytes of
+  # these arrays before it reads them.
+  group.create_array(
+      "checkpoint_steps", data=steps, compressors=None, config={"write_empty_chunks": True}
+  )
+  group.create_array(
+      "batches",
+      data=batches.astype(np.int32),
+      chunks=(min(len(batches), max(1, 2**20 // batches.shape[1])), batches.shape[1]),
+      compressors=None,
+      config={"write_empty_chunks": True},
+  )
+  group.attrs[MANIFEST_KEY] = manifest
+
+
+def _create_folder(path: str, manifest, batches, steps, compression, arrays) -> None:
+  """Assembles the trace in a hidden sibling folder and renames it into place."""
+  if (
+      os.path.exists(path)
+      and (not os.path.isdir(path) or os.listdir(path))
+      and not is_trace(path)  # A trace there is an OSError, below.
+  ):
+    raise errors.ConfigError(f"{path} exists and is not a forging_tf trace; choose another --out")
+  parent = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.creating-", dir=parent)
+  except OSError as e:
+    raise errors.TraceError(f"cannot create the trace {path}: {e.strerror} ({parent})") from e
+  try:
+    group = zarr.open_group(store=zarr.storage.LocalStore(staging), mode="w", zarr_format=3)
+    _write_skeleton(group, manifest, batches, steps, compression, arrays)
+    for name in arrays:  # chunk folders up front: one mkdir less per step
+      for row in range(len(steps)):
+        os.makedirs(os.path.join(staging, name, "c", str(row)))
+    os.replace(staging, path)  # Fails unless `path` is absent or an empty folder.
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+
+
+def _create_objects(store, path: str, manifest, batches, steps, compression, arrays) -> None:
+  """Writes the trace's objects, the group's zarr.json (with the manifest) last: a creation cut
+  short leaves no trace, only objects the next creation replaces."""
+  existing = store.sizes()
+  if "zarr.json" in existing:
+    raise FileExistsError(f"{path} already holds a zarr group")
+  foreign = sorted(key for key in existing if key.partition("/")[0] not in _ARRAYS)
+  if foreign:
+    raise errors.ConfigError(
+        f"{path} holds objects that are not a forging_tf trace's ({_show(foreign[0])}); "
+        "choose another --out or remove them"
+    )
+  store.remove(list(existing))
+  objects = {}
+  group = zarr.open_group(
+      store=zarr.storage.MemoryStore(store_dict=objects), mode="w", zarr_format=3
+  )
+  _write_skeleton(group, manifest, batches, steps, compression, arrays)
+  root = objects.pop("zarr.json")
+  for key, buffer in objects.items():
+    store.write(key, buffer.to_bytes())
+  store.write("zarr.json", root.to_bytes())
 
 
 def _max_pending(num_parameters: int) -> int:

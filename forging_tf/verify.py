@@ -26,7 +26,9 @@ from forging_tf import sgd_step
 
 EXIT_REJECT = 3
 
-_TRACE = flags.DEFINE_string("trace", None, "Trace directory (the published trace S).")
+_TRACE = flags.DEFINE_string(
+    "trace", None, "Trace directory or object-store URL (the published trace S)."
+)
 _STEP = flags.DEFINE_integer("step", None, "Step t whose batch B_t the forgery replaces.")
 _FORGED_INDICES = flags.DEFINE_string(
     "forged_indices", None, "Forged batch as training-set indices: comma list or .npy."

@@ -16,7 +16,9 @@ from forging_tf.attacks import attack_lib
 from forging_tf.attacks import settings as attack_settings
 
 _DEFAULTS = attack_settings.AttackSettings()
-_TRACE = flags.DEFINE_string("trace", None, "Trace directory to attack.")
+_TRACE = flags.DEFINE_string(
+    "trace", None, "Trace directory (or object-store URL: s3://...) to attack."
+)
 _ATTACK = flags.DEFINE_enum_class(
     "attack",
     _DEFAULTS.attack,
@@ -60,7 +62,9 @@ _MEMORY_MB = flags.DEFINE_integer(
 _SEED = flags.DEFINE_integer(
     "seed", _DEFAULTS.seed, "Seed of the deletion sets and candidate draws."
 )
-_OUT = flags.DEFINE_string("out", None, "Results folder to write, e.g. results/attacks/NAME.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Results folder (or object-store URL) to write, e.g. results/attacks/NAME."
+)
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace results already at --out.")
 _MODEL_FN = cli.define_model_fn_flag()
 _DATA_DIR, _DOWNLOAD = cli.define_data_flags()

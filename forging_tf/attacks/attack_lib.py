@@ -46,6 +46,7 @@ from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import results
 from forging_tf import sgd_step
+from forging_tf import storage
 from forging_tf import trace as trace_lib
 from forging_tf.attacks import engine as engine_lib
 from forging_tf.attacks import greedy
@@ -173,8 +174,9 @@ def run_attacks(
     trace_path: the trace to attack; it must be complete and store pairs (i, i + 1).
     dataset: the trace's dataset (its fingerprint is checked).
     settings: the attack, the steps and forging fractions, runs, seeds and search sizes.
-    out: the results folder; written whole or not at all.
-    neighbours_dir: where Zhang's neighbour file is cached (default: OUT's parent/neighbours).
+    out: the results folder, or a URL (storage.py); written whole or not at all.
+    neighbours_dir: where Zhang's neighbour file is cached (default: OUT's parent/neighbours;
+      a local folder, which an OUT at a URL has to name).
     platform: the attacking platform, applied to this process.
     overwrite: replace attack results already at OUT.
     command: the command line to record (None: called from Python).
@@ -189,7 +191,7 @@ def run_attacks(
     TraceError: the trace is unfinished, damaged or has no pair (i, i + 1) to attack.
     DatasetError: the dataset is not the trace's.
   """
-  out = os.path.abspath(out)
+  out = storage.absolute(out)
   results.check_out(out, SUMMARY, results.ResultKind.ATTACK, overwrite)
   trace = trace_lib.Trace(trace_path)
   if not trace.complete:
@@ -212,6 +214,11 @@ def run_attacks(
   search = engine_lib.AttackEngine(step_fn, source, settings.memory_budget_bytes)
   neighbours = neighbours_file = None
   if not thudi:
+    if not neighbours_dir and storage.is_url(out):
+      raise errors.ConfigError(
+          "Zhang's attack caches its neighbours in a local folder: with --out at a URL, pass "
+          "--neighbours_dir"
+      )
     neighbours_dir = neighbours_dir or os.path.join(os.path.dirname(out), "neighbours")
     began = time.perf_counter()
     neighbours, neighbours_file = greedy.load_or_compute_neighbours(

@@ -15,9 +15,11 @@ from forging_tf import cli
 from forging_tf import errors
 from forging_tf.recompute import recompute_lib
 
-_TRACE = flags.DEFINE_string("trace", None, "Trace directory to recompute.")
+_TRACE = flags.DEFINE_string(
+    "trace", None, "Trace directory (or object-store URL: s3://...) to recompute."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Independent repeats R.", lower_bound=1)
-_OUT = flags.DEFINE_string("out", None, "Result folder to write.")
+_OUT = flags.DEFINE_string("out", None, "Result folder (or object-store URL) to write.")
 _STEPS = flags.DEFINE_string(
     "steps", ":", "Updates to recompute: START:END (END exclusive; either may be left out)."
 )

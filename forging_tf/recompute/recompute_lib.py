@@ -19,6 +19,11 @@ Result folder (documented in docs/RESULTS_FORMAT.md):
   distances.npz    steps int64 [S], l2 float64 [R, S], linf float64 [R, S]
   request.json     what was asked; a rerun of the same request resumes
   repeats/NNN.npz  each repeat as soon as it has finished (a rerun skips these)
+
+The trace and the result folder may be object-store URLs (storage.py). A trace URL goes to every
+worker as it is, so that each reads the trace itself. A result URL is written through a local
+temporary folder (results.ResultFolder): a rerun first downloads its request and finished
+repeats, each repeat is uploaded as soon as it has finished, and result.json last.
 """
 
 import collections
@@ -42,6 +47,7 @@ from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import results
 from forging_tf import sgd_step
+from forging_tf import storage
 from forging_tf import trace as trace_lib
 from forging_tf.train import train_lib
 
@@ -257,9 +263,9 @@ def recompute(
   """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`.
 
   Args:
-    trace_path: a finished trace.
-    out: the result folder (module docstring). A rerun of the same request resumes it (finished
-      repeats are kept); another request there is refused unless overwrite.
+    trace_path: a finished trace (a folder or a URL).
+    out: the result folder, or a URL (module docstring). A rerun of the same request resumes
+      it (finished repeats are kept); another request there is refused unless overwrite.
     repeats: R, independent recomputations of every update.
     platform: the recomputing platform. Each repeat applies it in its own process (fresh_process
       or Ray), else in this one.
@@ -308,84 +314,95 @@ def recompute(
     sgd_step.step_for_trace(
         trace, data.load_described(trace.manifest["dataset"], data_dir, download), model_fn
     )
-  _prepare_out(out, request, overwrite)
-  _remove_leftovers(out)
-  done = _finished_repeats(out, repeats, steps)
-  missing = [r for r in range(repeats) if r not in done]
-  logging.info(
-      "recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
-      "%s executor -> %s",
-      len(steps),
-      trace.path,
-      repeats,
-      len(done),
-      platform,
-      executor,
-      out,
-  )
-  # Paths are made absolute: workers may start elsewhere (Ray workers run in their own folder).
-  data_dir = data_dir or os.environ.get(data.DATA_DIR_ENV) or None
-  spec = {
-      "trace": trace.path,
-      "platform": dataclasses.asdict(platform),
-      "steps": steps.tolist(),
-      "data_dir": data_dir and os.path.abspath(data_dir),
-      "download": download,
-      "model_fn": model_fn,
-      # Where this process finds model_fn's module, for workers that start elsewhere.
-      "model_fn_paths": [os.getcwd()] + [os.path.abspath(p) for p in sys.path if p],
-  }
-
-  def run(repeat: int) -> RepeatResult:
-    if executor == Executor.RAY:
-      return _ray_repeat(spec, ray_options)
-    if fresh_process:
-      return _fresh_process_repeat(spec, out, repeat)
-    return recompute_repeat(
-        trace.path, platform, steps, spec["data_dir"], download, model_fn=model_fn
-    )
-
-  for r in missing:
-    result = run(r)
-    save_repeat(_repeat_path(out, r), result)
-    done[r] = result
+  with results.ResultFolder(out) as folder:
+    _prepare_out(folder, request, overwrite)
+    _remove_leftovers(folder.path)
+    done = _finished_repeats(folder.path, repeats, steps)
+    missing = [r for r in range(repeats) if r not in done]
     logging.info(
-        "repeat %d/%d: max l2 %.6e in %.1f s on platform %s",
-        r + 1,
+        "recomputing %d updates of %s x %d repeats (%d finished before) on %s with the "
+        "%s executor -> %s",
+        len(steps),
+        trace.path,
         repeats,
-        result.l2.max(),
-        result.seconds,
-        result.platform["id"],
+        len(done),
+        platform,
+        executor,
+        folder.out,
     )
-  return _write_result(
-      out,
-      trace,
-      steps,
-      [done[r] for r in range(repeats)],
-      platform,
-      executor,
-      fresh_process,
-      request,
-      command,
-      len(missing),
-      time.perf_counter() - began,
-  )
+    # Paths are made absolute: workers may start elsewhere (Ray workers run in their own folder).
+    # A trace URL stays as it is: every worker reads the trace from the store itself.
+    data_dir = data_dir or os.environ.get(data.DATA_DIR_ENV) or None
+    spec = {
+        "trace": trace.path,
+        "platform": dataclasses.asdict(platform),
+        "steps": steps.tolist(),
+        "data_dir": data_dir and os.path.abspath(data_dir),
+        "download": download,
+        "model_fn": model_fn,
+        # Where this process finds model_fn's module, for workers that start elsewhere.
+        "model_fn_paths": [os.getcwd()] + [os.path.abspath(p) for p in sys.path if p],
+    }
+
+    def run(repeat: int) -> RepeatResult:
+      if executor == Executor.RAY:
+        return _ray_repeat(spec, ray_options)
+      if fresh_process:
+        return _fresh_process_repeat(spec, folder.path, repeat)
+      return recompute_repeat(
+          trace.path, platform, steps, spec["data_dir"], download, model_fn=model_fn
+      )
+
+    for r in missing:
+      result = run(r)
+      save_repeat(_repeat_path(folder.path, r), result)
+      folder.upload(f"repeats/{r:03d}.npz")
+      done[r] = result
+      logging.info(
+          "repeat %d/%d: max l2 %.6e in %.1f s on platform %s",
+          r + 1,
+          repeats,
+          result.l2.max(),
+          result.seconds,
+          result.platform["id"],
+      )
+    return _write_result(
+        folder,
+        trace,
+        steps,
+        [done[r] for r in range(repeats)],
+        platform,
+        executor,
+        fresh_process,
+        request,
+        command,
+        len(missing),
+        time.perf_counter() - began,
+    )
 
 
-def _prepare_out(out: str, request: dict, overwrite: bool) -> None:
-  """Creates `out`, resumes the same request there, or refuses to touch other data."""
-  request_path = os.path.join(out, "request.json")
+def _prepare_out(folder: results.ResultFolder, request: dict, overwrite: bool) -> None:
+  """Creates the result folder, resumes the same request there, or refuses to touch other
+  data; for a URL, brings its request and finished repeats into the local folder."""
+  out = folder.out
   if results.claimed_folder(out, "request.json", results.ResultKind.REPRODUCTION_ERROR):
     if overwrite:
-      shutil.rmtree(out)
-    elif results.read_json(request_path, "reproduction-error request") != request:
+      results.remove(out, "result.json")
+    elif (
+        results.read_json(storage.join(out, "request.json"), "reproduction-error request")
+        != request
+    ):
       raise errors.ConfigError(
           f"{out} holds the result of another recomputation (other trace, "
           "steps or platform); pass --overwrite to replace it or choose "
           "another --out"
       )
+  folder.download("request.json")
+  folder.download("repeats")
+  request_path = os.path.join(folder.path, "request.json")
   if not os.path.exists(request_path):
     results.write_json(request_path, request)
+    folder.upload("request.json")
 
 
 def _remove_leftovers(out: str) -> None:
@@ -544,7 +561,7 @@ def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
 
 
 def _write_result(
-    out: str,
+    folder: results.ResultFolder,
     trace: trace_lib.Trace,
     steps: np.ndarray,
     repeats: list[RepeatResult],
@@ -559,7 +576,7 @@ def _write_result(
   ids = sorted({result.platform["id"] for result in repeats})
   if len(ids) > 1:
     raise errors.PlatformError(
-        f"the repeats in {out} ran on different platforms ({', '.join(ids)})"
+        f"the repeats in {folder.out} ran on different platforms ({', '.join(ids)})"
         "; pass --overwrite to recompute them all on this one"
     )
   l2 = np.stack([result.l2 for result in repeats])
@@ -604,11 +621,12 @@ def _write_result(
       "generator_platform": generator,
       "recomputer_settings": dataclasses.asdict(platform),
   }
-  results.write_npz(os.path.join(out, "distances.npz"), steps=steps, l2=l2, linf=linf)
-  results.write_json(os.path.join(out, "result.json"), record)
-  results.write_json(os.path.join(out, "summary.json"), summary)
+  results.write_npz(os.path.join(folder.path, "distances.npz"), steps=steps, l2=l2, linf=linf)
+  results.write_json(os.path.join(folder.path, "result.json"), record)
+  results.write_json(os.path.join(folder.path, "summary.json"), summary)
+  folder.upload("distances.npz", "summary.json", "result.json")  # the record last
   return RecomputeSummary(
-      out=out,
+      out=folder.out,
       eps_repr=summary["eps_repr"],
       worst_step=int(steps[worst]),
       worst_repeat=int(worst_repeat),

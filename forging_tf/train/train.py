@@ -37,7 +37,9 @@ _KEEP_PAIRS = flags.DEFINE_integer(
     "checkpoint pairs (i, i+1); 0 stores every k-th checkpoint.",
     lower_bound=0,
 )
-_OUT = flags.DEFINE_string("out", None, "Trace directory to write.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Trace directory to write, or an object-store URL (s3://bucket/prefix, ...)."
+)
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a trace already at --out.")
 _COMPRESSION = flags.DEFINE_enum(
     "compression",

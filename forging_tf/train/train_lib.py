@@ -9,8 +9,6 @@ is bitwise the trace an uninterrupted run writes.
 import dataclasses
 import datetime
 import math
-import os
-import shutil
 import time
 
 import numpy as np
@@ -22,6 +20,7 @@ from forging_tf import errors
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import sgd_step
+from forging_tf import storage
 from forging_tf import trace as trace_lib
 
 # Manifest fields that must agree before an unfinished trace may be resumed.
@@ -173,9 +172,9 @@ def train_trace(
   """Trains `model` on `dataset` with plain SGD and writes its trace to `out`.
 
   Args:
-    out: the trace folder. An unfinished trace of the same run there is resumed from its last
-      recorded checkpoint; a finished one is replaced only with overwrite, and a folder that is
-      not a trace is refused.
+    out: the trace folder, or an object-store URL (storage.py). An unfinished trace of the same
+      run there is resumed from its last recorded checkpoint; a finished one is replaced only
+      with overwrite, and a folder that is not a trace is refused.
     model: a name in models.MODELS.
     dataset: the training data (its fingerprint goes into the trace).
     batch_size: b.
@@ -265,7 +264,7 @@ def train_trace(
   if not complete:
     raise errors.TraceError(f"{out}: training ended but the trace is incomplete")
   return TraceSummary(
-      path=os.path.abspath(out),
+      path=storage.absolute(out),
       model=model,
       dataset=dataset.name,
       batch_size=batch_size,
@@ -277,7 +276,7 @@ def train_trace(
       resumed_from_step=resumed_from,
       steps_trained=steps - start,
       seconds=seconds,
-      bytes_on_disk=_bytes_on_disk(out),
+      bytes_on_disk=sum(storage.at(out).sizes().values()),
       platform_id=manifest["platform"]["id"],
       compression=writer.compression.value,
       writer=writer.seconds,
@@ -297,12 +296,9 @@ def open_writer(
   Returns (writer, theta to resume from, its velocity (optimizer_state), step resumed from);
   None for each but the writer when the trace is new.
   """
-  if os.path.exists(out) and not trace_lib.is_trace(out):
-    if not os.path.isdir(out) or os.listdir(out):
-      raise errors.ConfigError(f"{out} exists and is not a forging_tf trace; choose another --out")
-  elif os.path.exists(out):
+  if trace_lib.is_trace(out):  # Anything else at `out` is refused by TraceWriter.create.
     if overwrite:
-      shutil.rmtree(out)
+      trace_lib.remove(out)
     else:
       existing = trace_lib.Trace(out)
       if existing.complete:
@@ -315,7 +311,7 @@ def open_writer(
         last = int(existing.checkpoint_steps[existing.num_written - 1])
         theta, velocity = existing.checkpoint(last), existing.optimizer_state(last)
         return trace_lib.TraceWriter.reopen(out), theta, velocity, last
-      shutil.rmtree(out)  # Created but no checkpoint written yet: nothing to keep.
+      trace_lib.remove(out)  # Created but no checkpoint written yet: nothing to keep.
   writer = trace_lib.TraceWriter.create(out, manifest, batches, compression, optimizer_state)
   return writer, None, None, None
 
@@ -341,11 +337,3 @@ def _check_resumable(
         f"{', '.join(differ)}); resume it with its own settings, pass "
         "--overwrite to replace it, or choose another --out"
     )
-
-
-def _bytes_on_disk(path: str) -> int:
-  return sum(
-      os.path.getsize(os.path.join(root, name))
-      for root, _, names in os.walk(path)
-      for name in names
-  )
