@@ -44,6 +44,24 @@ def define_model_fn_flag():
   )
 
 
+def define_executor_flags(ray_work: str):
+  """--executor and --ray_address, for the binaries that can run their work as Ray tasks
+  (`ray_work` says what runs as a task); returns their holders."""
+  from forging_tf import ray_util  # pylint: disable=import-outside-toplevel
+
+  executor = flags.DEFINE_enum_class(
+      "executor",
+      ray_util.Executor.LOCAL,
+      ray_util.Executor,
+      f"local: on this machine; ray: {ray_work} as Ray tasks.",
+      case_sensitive=False,
+  )
+  ray_address = flags.DEFINE_string(
+      "ray_address", None, "Ray cluster to join (default: start a local one on 127.0.0.1)."
+  )
+  return executor, ray_address
+
+
 class PlatformFlags:
   """The flags that choose a platform (platform.Platform); made by define_platform_flags()."""
 

@@ -1,7 +1,16 @@
-"""Joining Ray, for the executors that run work as Ray tasks (forging-recompute and
-forging-reproduce --executor=ray)."""
+"""The executors' choice, and joining Ray for the one that runs work as Ray tasks
+(forging-recompute and forging-reproduce --executor=ray)."""
+
+import enum
 
 from forging_tf import errors
+
+
+class Executor(enum.StrEnum):
+  """Where work runs: local, on this machine; ray, as Ray tasks on a cluster."""
+
+  LOCAL = "local"
+  RAY = "ray"
 
 
 def import_ray():
@@ -20,11 +29,12 @@ def connect(address: str | None, log_to_driver: bool = False) -> bool:
   ray = import_ray()
   if ray.is_initialized():
     return False
-  # A node joining a cluster keeps the address Ray finds for it.
+  # A node joining a cluster keeps the address Ray finds for it. "local": a new instance even
+  # where another (or a stale record of one) is on this machine.
   local = {} if address else {"_node_ip_address": "127.0.0.1"}
   try:
     ray.init(
-        address=address,
+        address=address or "local",
         include_dashboard=False,
         log_to_driver=log_to_driver,
         configure_logging=False,

@@ -158,7 +158,11 @@ def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_p
   ray = pytest.importorskip("ray")
   local = _recompute(other_platform_trace, tmp_path / "local", data_dir, repeats=1)
   ray.init(
-      num_cpus=2, include_dashboard=False, configure_logging=False, _node_ip_address="127.0.0.1"
+      address="local",  # a Ray instance of its own, whatever else runs on this machine
+      num_cpus=2,
+      include_dashboard=False,
+      configure_logging=False,
+      _node_ip_address="127.0.0.1",
   )
   try:
     on_ray = _recompute(

@@ -27,16 +27,7 @@ _DATA_DIR, _DOWNLOAD = cli.define_data_flags()
 _FRESH_PROCESS = flags.DEFINE_boolean(
     "fresh_process", True, "Run each repeat in a new process, as a separate verifier would."
 )
-_EXECUTOR = flags.DEFINE_enum_class(
-    "executor",
-    recompute_lib.Executor.LOCAL,
-    recompute_lib.Executor,
-    "local: in this machine; ray: shards as Ray tasks.",
-    case_sensitive=False,
-)
-_RAY_ADDRESS = flags.DEFINE_string(
-    "ray_address", None, "Ray cluster to join (default: start or join a local one)."
-)
+_EXECUTOR, _RAY_ADDRESS = cli.define_executor_flags("shards of each repeat")
 _NUM_CPUS_PER_TASK = flags.DEFINE_float(
     "num_cpus_per_task", 1.0, "CPUs per Ray task.", lower_bound=0.0
 )

@@ -28,7 +28,6 @@ repeats, each repeat is uploaded as soon as it has finished, and result.json las
 
 import collections
 import dataclasses
-import enum
 import json
 import math
 import os
@@ -45,18 +44,15 @@ from absl import logging
 from forging_tf import data
 from forging_tf import errors
 from forging_tf import platform as platform_lib
+from forging_tf import ray_util
 from forging_tf import results
 from forging_tf import sgd_step
 from forging_tf import storage
 from forging_tf import trace as trace_lib
 from forging_tf.train import train_lib
 
-
-class Executor(enum.StrEnum):
-  """Where repeats run: local, on this machine; ray, as shards on a Ray cluster."""
-
-  LOCAL = "local"
-  RAY = "ray"
+# Where repeats run: local, on this machine; ray, as shards on a Ray cluster.
+Executor = ray_util.Executor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -511,22 +507,9 @@ def _ray_shard(spec: dict, steps: list[int]) -> dict:
 
 
 def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
-  try:
-    import ray
-  except ImportError as e:
-    raise errors.ConfigError("the Ray executor needs Ray: pip install 'forging_tf[ray]'") from e
+  ray = ray_util.import_ray()
   began = time.perf_counter()
-  if not ray.is_initialized():
-    # A local instance (no address) listens on the loopback interface only; a node joining a
-    # cluster keeps the address Ray finds for it.
-    local = {} if options.address else {"_node_ip_address": "127.0.0.1"}
-    ray.init(
-        address=options.address,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        **local,
-    )
+  ray_util.connect(options.address)  # left connected: later repeats run on the same instance
   slots = ray.cluster_resources().get("GPU" if options.num_gpus_per_task else "CPU", 1)
   per_task = options.num_gpus_per_task or options.num_cpus_per_task
   shards = options.shards or max(1, int(slots // per_task))

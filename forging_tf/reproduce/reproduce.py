@@ -37,17 +37,9 @@ _PLATFORMS = flags.DEFINE_string(
     "TOML or JSON file of the study's platforms (name -> platform flags and Ray resources; see "
     "forging_tf/reproduce/platforms.py), in place of the preset's; the first generates traces.",
 )
-_EXECUTOR = flags.DEFINE_enum_class(
-    "executor",
-    reproduce_lib.Executor.LOCAL,
-    reproduce_lib.Executor,
-    "local: the stages one after another here; ray: as Ray tasks, each on a node with its "
-    "platform's resources (OUT must be on a file system every node sees).",
-    case_sensitive=False,
-)
-_RAY_ADDRESS = flags.DEFINE_string(
-    "ray_address", None, "Ray cluster to join (default: start a local one on 127.0.0.1)."
-)
+# With ray, each stage runs on a node with its platform's resources; OUT must be on a file
+# system every node sees.
+_EXECUTOR, _RAY_ADDRESS = cli.define_executor_flags("the stages, each on its platform's nodes,")
 _RETRIES = flags.DEFINE_integer(
     "retries", 2, "With --executor=ray: how often a lost or killed stage runs again.", lower_bound=0
 )

@@ -28,13 +28,13 @@ tasks on a cluster (ray_executor.py), each on a node with its platform's resourc
 
 import dataclasses
 import datetime
-import enum
 import fcntl
 import functools
 import os
 import time
 
 from forging_tf import errors
+from forging_tf import ray_util
 from forging_tf import results
 from forging_tf.report import report_lib
 from forging_tf.reproduce import platforms as platforms_lib
@@ -44,11 +44,8 @@ from forging_tf.reproduce import stages as stages_lib
 _RECORD = results.RECORDS[results.ResultKind.REPRODUCE_RUN].file_name
 
 
-class Executor(enum.StrEnum):
-  """Where the stages run: local, one after another here; ray, as tasks on a Ray cluster."""
-
-  LOCAL = "local"
-  RAY = "ray"
+# Where the stages run: local, one after another here; ray, as tasks on a Ray cluster.
+Executor = ray_util.Executor
 
 
 class _Lock:
