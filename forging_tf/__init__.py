@@ -9,7 +9,9 @@ The shared core, one module per concept:
   domain.py        the forging game's domain, and when two batches are the same
   sgd_step.py      the one SGD step used to train, recompute and score forgeries
   trace.py         execution traces (zarr v3): writer and validating reader
+  storage.py       where traces and results live: a local folder or an object-store URL
   results.py       results as data: atomic files and folders, the record header, record kinds
+  ray_util.py      the executors (local, ray) and joining a Ray cluster
   forging_game.py  paper Algorithm 1 and the approximation error; verify.py: forging-verify
 
 The pipeline, one subpackage per stage, each with its binary:
