@@ -41,6 +41,8 @@ setuptools.setup(
         # pyink and ruff are pinned: another version may format or lint differently.
         "test": [
             "pytest>=8",
+            # -n 2 --dist loadfile: two test files at a time, as Bazel runs two targets.
+            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "ray>=2.40",
             "s3fs>=2024.12",
