@@ -235,30 +235,41 @@ def _written(s3, url: str) -> int:
     return 0
 
 
-def test_resume_on_s3_after_sigkill_equals_an_uninterrupted_run(s3, mnist, data_dir, tmp_path):
-  """Killed a second after its first manifest commit, while chunk PUTs go on: the resumed run
-  replaces the chunks that were written but not committed."""
-  steps = 50
-  url = f"s3://{_BUCKET}/killed/lenet"
-  process = subprocess.Popen(
-      _train_command(url, data_dir, steps),
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL,
-  )
-  deadline = time.monotonic() + 120
-  while _written(s3, url) < 1 and process.poll() is None and time.monotonic() < deadline:
-    time.sleep(0.05)
-  time.sleep(1.0)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  interrupted = trace_lib.Trace(url)
-  assert not interrupted.complete and 1 <= interrupted.num_written < steps + 1
-  uncommitted = [
+def _uncommitted(s3, url: str) -> list[str]:
+  """Checkpoint chunks on the store beyond the manifest's last commit."""
+  written = _written(s3, url)
+  return [
       key
       for key in storage.at(url).sizes()
-      if key.startswith("checkpoints/c/") and int(key.split("/")[2]) >= interrupted.num_written
+      if key.startswith("checkpoints/c/") and int(key.split("/")[2]) >= written
   ]
-  assert uncommitted  # chunks were written past the last commit
+
+
+def test_resume_on_s3_after_sigkill_equals_an_uninterrupted_run(s3, mnist, data_dir, tmp_path):
+  """Killed after a manifest commit, while chunk PUTs go on past it (a commit every ~2 s, a
+  chunk every few tens of ms): the resumed run replaces the chunks that were written but not
+  committed."""
+  steps = 100
+  for attempt in range(3):  # a commit landing between the last look and the kill: again
+    url = f"s3://{_BUCKET}/killed/lenet{attempt}"
+    process = subprocess.Popen(
+        _train_command(url, data_dir, steps),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+      if _written(s3, url) >= 1 and _uncommitted(s3, url):
+        break
+      time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if _uncommitted(s3, url):  # chunks were written past the last commit
+      break
+  else:
+    pytest.fail("three runs were never killed with chunks written past the last commit")
+  interrupted = trace_lib.Trace(url)
+  assert not interrupted.complete and 1 <= interrupted.num_written < steps + 1
   resumed = subprocess.run(
       _train_command(url, data_dir, steps), capture_output=True, text=True, check=False
   )
