@@ -156,6 +156,33 @@ def l2_distance(theta_a, theta_b) -> float:
   return distances(theta_a, theta_b)[0]
 
 
+@tf.function(
+    jit_compile=False,
+    input_signature=[
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([], tf.int32),
+    ],
+)
+def _variable_distances(theta_a, theta_b, variable_of, num_variables):
+  difference = tf.cast(theta_a, tf.float64) - tf.cast(theta_b, tf.float64)
+  return tf.sqrt(tf.math.unsorted_segment_sum(tf.square(difference), variable_of, num_variables))
+
+
+def variable_distances(theta_a, theta_b, layout) -> np.ndarray:
+  """float64 [V]: the l2 distance of two [P] float32 vectors restricted to each variable of
+  `layout` (which layer carries a distance); their squares sum to l2_distance's square, up to
+  float64 rounding."""
+  variable_of = np.repeat(np.arange(len(layout), dtype=np.int32), [s.size for s in layout])
+  return _variable_distances(
+      tf.convert_to_tensor(theta_a, tf.float32),
+      tf.convert_to_tensor(theta_b, tf.float32),
+      variable_of,
+      np.int32(len(layout)),
+  ).numpy()
+
+
 @tf.function(jit_compile=False, reduce_retracing=True)
 def _model_inputs(images, labels, num_classes: int):
   return _to_model_input(images, labels, num_classes)

@@ -140,7 +140,10 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
   assert np.all(mask.sum(axis=-1) == np.array([1, 10, 20])[None, :, None])
   trace = trace_lib.Trace(small_trace)
   step_fn = sgd_step.step_for_trace(trace, subset)
+  update_l2 = np.load(os.path.join(out, "update_l2.npy"))
   for s, step in enumerate((1, 3)):
+    logged_update = trace.checkpoint(step + 1).astype(np.float64) - trace.checkpoint(step)
+    np.testing.assert_allclose(update_l2[s], np.linalg.norm(logged_update), rtol=1e-12)
     for f in range(3):
       # Stored errors are what the verifier's game measures for the stored batches.
       x, y = forging_game.examples_from_indices(subset, forged[s, f, 0])

@@ -154,6 +154,65 @@ def test_other_float_order_gives_a_tiny_nonzero_error(other_platform_trace, data
   assert summary.generator_platform != summary.recomputer_platform
 
 
+def test_distances_split_by_variable_and_update_sizes_and_distribution(
+    other_platform_trace, data_dir, tmp_path
+):
+  _recompute(other_platform_trace, tmp_path / "r", data_dir, repeats=2)
+  saved = _distances(tmp_path / "r")
+  trace = trace_lib.Trace(other_platform_trace)
+  assert saved["variable_l2"].shape == (2, 6, len(trace.layout))
+  # The parts are the distance split over the parameter layout: their squares add up to it.
+  np.testing.assert_allclose(
+      np.sqrt(np.square(saved["variable_l2"]).sum(axis=2)), saved["l2"], rtol=1e-12
+  )
+  checkpoints = [trace.checkpoint(i).astype(np.float64) for i in range(7)]
+  np.testing.assert_allclose(
+      saved["update_l2"],
+      [np.linalg.norm(checkpoints[i + 1] - checkpoints[i]) for i in range(6)],
+      rtol=1e-12,
+  )
+  with open(tmp_path / "r" / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["variables"] == [spec.name for spec in trace.layout]
+  worst = np.unravel_index(np.argmax(saved["l2"]), saved["l2"].shape)
+  share = np.square(saved["variable_l2"][worst]) / np.square(saved["l2"][worst])
+  np.testing.assert_allclose(summary["worst_step_variable_share"], share, rtol=1e-9)
+  over_repeats = summary["distribution"]["over_repeats"]
+  max_l2 = saved["l2"].max(axis=0)
+  assert over_repeats["max"] == max_l2.max() == summary["eps_repr"]
+  assert over_repeats["median"] == np.median(max_l2)
+  assert over_repeats["above"]["1e-08"] == int(np.sum(max_l2 > 1e-8))
+  assert [d["max"] for d in summary["distribution"]["per_repeat"]] == saved["l2"].max(1).tolist()
+
+
+def test_repeats_saved_before_distances_were_split_still_resume(trace_b100, data_dir, tmp_path):
+  out = tmp_path / "r"
+  _recompute(trace_b100, out, data_dir, repeats=1, stop=3)
+  with np.load(out / "repeats" / "000.npz") as f:
+    older = {name: f[name] for name in ("steps", "l2", "linf", "seconds", "platform")}
+  np.savez(out / "repeats" / "000.npz", **older)
+  os.remove(out / "result.json")
+  summary = _recompute(trace_b100, out, data_dir, repeats=2, stop=3)
+  assert summary.repeats_run_now == 1 and summary.eps_repr == 0.0
+  with open(out / "summary.json") as f:
+    assert "variables" not in json.load(f)  # one repeat lacks the parts: none are claimed
+
+
+def test_top_q_recomputes_the_largest_logged_updates_of_each_epoch(trace_b100, data_dir, tmp_path):
+  trace = trace_lib.Trace(trace_b100)
+  checkpoints = [trace.checkpoint(i).astype(np.float64) for i in range(_T + 1)]
+  sizes = np.array([np.linalg.norm(checkpoints[i + 1] - checkpoints[i]) for i in range(_T)])
+  # T = 12 steps of b = 100 on MNIST's 60000 examples lie in one 600-step epoch.
+  summary = _recompute(trace_b100, tmp_path / "r", data_dir, repeats=1, top_q=3)
+  saved = _distances(tmp_path / "r")
+  assert saved["steps"].tolist() == sorted(np.argsort(-sizes)[:3].tolist())
+  assert saved["candidate_steps"].tolist() == list(range(_T))
+  np.testing.assert_allclose(saved["candidate_update_l2"], sizes, rtol=1e-12)
+  assert summary.steps_recomputed == 3 and "top 3 of each 600-step epoch" in summary.describe()
+  with pytest.raises(errors.ConfigError, match="--top_q must be >= 1"):
+    _recompute(trace_b100, tmp_path / "q0", data_dir, repeats=1, top_q=0)
+
+
 def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_path):
   ray = pytest.importorskip("ray")
   local = _recompute(other_platform_trace, tmp_path / "local", data_dir, repeats=1)
@@ -177,7 +236,7 @@ def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_p
     ray.shutdown()
   a, b = _distances(tmp_path / "local"), _distances(tmp_path / "ray")
   assert a["l2"].any()  # the comparison means something: distances are not all zero
-  for name in ("steps", "l2", "linf"):
+  for name in ("steps", "l2", "linf", "variable_l2", "update_l2"):
     np.testing.assert_array_equal(a[name], b[name])
   assert local.recomputer_platform == on_ray.recomputer_platform
 

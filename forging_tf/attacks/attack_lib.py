@@ -17,6 +17,8 @@ Results folder (OUT), written to a hidden sibling folder and renamed into place 
   deleted_mask.npy             bool  [S, F, R, b] the positions of U in B_i (replaced positions)
   candidate_errors.npy         float64 [S, F, R, M] every candidate's search error (thudi only)
   reproduction_error.npy       float64 [S]        logged batch B_i recomputed here (benign)
+  update_l2.npy                float64 [S]        ||theta_{i+1} - theta_i|| as logged (the
+                                                  update's size: relative thresholds use it)
   seconds.npy                  float64 [S, F, R]  wall time of each attack
 
 S = len(summary["steps"]), F = len(summary["forging_fractions"]), R = summary["settings"]["runs"];
@@ -241,7 +243,7 @@ def run_attacks(
   forged_batches = np.zeros(shape + (b,), np.int32)
   deleted_mask = np.zeros(shape + (b,), bool)
   candidate_errors = np.full(shape + (M,), np.nan) if thudi else None
-  reproduction = np.zeros(len(step_list))
+  reproduction, update_l2 = np.zeros(len(step_list)), np.zeros(len(step_list))
   logging.info(
       "%s attack on %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
       "platform %s -> %s",
@@ -262,6 +264,7 @@ def run_attacks(
     theta, theta_next, batch = trace.checkpoint(step), trace.checkpoint(step + 1), trace.batch(step)
     velocity = trace.optimizer_state(step)
     reproduction[s] = search.approximation_error(theta, theta_next, batch, velocity)
+    update_l2[s] = sgd_step.l2_distance(theta_next, theta)
     for f, fraction in enumerate(fractions):
       for r in range(runs):
         cell_began = time.perf_counter()
@@ -347,6 +350,7 @@ def run_attacks(
           "forged_batches.npy": "int32 [S, F, R, b] forged batches, dataset indices",
           "deleted_mask.npy": "bool [S, F, R, b] positions of U in B_i",
           "reproduction_error.npy": "float64 [S] logged batch recomputed on this platform",
+          "update_l2.npy": "float64 [S] ||theta_{i+1} - theta_i|| as logged",
           "seconds.npy": "float64 [S, F, R] wall time per attack",
       },
       "results": cells,
@@ -357,6 +361,7 @@ def run_attacks(
       "forged_batches": forged_batches,
       "deleted_mask": deleted_mask,
       "reproduction_error": reproduction,
+      "update_l2": update_l2,
       "seconds": seconds,
   }
   if candidate_errors is not None:

@@ -43,6 +43,13 @@ _SHARDS = flags.DEFINE_integer(
     "shards", 0, "Ray tasks per repeat (0: one per slot).", lower_bound=0
 )
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace a result already at --out.")
+_TOP_Q = flags.DEFINE_integer(
+    "top_q",
+    None,
+    "Proof-of-learning's verifier: recompute only the Q largest logged updates of each epoch "
+    "(default: every update).",
+    lower_bound=1,
+)
 _MODEL_FN = cli.define_model_fn_flag()
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
@@ -84,6 +91,7 @@ def main():
       overwrite=_OVERWRITE.value,
       command=cli.command_line(),
       model_fn=_MODEL_FN.value,
+      top_q=_TOP_Q.value,
   )
   print(summary.describe())
 

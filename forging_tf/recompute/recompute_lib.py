@@ -49,6 +49,7 @@ from forging_tf import results
 from forging_tf import sgd_step
 from forging_tf import storage
 from forging_tf import trace as trace_lib
+from forging_tf.recompute import distribution
 from forging_tf.train import train_lib
 
 # Where repeats run: local, on this machine; ray, as shards on a Ray cluster.
@@ -75,6 +76,10 @@ class RepeatResult:
   linf: np.ndarray  # float64 [S]
   platform: dict
   seconds: float
+  # float64 [S, V]: l2 restricted to each variable of the trace's layout (None: a repeat saved
+  # by an earlier version, which did not measure it).
+  variable_l2: np.ndarray | None = None
+  update_l2: np.ndarray | None = None  # float64 [S]: ||theta_{i+k} - theta_i|| as logged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +95,18 @@ class RecomputeSummary:
   generator_platform: str
   recomputer_platform: str
   seconds: float
+  distribution: dict  # distribution.step_distribution of each step's largest distance
+  top_q: str = ""  # which updates proof-of-learning's verifier chose, if it chose
 
   def describe(self) -> str:
     where = ", ".join(f"step {step}: {l2:.3e}" for step, l2 in self.largest if l2 > 0)
+    spread = self.distribution
     return (
         f"reproduction error {self.out}: eps_repr = {self.eps_repr:.6e} (step "
-        f"{self.worst_step}, repeat {self.worst_repeat}) over {self.steps_recomputed} steps x "
-        f"{self.repeats} repeats ({self.repeats_run_now} run now, {self.seconds:.1f} s); "
+        f"{self.worst_step}, repeat {self.worst_repeat}) over {self.steps_recomputed} steps"
+        f"{self.top_q} x {self.repeats} repeats ({self.repeats_run_now} run now, "
+        f"{self.seconds:.1f} s); per step: median {spread['median']:.3e}, p99 "
+        f"{spread['p99']:.3e}, {spread['above']['1e-06']} above 1e-6; "
         f"generator platform {self.generator_platform}, recomputer platform "
         f"{self.recomputer_platform}"
         + (f"; largest: {where}" if where else "; every step reproduced bitwise")
@@ -121,6 +131,47 @@ def recomputed_steps(trace: trace_lib.Trace, start: int = 0, stop: int | None = 
         f"no stored checkpoint pair (i, i + {trace.k}) starts in {start}:{stop} of {trace.path}"
     )
   return steps
+
+
+@dataclasses.dataclass(frozen=True)
+class TopQSelection:
+  """Proof-of-learning's verifier (Jia et al., SPEC section 7): per epoch of the trace, only the
+  Q updates with the largest ||theta_{i+k} - theta_i|| are recomputed.
+
+  candidates: int64 [C], every stored update in the step range; update_l2: float64 [C], their
+  sizes as logged; steps: int64 [S], the ones selected, in step order.
+  """
+
+  top_q: int
+  steps_per_epoch: int
+  candidates: np.ndarray
+  update_l2: np.ndarray
+  steps: np.ndarray
+
+
+def select_top_q(trace: trace_lib.Trace, candidates: np.ndarray, top_q: int) -> TopQSelection:
+  """The Q largest logged updates of each epoch among `candidates` (recomputed_steps).
+
+  An epoch is floor(n / b) steps, as training cuts its shuffles (train_lib.batch_schedule); a
+  sparse trace offers only its stored pairs. Ties are broken towards the earlier step.
+  """
+  if top_q < 1:
+    raise errors.ConfigError(f"--top_q must be >= 1 updates per epoch, got {top_q}")
+  steps_per_epoch = trace.manifest["dataset"]["num_examples"] // trace.batch_size
+  update_l2, cached = np.empty(len(candidates)), {}
+  for c, i in enumerate(candidates):
+    start = cached.pop(int(i), None)
+    start = trace.checkpoint(int(i)) if start is None else start
+    cached = {int(i) + trace.k: trace.checkpoint(int(i) + trace.k)}
+    update_l2[c] = sgd_step.l2_distance(cached[int(i) + trace.k], start)
+  epoch = candidates // steps_per_epoch
+  chosen = [
+      candidates[members][np.argsort(-update_l2[members], kind="stable")[:top_q]]
+      for members in (epoch == e for e in np.unique(epoch))
+  ]
+  return TopQSelection(
+      top_q, steps_per_epoch, candidates, update_l2, np.sort(np.concatenate(chosen))
+  )
 
 
 def recompute_repeat(
@@ -155,22 +206,26 @@ def recompute_repeat(
   step_fn = sgd_step.step_for_trace(trace, dataset, model_fn, model_fn_paths)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
   steps = np.asarray(steps, np.int64)
-  l2, linf = np.empty(len(steps)), np.empty(len(steps))
+  l2, linf, update_l2 = np.empty(len(steps)), np.empty(len(steps)), np.empty(len(steps))
+  variable_l2 = np.empty((len(steps), len(trace.layout)))
   reader = _CheckpointPrefetcher(trace, steps)
   began = last_report = time.perf_counter()
   try:
     for s, i in enumerate(steps):
+      start, logged = reader.get(i), reader.get(i + trace.k)
       recomputed = train_lib.run_sgd(
           step_fn,
           source,
-          reader.get(i),
+          start,
           trace.batches,
           int(i),
           int(i) + trace.k,
           progress_every_s=math.inf,
           velocity=trace.optimizer_state(int(i)),
       )
-      l2[s], linf[s] = sgd_step.distances(recomputed, reader.get(i + trace.k))
+      l2[s], linf[s] = sgd_step.distances(recomputed, logged)
+      variable_l2[s] = sgd_step.variable_distances(recomputed, logged, trace.layout)
+      update_l2[s] = sgd_step.l2_distance(logged, start)
       now = time.perf_counter()
       if now - last_report >= progress_every_s:
         last_report, rate = now, (s + 1) / (now - began)
@@ -185,7 +240,13 @@ def recompute_repeat(
   finally:
     reader.close()
   return RepeatResult(
-      steps, l2, linf, platform_lib.platform_fingerprint(platform), time.perf_counter() - began
+      steps,
+      l2,
+      linf,
+      platform_lib.platform_fingerprint(platform),
+      time.perf_counter() - began,
+      variable_l2,
+      update_l2,
   )
 
 
@@ -255,6 +316,7 @@ def recompute(
     overwrite: bool = False,
     command: str | None = None,
     model_fn: str | None = None,
+    top_q: int | None = None,
 ) -> RecomputeSummary:
   """Recomputes a trace `repeats` times on `platform` and writes the result folder `out`.
 
@@ -275,6 +337,8 @@ def recompute(
     command: the command line to record (None: called from Python).
     model_fn: for a trace written by keras.Model.fit, "module:function" that builds its model
       (recorded with the result); looked up from the working folder when not installed.
+    top_q: recompute only the Q largest logged updates of each epoch in the step range, as
+      proof-of-learning's verifier does (select_top_q); None: every update.
 
   Returns:
     eps_repr, where it occurred and on which platforms (RecomputeSummary).
@@ -288,6 +352,8 @@ def recompute(
   """
   if repeats < 1:
     raise errors.ConfigError(f"repeats must be >= 1, got {repeats}")
+  if top_q is not None and top_q < 1:
+    raise errors.ConfigError(f"--top_q must be >= 1 updates per epoch, got {top_q}")
   executor = results.choice(Executor, executor, "executor")
   began = time.perf_counter()
   trace = trace_lib.Trace(trace_path)
@@ -298,13 +364,21 @@ def recompute(
         "forging-train first"
     )
   steps = recomputed_steps(trace, start, stop)
-  request = {
-      "kind": results.ResultKind.REPRODUCTION_ERROR.value,
-      "trace": trace.path,
-      "manifest_sha256": trace.manifest["manifest_sha256"],
-      "step_range": [start, trace.steps if stop is None else stop],
-      "platform": dataclasses.asdict(platform),
-  } | ({"model_fn": model_fn} if model_fn else {})
+  selection = None
+  if top_q is not None:
+    selection = select_top_q(trace, steps, top_q)
+    steps = selection.steps
+  request = (
+      {
+          "kind": results.ResultKind.REPRODUCTION_ERROR.value,
+          "trace": trace.path,
+          "manifest_sha256": trace.manifest["manifest_sha256"],
+          "step_range": [start, trace.steps if stop is None else stop],
+          "platform": dataclasses.asdict(platform),
+      }
+      | ({"model_fn": model_fn} if model_fn else {})
+      | ({"top_q": top_q} if top_q else {})
+  )
   # Checked before any folder is written: a wrong or missing --model_fn is one line.
   if model_fn or trace.manifest["model"]["name"] == trace_lib.KERAS_MODEL:
     sgd_step.step_for_trace(
@@ -374,6 +448,7 @@ def recompute(
         command,
         len(missing),
         time.perf_counter() - began,
+        selection,
     )
 
 
@@ -420,6 +495,7 @@ def _repeat_path(out: str, repeat: int) -> str:
 
 
 def save_repeat(path: str, result: RepeatResult) -> None:
+  measured = {"variable_l2": result.variable_l2, "update_l2": result.update_l2}
   results.write_npz(
       path,
       steps=result.steps,
@@ -427,17 +503,22 @@ def save_repeat(path: str, result: RepeatResult) -> None:
       linf=result.linf,
       seconds=np.float64(result.seconds),
       platform=np.str_(json.dumps(result.platform)),
+      **{name: value for name, value in measured.items() if value is not None},
   )
 
 
 def load_repeat(path: str, what: str) -> RepeatResult:
+  """A saved repeat; one saved by an earlier version has no variable_l2 and update_l2."""
   arrays = results.read_npz(path, what, ("steps", "l2", "linf", "seconds", "platform"))
+  with np.load(path, allow_pickle=False) as saved:
+    measured_later = {name: saved[name] for name in ("variable_l2", "update_l2") if name in saved}
   return RepeatResult(
       arrays["steps"],
       arrays["l2"],
       arrays["linf"],
       json.loads(str(arrays["platform"])),
       float(arrays["seconds"]),
+      **measured_later,
   )
 
 
@@ -534,12 +615,12 @@ def _ray_repeat(spec: dict, options: RayOptions) -> RepeatResult:
         "); pin one with --accelerator_type so that each result names one "
         "recomputing platform"
     )
+  joined = {
+      name: np.concatenate([shard[name] for shard in shard_results])
+      for name in ("steps", "l2", "linf", "variable_l2", "update_l2")
+  }
   return RepeatResult(
-      np.concatenate([shard["steps"] for shard in shard_results]),
-      np.concatenate([shard["l2"] for shard in shard_results]),
-      np.concatenate([shard["linf"] for shard in shard_results]),
-      shard_results[0]["platform"],
-      time.perf_counter() - began,
+      platform=shard_results[0]["platform"], seconds=time.perf_counter() - began, **joined
   )
 
 
@@ -555,6 +636,7 @@ def _write_result(
     command: str | None,
     run_now: int,
     seconds: float,
+    selection: TopQSelection | None,
 ) -> RecomputeSummary:
   ids = sorted({result.platform["id"] for result in repeats})
   if len(ids) > 1:
@@ -583,7 +665,32 @@ def _write_result(
       "generator_platform": generator["id"],
       "recomputer_platform": recomputer["id"],
       "same_platform": generator["id"] == recomputer["id"],
+      "distribution": {
+          "over_repeats": distribution.step_distribution(max_l2),
+          "per_repeat": [distribution.step_distribution(result.l2) for result in repeats],
+      },
   }
+  arrays = {"steps": steps, "l2": l2, "linf": linf}
+  # Repeats saved by an earlier version (resumed here) did not split distances by variable.
+  if all(result.variable_l2 is not None for result in repeats):
+    variable_l2 = np.stack([result.variable_l2 for result in repeats])  # [R, S, V]
+    worst_parts = np.square(variable_l2[worst_repeat, worst])
+    arrays |= {"update_l2": repeats[0].update_l2, "variable_l2": variable_l2}
+    summary |= {
+        "update_l2_per_step": repeats[0].update_l2.tolist(),
+        "variables": [spec.name for spec in trace.layout],
+        "max_l2_per_variable": variable_l2.max(axis=(0, 1)).tolist(),
+        "worst_step_variable_share": (
+            worst_parts / worst_parts.sum() if worst_parts.sum() else worst_parts
+        ).tolist(),
+    }
+  if selection is not None:
+    arrays |= {"candidate_steps": selection.candidates, "candidate_update_l2": selection.update_l2}
+    summary |= {
+        "top_q": selection.top_q,
+        "steps_per_epoch": selection.steps_per_epoch,
+        "candidate_updates": len(selection.candidates),
+    }
   record = results.header(results.ResultKind.REPRODUCTION_ERROR, command, recomputer) | {
       "trace": trace_identity,
       "model_fn": request.get("model_fn"),
@@ -600,11 +707,12 @@ def _write_result(
           "linf": float(linf[worst_repeat, worst]),
       },
       "exact_steps": int(np.sum(max_l2 == 0)),
+      "top_q": selection and selection.top_q,
       "repeat_seconds": [result.seconds for result in repeats],
       "generator_platform": generator,
       "recomputer_settings": dataclasses.asdict(platform),
   }
-  results.write_npz(os.path.join(folder.path, "distances.npz"), steps=steps, l2=l2, linf=linf)
+  results.write_npz(os.path.join(folder.path, "distances.npz"), **arrays)
   results.write_json(os.path.join(folder.path, "result.json"), record)
   results.write_json(os.path.join(folder.path, "summary.json"), summary)
   folder.upload("distances.npz", "summary.json", "result.json")  # the record last
@@ -620,4 +728,11 @@ def _write_result(
       generator_platform=generator["id"],
       recomputer_platform=recomputer["id"],
       seconds=seconds,
+      distribution=summary["distribution"]["over_repeats"],
+      top_q=selection
+      and (
+          f" (the top {selection.top_q} of each {selection.steps_per_epoch}-step epoch among "
+          f"{len(selection.candidates)} updates)"
+      )
+      or "",
   )
