@@ -2,6 +2,7 @@
 
 recompute_lib.py  every update of a trace recomputed R times, each repeat in a fresh process
                   (worker.py) or as shards on Ray; the result folder, resumable
+distribution.py   the per-step distribution of a reproduction error (no TensorFlow)
 worker.py         one repeat in a process of its own
 recompute.py      forging-recompute
 """
