@@ -147,6 +147,17 @@ def command_line() -> str:
   return shlex.join([program_name(), *sys.argv[1:]])
 
 
+def parse_step_range(text: str) -> tuple[int, int | None]:
+  """'START:END' -> (START, END); a missing START is 0, a missing END is None (the trace's T)."""
+  start, colon, stop = text.partition(":")
+  try:
+    if not colon:
+      raise ValueError
+    return (int(start) if start.strip() else 0), (int(stop) if stop.strip() else None)
+  except ValueError:
+    raise errors.ConfigError(f"--steps={text!r} is not START:END (e.g. --steps=0:600)") from None
+
+
 def trace_and_dataset(trace_path: str, data_dir: str | None, download: bool):
   """The trace at trace_path and the dataset it names. The fingerprint is checked later, by the
   library, so that cheaper flag errors are reported first."""

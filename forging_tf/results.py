@@ -47,6 +47,9 @@ class ResultKind(enum.StrEnum):
   EXACT_FORGING = "forging_tf.exact_forging"
   TABLE_IV = "forging_tf.table4"
   REPRODUCE_RUN = "forging_tf.reproduce"
+  CALIBRATION = "forging_tf.calibration"
+  NEAR_TIES = "forging_tf.near_ties"
+  OUTLIER_CAUSES = "forging_tf.outlier_causes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +106,15 @@ RECORDS = {
     ),
     ResultKind.TABLE_IV: RecordSpec(None, "a Table IV result", ("cells", "settings")),
     ResultKind.REPRODUCE_RUN: RecordSpec("reproduce.json", "a forging-reproduce run", ("preset",)),
+    ResultKind.NEAR_TIES: RecordSpec(
+        "summary.json", "a near-ties result", ("steps", "layers", "per_step", "trace.model")
+    ),
+    ResultKind.OUTLIER_CAUSES: RecordSpec(
+        "summary.json", "an outlier-causes result", ("reproduction", "steps", "table")
+    ),
+    ResultKind.CALIBRATION: RecordSpec(
+        "calibration.json", "a calibration", ("target_false_reject", "models")
+    ),
 }
 
 

@@ -209,6 +209,14 @@ def test_top_q_recomputes_the_largest_logged_updates_of_each_epoch(trace_b100, d
   assert saved["candidate_steps"].tolist() == list(range(_T))
   np.testing.assert_allclose(saved["candidate_update_l2"], sizes, rtol=1e-12)
   assert summary.steps_recomputed == 3 and "top 3 of each 600-step epoch" in summary.describe()
+  with open(tmp_path / "r" / "summary.json") as f:
+    saved_summary = json.load(f)
+  # Twelve steps in ten stages: the first two stages hold two steps, the others one.
+  assert saved_summary["stages"][:3] == [[0, 2], [2, 4], [4, 5]]
+  chosen = set(saved["steps"].tolist())
+  assert saved_summary["recomputed_share_by_stage"] == [
+      np.mean([i in chosen for i in range(a, b)]) for a, b in saved_summary["stages"]
+  ]
   with pytest.raises(errors.ConfigError, match="--top_q must be >= 1"):
     _recompute(trace_b100, tmp_path / "q0", data_dir, repeats=1, top_q=0)
 

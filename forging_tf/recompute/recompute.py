@@ -12,7 +12,6 @@ again after an interruption keeps the repeats that had finished.
 from absl import flags
 
 from forging_tf import cli
-from forging_tf import errors
 from forging_tf.recompute import recompute_lib
 
 _TRACE = flags.DEFINE_string(
@@ -55,20 +54,9 @@ _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["trace", "out"])
 
 
-def parse_step_range(text: str) -> tuple[int, int | None]:
-  """'START:END' -> (START, END); a missing START is 0, a missing END is None (the trace's T)."""
-  start, colon, stop = text.partition(":")
-  try:
-    if not colon:
-      raise ValueError
-    return (int(start) if start.strip() else 0), (int(stop) if stop.strip() else None)
-  except ValueError:
-    raise errors.ConfigError(f"--steps={text!r} is not START:END (e.g. --steps=0:600)") from None
-
-
 def main():
   platform = _PLATFORM.requested()
-  start, stop = parse_step_range(_STEPS.value)
+  start, stop = cli.parse_step_range(_STEPS.value)
   ray_options = recompute_lib.RayOptions(
       address=_RAY_ADDRESS.value,
       num_cpus_per_task=_NUM_CPUS_PER_TASK.value,

@@ -149,6 +149,10 @@ class TopQSelection:
   steps: np.ndarray
 
 
+# How many stages of training proof-of-learning's coverage is reported for (tenths of the steps).
+STAGES = 10
+
+
 def select_top_q(trace: trace_lib.Trace, candidates: np.ndarray, top_q: int) -> TopQSelection:
   """The Q largest logged updates of each epoch among `candidates` (recomputed_steps).
 
@@ -686,10 +690,17 @@ def _write_result(
     }
   if selection is not None:
     arrays |= {"candidate_steps": selection.candidates, "candidate_update_l2": selection.update_l2}
+    stages = np.array_split(selection.candidates, STAGES)
     summary |= {
         "top_q": selection.top_q,
         "steps_per_epoch": selection.steps_per_epoch,
         "candidate_updates": len(selection.candidates),
+        # The chance that a step drawn at random from each tenth of training (a forged one, whose
+        # update the forger made as large as the honest one) is among those recomputed.
+        "stages": [[int(stage[0]), int(stage[-1]) + 1] for stage in stages if stage.size],
+        "recomputed_share_by_stage": [
+            float(np.isin(stage, selection.steps).mean()) for stage in stages if stage.size
+        ],
     }
   record = results.header(results.ResultKind.REPRODUCTION_ERROR, command, recomputer) | {
       "trace": trace_identity,
