@@ -17,10 +17,12 @@ The shared core, one module per concept:
 The pipeline, one subpackage per stage, each with its binary:
   train/      forging-train       training that writes a trace
   keras/      (a library)         your own model.fit, traced; Keras' own update recomputes it
-  recompute/  forging-recompute   recomputing it: the benign reproduction error
+  recompute/  forging-recompute   recomputing it: the benign reproduction error;
+              forging-near-ties, forging-explain-outliers   why a recomputed step jumps
   attacks/    forging-attack      greedy forging attacks: the approximation error
   exact/      forging-exact, forging-bruteforce   exact forging and Table IV
   report/     forging-tables      Tables I-IV, Figures 2-6 and REPORT.md from saved results
+  calibrate/  forging-calibrate   the verifier's threshold from saved results, held-out checked
   reproduce/  forging-reproduce   the whole study as a plan of stages
 
 Importing the package does not import TensorFlow.
@@ -33,10 +35,13 @@ __version__ = "0.2.0"
 COMMANDS = {
     "forging-train": "forging_tf.train.train",
     "forging-recompute": "forging_tf.recompute.recompute",
+    "forging-near-ties": "forging_tf.recompute.near_ties",
+    "forging-explain-outliers": "forging_tf.recompute.outliers",
     "forging-attack": "forging_tf.attacks.attack",
     "forging-verify": "forging_tf.verify",
     "forging-exact": "forging_tf.exact.exact",
     "forging-bruteforce": "forging_tf.exact.bruteforce",
     "forging-tables": "forging_tf.report.tables",
+    "forging-calibrate": "forging_tf.calibrate.calibrate",
     "forging-reproduce": "forging_tf.reproduce.reproduce",
 }

@@ -109,6 +109,9 @@ def test_every_stage_is_a_command_and_every_command_a_module_with_run():
   assert programs == set(forging_tf.COMMANDS) - {
       "forging-verify",
       "forging-tables",
+      "forging-calibrate",
+      "forging-near-ties",
+      "forging-explain-outliers",
       "forging-reproduce",
   }
 

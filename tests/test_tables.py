@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import results
+from forging_tf.recompute import distribution
 from forging_tf.report import figure_panels
 from forging_tf.report import platforms
 from forging_tf.report import render
@@ -50,6 +52,7 @@ def _record(folder, model, b, generator, recomputer, eps, steps=1200, repeats=3)
           "batch_size": b,
           "steps": steps,
           "k": 1,
+          "manifest_sha256": f"{model}-b{b}-T{steps}",
       },
       "updates": steps,
       "repeats": repeats,
@@ -137,7 +140,13 @@ def _attack(folder, attack, model, b, steps, fractions, errors_by_step):
       "kind": "forging_tf.attack_results",
       "folder": folder,
       "settings": {"attack": attack, "runs": 3, "M": 300, "n": 3000},
-      "trace": {"model": model, "dataset": "mnist", "batch_size": b, "steps": 1200},
+      "trace": {
+          "model": model,
+          "dataset": "mnist",
+          "batch_size": b,
+          "steps": 1200,
+          "manifest_sha256": f"{model}-b{b}-T1200",
+      },
       "platform": None,
       "steps": steps,
       "results": [
@@ -218,6 +227,15 @@ def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
     saved_results.find_results([str(tmp_path)])
 
 
+def _without_p99(table_csv: str) -> str:
+  """A CSV table less the p99 columns Tables I and II gained after 0.1.0."""
+  rows = list(csv.reader(io.StringIO(table_csv)))
+  keep = [i for i, column in enumerate(rows[0]) if not column.endswith(" p99")]
+  out = io.StringIO()
+  csv.writer(out, lineterminator="\n").writerows([[row[i] for i in keep] for row in rows])
+  return out.getvalue()
+
+
 def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
     old_smoke_run, tmp_path
 ):
@@ -241,7 +259,21 @@ def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
   old_tables = os.path.join(old_smoke_run, "report")
   for name in sorted(os.listdir(old_tables)):
     with open(os.path.join(old_tables, name)) as f:
-      assert (out / name).read_text() == f.read(), name
+      assert _without_p99((out / name).read_text()) == f.read(), name
+  # The p99 beside each cell: of the saved per-step distances (no distribution recorded then).
+  table2b = list(csv.reader(io.StringIO((out / "table2b.csv").read_text())))
+  assert table2b[0] == [
+      "generated on \\ recomputed on",
+      "cpu/tdef/dnn/det",
+      "cpu/tdef/nodnn/det",
+      "cpu/tdef/dnn/det p99",
+      "cpu/tdef/nodnn/det p99",
+  ]
+  with open(f"{old_smoke_run}/results/repro/lenet_b100_T6_cpu__on__cpu-nodnn/summary.json") as f:
+    saved = json.load(f)
+  assert "distribution" not in saved
+  assert float(table2b[1][4]) == distribution.summary_distribution(saved)["p99"]
+  assert "| 3.83e-08 (1e-08); p99 3.78e-08 |" in (out / "table2b.md").read_text()
   report = (out / "REPORT.md").read_text()
   assert "Brute force (Table IV):** 2 of 2 cells decided" in report
   assert "cpu/tdef/dnn/det -> cpu/tdef/nodnn/det: 3.83e-08" in report
@@ -257,3 +289,254 @@ def test_platforms_are_described_with_their_widest_simd(fingerprints):
       f"logical cores, {platforms.widest_simd(fingerprints['a']['hardware']['cpu']['simd_flags'])})"
       in description
   )
+
+
+def _summary(per_step: list[float], recorded: bool, by_variable: dict | None = None) -> dict:
+  """A forging-recompute summary.json: with its distribution recorded (as written now) or not (as
+  written before), and by_variable: variables, max_l2_per_variable, worst_step_variable_share."""
+  summary = {
+      "eps_repr": max(per_step),
+      "steps": list(range(len(per_step))),
+      "max_l2_per_step": per_step,
+      "max_linf_per_step": per_step,
+      "repeats": 2,
+  }
+  if recorded:
+    summary["distribution"] = {
+        "over_repeats": distribution.step_distribution(per_step),
+        "per_repeat": [distribution.step_distribution(per_step)] * 2,
+    }
+    summary["update_l2_per_step"] = [1e-3] * len(per_step)
+  return summary | (by_variable or {})
+
+
+def _write_result(root, folder: str, record: dict, summary: dict | None) -> None:
+  os.makedirs(root / folder)
+  (root / folder / "result.json").write_text(
+      json.dumps({k: v for k, v in record.items() if k != "folder"})
+  )
+  if summary is not None:
+    (root / folder / "summary.json").write_text(json.dumps(summary))
+
+
+_STEPS = [1e-7] * 150 + [3e-7, 0.0, 2e-5, 1.5e-7]  # 154 steps: a handful of outliers set the max
+
+
+def test_the_p99_beside_eps_repr_is_the_saved_results_distribution(fingerprints, tmp_path):
+  """Tables I and II: beside the largest eps_repr, the largest p99 of the cell's results, as
+  summary_distribution reads it from each summary.json (recorded, or from max_l2_per_step)."""
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  cross = _summary(_STEPS, recorded=True)
+  old = _summary([0.0, 4e-8, 1e-8], recorded=False)
+  wider = _summary([5e-8] * 9 + [1e-5], recorded=False)  # smaller max, larger p99
+  _write_result(root, "cross", _record("", "lenet", 100, a, c, cross["eps_repr"]), cross)
+  _write_result(root, "same/1", _record("", "lenet", 100, a, a, old["eps_repr"]), old)
+  _write_result(root, "same/2", _record("", "lenet", 100, a, a, 1e-5), wider)
+  _write_result(root, "none", _record("", "vggmini", 100, a, a, 3e-7, steps=20), None)
+  found = saved_results.find_results([str(root)])
+  table1 = table_builders.table1(found.reproduction)
+  table2b = table_builders.table2(found.reproduction, "b")
+
+  rows = list(csv.reader(io.StringIO(render.to_csv(table2b))))
+  column = rows[0].index(f"{platforms.platform_label(c)} p99")
+  row = next(r for r in rows if r[0] == platforms.platform_label(a))
+  assert float(row[column]) == distribution.summary_distribution(cross)["p99"]
+  assert float(row[column]) == pytest.approx(1.5e-7, rel=0.5)  # the outliers do not set it
+  assert "2.00e-05 (1e-05); p99 " in render.to_markdown(table2b)
+
+  (_, lenet), (_, vgg) = table1.rows
+  assert lenet[0].value == 1e-5
+  assert (
+      lenet[0].p99
+      == max(distribution.summary_distribution(s)["p99"] for s in (old, wider))
+      == distribution.summary_distribution(wider)["p99"]
+  )
+  assert vgg[0].value == 3e-7 and vgg[0].p99 is None  # no summary.json: the max alone
+  markdown = render.to_markdown(table1)
+  assert "3.00e-07 (1e-07); p99 n/a" in markdown and "largest p99 among them" in markdown
+  assert "p99 $" in render.to_latex(table1)
+  header = next(csv.reader(io.StringIO(render.to_csv(table1))))
+  assert header[4:] == ["b = 100 p99", "b = 500 p99", "b = 1000 p99"]
+
+  # Every result with per-step distances, recorded or not, in the distribution table.
+  table = table_builders.repro_distribution(found.reproduction)
+  by_label = dict(table.rows)
+  assert len(by_label) == 3  # the result without a summary.json has no row
+  pair = f"{platforms.platform_label(a)} -> {platforms.platform_label(c)}"
+  cells = dict(zip(table.columns, by_label[f"LeNet / MNIST b=100: {pair}"]))
+  assert cells["steps"].value == len(_STEPS) and cells["max"].value == 2e-5
+  assert [cells[f"> {level}"].value for level in ("1e-08", "1e-07", "1e-06", "1e-05")] == [
+      153,  # every step but the bitwise one
+      3,
+      1,
+      1,
+  ]
+  same = [label for label in by_label if label.endswith(")")]
+  assert sorted(same) == [  # one platform pair, two results: told apart by folder
+      f"LeNet / MNIST b=100: {platforms.platform_label(a)} -> {platforms.platform_label(a)} ({n})"
+      for n in ("1", "2")
+  ]
+  report_lib.render_tables_and_figures(found, str(tmp_path / "report"))
+  assert (tmp_path / "report" / "repro_distribution.csv").read_text().count("\n") == 4
+
+
+def test_the_variable_table_names_the_variable_carrying_the_worst_step(fingerprints, tmp_path):
+  """Per result that split its distances by variable: the worst step's largest share, by name."""
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  variables = ["conv1/kernel", "conv1/bias", "dense_1/kernel"]
+  split = _summary(
+      _STEPS,
+      recorded=True,
+      by_variable={
+          "variables": variables,
+          "max_l2_per_variable": [3e-6, 1e-9, 1.9e-5],
+          "worst_step_variable_share": [0.2, 0.0001, 0.7999],
+      },
+  )
+  bitwise = _summary(
+      [0.0] * 4,
+      recorded=True,
+      by_variable={
+          "variables": variables,
+          "max_l2_per_variable": [0.0] * 3,
+          "worst_step_variable_share": [0.0] * 3,  # as written when the worst step is bitwise
+      },
+  )
+  record = _record("", "lenet", 100, a, c, split["eps_repr"]) | {"worst": {"step": 152}}
+  _write_result(root, "split", record, split)
+  _write_result(root, "bitwise", _record("", "lenet", 100, a, a, 0.0), bitwise)
+  _write_result(root, "old", _record("", "lenet", 500, a, c, 2e-5), _summary(_STEPS, False))
+  found = saved_results.find_results([str(root)])
+  table = table_builders.repro_variables(found.reproduction)
+
+  assert len(table.rows) == 2  # the old result did not split its distances by variable
+  rows = {label: dict(zip(table.columns, cells)) for label, cells in table.rows}
+  pair = f"{platforms.platform_label(a)} -> {platforms.platform_label(c)}"
+  cross = rows[f"LeNet / MNIST b=100: {pair}"]
+  assert cross["worst step"].value == 152
+  assert cross["its largest variable"].text() == "dense_1/kernel"
+  assert cross["its share"].text() == "80.0%"
+  assert cross["farthest variable"].value == "dense_1/kernel"
+  assert cross["p99"].value == distribution.summary_distribution(split)["p99"]
+  same = rows[f"LeNet / MNIST b=100: {platforms.platform_label(a)} -> {pair.split(' -> ')[0]}"]
+  assert same["its largest variable"].text() == "n/a" and same["max"].text() == "0"
+  csv_rows = list(csv.reader(io.StringIO(render.to_csv(table))))
+  assert csv_rows[0][2:4] == ["its largest variable", "its share"]
+  assert ["dense_1/kernel", "0.7999"] in [row[2:4] for row in csv_rows]
+  assert "\\texttt{dense\\_1/kernel}" in render.to_latex(table)
+
+
+def test_the_reproduction_steps_figure_draws_each_result_and_the_attacks(fingerprints, tmp_path):
+  """fig_repro_steps: a row per (model, dataset, b) with per-step distances, the attacks on it
+  from their per-run array (or, where it was not kept, the summary's smallest over runs)."""
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  cross = _summary(_STEPS, recorded=True)
+  _write_result(root, "repro/cross", _record("", "lenet", 100, a, c, cross["eps_repr"]), cross)
+  bitwise = _summary([0.0] * len(_STEPS), recorded=False)
+  _write_result(root, "repro/same", _record("", "lenet", 100, a, a, 0.0), bitwise)
+  _write_result(root, "repro/old", _record("", "lenet", 1000, a, a, 0.0), None)
+  fractions = [
+      {"label": "1/b", "num_replaced": 1, "forging_fraction": 0.01},
+      {"label": "1", "num_replaced": 100, "forging_fraction": 1.0},
+  ]
+  for name, attack, steps in (("thudi", "thudi", [0, 77, 153]), ("zhang", "zhang", [77])):
+    record = _attack(
+        "", attack, "lenet", 100, steps, [1, 100], {s: [2e-6, 3e-3] for s in steps}
+    ) | {"platform": a, "forging_fractions": fractions}
+    del record["folder"]
+    for entry in record["results"]:
+      entry["label"] = "1/b" if entry["num_replaced"] == 1 else "1"
+    os.makedirs(root / "attacks" / name)
+    (root / "attacks" / name / "summary.json").write_text(json.dumps(record))
+    if attack == "thudi":  # zhang's per-run array was not kept
+      runs = np.full((len(steps), 2, 3), 4e-6)
+      runs[:, 1] = 5e-3
+      runs[0, 0, 2] = np.nan  # a failed run is left out
+      np.save(root / "attacks" / name / "approximation_error.npy", runs)
+  found = saved_results.find_results([str(root)])
+
+  (row,) = figure_panels.reproduction_steps_rows(found.reproduction, found.attacks)
+  assert row.title == "LeNet / MNIST, b = 100"
+  assert [s.distances for s in row.series] == [tuple(bitwise["max_l2_per_step"]), tuple(_STEPS)]
+  thudi_1b, thudi_1, zhang_1b, zhang_1 = row.attacks
+  assert (thudi_1b.attack, thudi_1b.fraction, thudi_1b.per_run) == ("thudi", "1/b", True)
+  assert thudi_1b.steps == (0, 0, 77, 77, 77, 153, 153, 153) and set(thudi_1.errors) == {5e-3}
+  assert (zhang_1b.per_run, zhang_1b.steps, zhang_1b.errors) == (False, (77,), (2e-6,))
+  assert zhang_1.errors == (3e-3,)
+
+  _, figures = report_lib.render_tables_and_figures(found, str(tmp_path / "report"))
+  for extension in ("png", "pdf"):
+    path = tmp_path / "report" / f"fig_repro_steps.{extension}"
+    assert str(path) in figures and path.stat().st_size > 0
+  report = tmp_path / "REPORT.md"
+  report_lib.write_report([str(root)], str(tmp_path / "report"), str(report))
+  text = report.read_text()
+  assert "## Where the reproduction error sits" in text
+  assert "(report/fig_repro_steps.png)" in text and "max_l2_per_step of 2 forging-recompute" in text
+  assert "Which variable carries the error: not recorded" in text
+  assert "## Choosing epsilon" in text and (tmp_path / "report" / "tradeoff.png").stat().st_size
+
+
+def test_proof_of_learning_coverage_is_read_from_top_q_results(fingerprints, tmp_path):
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  top = _summary([1e-7, 2e-7], recorded=True) | {
+      "steps": [3, 17],
+      "top_q": 1,
+      "steps_per_epoch": 10,
+      "candidate_updates": 20,
+      "stages": [[0, 10], [10, 20]],
+      "recomputed_share_by_stage": [0.1, 0.1],
+  }
+  _write_result(root, "top1", _record("", "lenet", 100, a, c, 2e-7, steps=20), top)
+  everything = _summary([1e-7] * 20, recorded=True)
+  _write_result(root, "all", _record("", "lenet", 100, a, c, 1e-7, steps=20), everything)
+  table = table_builders.pol_coverage(saved_results.find_results([str(root)]).reproduction)
+  ((label, cells),) = table.rows  # the result without --top_q has no row
+  assert "(top1)" in label
+  assert [cell.text() for cell in cells] == ["1", "10", "2 of 20", "2.00e-07", "10.0%", "10.0%"]
+  assert table.columns[-2:] == ("stage 1", "stage 2")
+
+
+def test_outlier_causes_table_counts_outliers_flips_and_near_ties(fingerprints, tmp_path):
+  root = tmp_path / "results" / "outliers"
+  os.makedirs(root)
+  predictor = [
+      {
+          "platform": side,
+          "tolerance": tolerance,
+          "outliers_with_near_ties": 2 if side == "recomputer" else 9,
+          "outliers_without": 1,
+          "others_with_near_ties": 40 if tolerance == 16.0 else 7,
+          "others_without": 57,
+      }
+      for tolerance in (1.0, 16.0)
+      for side in ("recomputer", "generator")
+  ]
+  record = results.header(results.ResultKind.OUTLIER_CAUSES, "cmd", None) | {
+      "reproduction": {
+          "trace": {"model": "lenet", "dataset": "mnist", "batch_size": 100},
+          "generator_platform": "a" * 12,
+          "recomputer_platform": "c" * 12,
+      },
+      "outlier_factor": 10.0,
+      "median_distance": 1e-7,
+      "steps": list(range(100)),
+      "table": {
+          "outliers": 3,
+          "others": 97,
+          "outliers_with_flips": 3,
+          "others_with_flips": 5,
+          "flips_by_layer_at_outliers": {"conv1": 0, "pool2": 3},
+          "near_ties_predictor": predictor,
+      },
+  }
+  (root / "summary.json").write_text(json.dumps(record))
+  found = saved_results.find_results([str(tmp_path / "results")])
+  table = table_builders.outlier_causes(list(found.outliers))
+  ((label, cells),) = table.rows
+  assert label == "LeNet / MNIST b=100: aaaaaa -> cccccc"
+  assert [cell.text() for cell in cells] == ["100", "1.00e-07", "3", "3", "pool2 3", "5", "2", "40"]

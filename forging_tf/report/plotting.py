@@ -6,6 +6,8 @@ largest measured reproduction error as the verifier's threshold.
 Fig. 4 and Fig. 5: original batch against forged batch, the measured approximation error in the
 caption. Images are shown clipped to [0, 1]; how far the forged pixels leave [0, 1] is in the
 caption, since clipping hides it.
+fig_repro_steps: the reproduction error step by step and as a histogram, the attacks'
+approximation errors on the same axis (rows from figure_panels.reproduction_steps_rows).
 """
 
 import os
@@ -15,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
+from matplotlib import transforms  # pylint: disable=wrong-import-position
 
 
 def _save(figure, path_prefix: str) -> list[str]:
@@ -188,4 +191,127 @@ def approximation_error_figure(
     axis.legend(fontsize=6)
   figure.tight_layout()
   figure.text(0.01, -0.02, caption, ha="left", va="top", fontsize=6, wrap=True)
+  return _save(figure, path_prefix)
+
+
+# fig_repro_steps: the reproduction error step by step ----------------------------------------
+
+_FRACTION_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+# Attack families by name: filled black, open black, filled grey, open grey.
+_FAMILY_FACES = (("black", "black"), ("none", "black"), ("tab:gray", "tab:gray"), ("none", "gray"))
+
+
+def zero_floor(values) -> float:
+  """Where a log axis draws exact zeros: a decade below the smallest positive value (1e-10 when
+  nothing is positive)."""
+  values = np.asarray(values, np.float64)
+  positive = values[values > 0]
+  return 10.0 ** (np.floor(np.log10(positive.min())) - 1) if positive.size else 1e-10
+
+
+def _exact_note(distances: np.ndarray) -> str:
+  exact = int(np.sum(distances == 0))
+  return "" if not exact else " (all exact)" if exact == len(distances) else f" ({exact} exact)"
+
+
+def reproduction_steps_figure(rows, path_prefix: str, caption: str) -> list[str]:
+  """One row per figure_panels.StepsRow. Left: each result's per-step distance (largest over
+  repeats) over the training steps, log y, exact zeros drawn at a floor a decade below the smallest
+  positive value (dotted grey line, named in the legend, which also counts each result's exact
+  steps); the attacks' approximation errors at their steps, one marker shape per forging fraction
+  (by its label: '1/b' is one shape whatever b), filled or open by attack family. Middle: the same
+  distances as a histogram (log-spaced bins, log counts) on the same y axis, the attacks' errors
+  as a rug at its right edge. Right: the legend. Returns the files written."""
+  families = sorted({p.attack for row in rows for p in row.attacks})
+  # A shape per fraction as the attacks name it ('1/b' is 1/b whatever b), smallest first.
+  fractions = {}
+  for points in sorted((p for row in rows for p in row.attacks), key=lambda p: p.forging_fraction):
+    fractions.setdefault(points.fraction, len(fractions))
+  face = dict(zip(families, _FAMILY_FACES * len(families)))
+  shape = {label: _FRACTION_MARKERS[i % len(_FRACTION_MARKERS)] for label, i in fractions.items()}
+  # A legend entry per result, attack and fraction, and the floor; two columns past 24 entries.
+  entries = [len(row.series) + len(row.attacks) + 1 for row in rows]
+  heights = [max(2.8, 0.13 * -(-n // (1 if n <= 24 else 2)) + 0.8) for n in entries]
+  size = sum(heights) + 1.0  # and the caption
+  figure = plt.figure(figsize=(14, size))
+  grid = figure.add_gridspec(
+      len(rows),
+      3,
+      width_ratios=(3, 1.1, 2.4),
+      height_ratios=heights,
+      hspace=0.45,
+      wspace=0.08,
+      left=0.06,
+      right=0.99,
+      top=1 - 0.3 / size,
+      bottom=1.0 / size,
+  )
+  for r, (row, count) in enumerate(zip(rows, entries)):
+    left = figure.add_subplot(grid[r, 0])
+    right = figure.add_subplot(grid[r, 1], sharey=left)
+    key = figure.add_subplot(grid[r, 2])
+    every = np.asarray([d for line in row.series for d in line.distances], np.float64)
+    floor = zero_floor(np.concatenate([every, [e for p in row.attacks for e in p.errors]]))
+    bins = np.logspace(np.log10(floor) - 0.25, np.log10(max(every.max(), floor)) + 0.25, 41)
+    colors = plt.get_cmap("tab10" if len(row.series) <= 10 else "tab20").colors
+    for i, line in enumerate(row.series):
+      distances = np.asarray(line.distances, np.float64)
+      drawn = np.where(distances > 0, distances, floor)
+      color = colors[i % len(colors)]
+      left.plot(
+          line.steps,
+          drawn,
+          color=color,
+          linewidth=0.7,
+          alpha=0.85,
+          marker="." if len(drawn) <= 60 else None,
+          markersize=3,
+          label=line.label + _exact_note(distances),
+      )
+      right.hist(drawn, bins=bins, orientation="horizontal", histtype="step", color=color, log=True)
+    rug = transforms.blended_transform_factory(right.transAxes, right.transData)
+    for points in row.attacks:
+      errors = np.asarray(points.errors, np.float64)
+      facecolor, edgecolor = face[points.attack]
+      style = {
+          "marker": shape[points.fraction],
+          "facecolors": facecolor,
+          "edgecolors": edgecolor,
+          "linewidths": 0.8,
+          "zorder": 3,
+      }
+      drawn = np.where(errors > 0, errors, floor)
+      left.scatter(
+          points.steps,
+          drawn,
+          s=22,
+          label=f"{points.attack.capitalize()}, fraction {points.fraction}"
+          + ("" if points.per_run else " (min over runs)"),
+          **style,
+      )
+      right.scatter(np.full(len(drawn), 0.93), drawn, s=14, transform=rug, **style)
+    for axis in (left, right):
+      axis.axhline(floor, color="gray", linestyle=":", linewidth=0.8)
+    left.plot([], [], color="gray", linestyle=":", label=f"exact zero, drawn at {floor:.0e}")
+    left.set_yscale("log")
+    left.set_ylim(bottom=floor / 3, top=None if every.max() > 0 or row.attacks else floor * 30)
+    left.set_title(f"{row.title}: per-step reproduction error", fontsize=9)
+    left.set_xlabel("training step i (the update from theta_i)", fontsize=8)
+    left.set_ylabel("l2 distance (largest over repeats)", fontsize=8)
+    right.set_title("histogram of the steps", fontsize=9)
+    right.set_xlabel("steps (log)", fontsize=8)
+    right.tick_params(labelleft=False)
+    for axis in (left, right):
+      axis.tick_params(labelsize=7)
+    key.axis("off")
+    key.legend(
+        *left.get_legend_handles_labels(),
+        loc="upper left",
+        fontsize=5.5,
+        ncol=1 if count <= 24 else 2,
+        title="generated on -> recomputed on; attacks",
+        title_fontsize=6,
+        frameon=False,
+    )
+  figure.text(0.06, 0.45 / size, caption, ha="left", va="top", fontsize=6.5, wrap=True)
   return _save(figure, path_prefix)

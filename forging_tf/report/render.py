@@ -23,33 +23,21 @@ def to_markdown(table: table_builders.Table) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _latex_escape(text: str) -> str:
-  for plain, escaped in (
-      ("\\", "\\textbackslash{}"),
-      ("_", "\\_"),
-      ("%", "\\%"),
-      ("&", "\\&"),
-      ("#", "\\#"),
-  ):
-    text = text.replace(plain, escaped)
-  return text
-
-
 def to_latex(table: table_builders.Table) -> str:
   lines = [
       "\\begin{table}[t]",
       "\\centering",
-      f"\\caption{{{_latex_escape(table.title)}. "
-      + " ".join(_latex_escape(note) + "." for note in table.notes)
+      f"\\caption{{{table_builders.latex_escape(table.title)}. "
+      + " ".join(table_builders.latex_escape(note) + "." for note in table.notes)
       + "}",
       f"\\label{{tab:{table.name}}}",
       "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
       "\\toprule",
-      " & ".join(_latex_escape(c) for c in (table.corner, *table.columns)) + " \\\\",
+      " & ".join(table_builders.latex_escape(c) for c in (table.corner, *table.columns)) + " \\\\",
       "\\midrule",
   ]
   lines += [
-      " & ".join((_latex_escape(label), *(cell.latex() for cell in cells))) + " \\\\"
+      " & ".join((table_builders.latex_escape(label), *(cell.latex() for cell in cells))) + " \\\\"
       for label, cells in table.rows
   ]
   lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
@@ -57,22 +45,34 @@ def to_latex(table: table_builders.Table) -> str:
 
 
 def to_csv(table: table_builders.Table) -> str:
-  """Full-precision numbers; an empty field is a cell that was not measured. Tables judged
-  against a threshold add a column per cell column with the threshold and one with the verdict."""
+  """Full-precision numbers; an empty field is a cell that was not measured. Cells that carry more
+  than their number (Table III's threshold and verdict, Tables I and II's p99) add, after all the
+  cell columns, a column per cell column and extra, named "COLUMN EXTRA"."""
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  judged = any(isinstance(c, table_builders.StealthCell) for _, cells in table.rows for c in cells)
-  extra = [f"{c} {what}" for c in table.columns for what in ("threshold", "stealthy")]
-  writer.writerow((table.corner, *table.columns, *(extra if judged else ())))
+  extras = [
+      tuple(dict.fromkeys(name for _, cells in table.rows for name, _ in cells[i].csv_extras()))
+      for i in range(len(table.columns))
+  ]
+  writer.writerow(
+      (
+          table.corner,
+          *table.columns,
+          *(f"{column} {name}" for column, names in zip(table.columns, extras) for name in names),
+      )
+  )
   for label, cells in table.rows:
-    row = [label, *("" if c.value is None else repr(c.value) for c in cells)]
-    if judged:
-      for c in cells:
-        row += [
-            "" if c.threshold is None else repr(c.threshold),
-            "" if c.stealthy is None else str(c.stealthy).lower(),
-        ]
-    writer.writerow(row)
+    writer.writerow(
+        (
+            label,
+            *(cell.csv() for cell in cells),
+            *(
+                dict(cell.csv_extras()).get(name, "")
+                for cell, names in zip(cells, extras)
+                for name in names
+            ),
+        )
+    )
   return out.getvalue()
 
 

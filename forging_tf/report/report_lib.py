@@ -1,9 +1,11 @@
 """REPORT.md: the tables, the figures, and what they say, from saved results only.
 
-write_report renders Tables I-IV and Figures 2-6 (table_builders, figure_panels, plotting) and
-writes one Markdown report around them that answers the questions a reader brings: how large
-benign reproduction errors are on each platform pair, how large the attacks' approximation errors
-are, which of those a verifier would accept at which threshold, and what exact forging achieved.
+write_report renders Tables I-IV and Figures 2-6 (table_builders, figure_panels, plotting), and
+where the reproduction error sits (fig_repro_steps, tables repro_distribution and
+repro_variables), and writes one Markdown report around them that answers the questions a reader
+brings: how large benign reproduction errors are on each platform pair and how many steps set the
+largest, how large the attacks' approximation errors are, which of those a verifier would accept
+at which threshold, and what exact forging achieved.
 Every number in it is read from a result file, and every platform is spelled out from its
 fingerprint.
 """
@@ -14,6 +16,8 @@ import os
 import numpy as np
 
 from forging_tf import results
+from forging_tf.calibrate import calibrate_lib
+from forging_tf.calibrate import plotting as calibrate_plotting
 from forging_tf.report import figure_panels
 from forging_tf.report import platforms
 from forging_tf.report import plotting
@@ -35,7 +39,7 @@ def write_report(
 
   Args:
     results_dirs: folders whose saved results (every record under them) are read.
-    report_dir: where Tables I-IV (.md, .tex, .csv) and Figures 2-6 (.png, .pdf) are written.
+    report_dir: where the tables (.md, .tex, .csv) and figures (.png, .pdf) are written.
     report_path: the Markdown report to write; it links to report_dir.
     title: its first heading.
     preamble: lines that go first (forging-reproduce: how the study was produced).
@@ -52,10 +56,15 @@ def write_report(
   by_name = {table.name: table for table in tables}
   link = os.path.relpath(report_dir, os.path.dirname(os.path.abspath(report_path)))
 
-  def figure(name: str, caption: str) -> list[str]:
+  def figure(name: str, caption: str, alt: str | None = None) -> list[str]:
     if os.path.join(report_dir, f"{name}.png") not in figures:
       return []
-    return [f"![{caption}]({link}/{name}.png)", "", f"*{caption}* ([PDF]({link}/{name}.pdf))", ""]
+    return [
+        f"![{alt or caption}]({link}/{name}.png)",
+        "",
+        f"*{caption}* ([PDF]({link}/{name}.pdf))",
+        "",
+    ]
 
   def table(name: str) -> list[str]:
     if name not in by_name:
@@ -74,6 +83,19 @@ def write_report(
   lines += ["## Platforms", ""] + _platforms(found) + [""]
   lines += ["## Benign reproduction errors (Tables I and II)", ""]
   lines += [line for name in ("table1", "table2a", "table2b", "table2c") for line in table(name)]
+  lines += ["## Where the reproduction error sits (per step and per variable)", ""]
+  lines += figure(
+      "fig_repro_steps",
+      _repro_steps_caption(found.reproduction, found.attacks),
+      "Figure R: the reproduction error step by step",
+  )
+  lines += table("repro_distribution") + table("repro_variables") + table("outlier_causes")
+  if "repro_distribution" in by_name and "repro_variables" not in by_name:
+    lines += [
+        "Which variable carries the error: not recorded (these results were written before "
+        "forging-recompute split its distances by variable; recompute to see it).",
+        "",
+    ]
   lines += ["## Approximation errors of the attacks (Table III, Figures 2, 3 and 6)", ""]
   lines += table("table3")
   lines += figure(
@@ -82,6 +104,7 @@ def write_report(
   )
   lines += figure("fig3", "Figure 3: approximation error over training (Thudi et al.)")
   lines += figure("fig6", "Figure 6: Thudi et al. vs Zhang et al. at the middle step")
+  lines += _choosing_epsilon(found, report_dir, link) + table("pol_coverage")
   lines += ["## Exact forging (Figures 4 and 5, Table IV)", ""]
   lines += figure("fig4", "Figure 4: mini-batch perturbation (Prop. 2)")
   lines += figure("fig5", "Figure 5: error-matrix sampling (Prop. 3)")
@@ -101,6 +124,10 @@ def render_tables_and_figures(
     tables += [
         table_builders.table1(found.reproduction),
         *(table_builders.table2(found.reproduction, part) for part in "abc"),
+        table_builders.repro_distribution(found.reproduction),
+        table_builders.repro_variables(found.reproduction),
+        table_builders.outlier_causes(list(found.outliers)),
+        table_builders.pol_coverage(found.reproduction),
     ]
   if found.attacks:
     tables.append(table_builders.table3(found.reproduction, found.attacks))
@@ -119,6 +146,12 @@ def _render_figures(
     reproduction: list[dict], attack_records: list[dict], exact: list[dict], out_dir: str
 ) -> list[str]:
   figures = []
+  if rows := figure_panels.reproduction_steps_rows(reproduction, attack_records):
+    figures += plotting.reproduction_steps_figure(
+        rows,
+        os.path.join(out_dir, "fig_repro_steps"),
+        _repro_steps_caption(reproduction, attack_records),
+    )
   if attack_records:
     platform_ids = ", ".join(sorted({r["platform"]["id"] for r in attack_records}))
     caption = (
@@ -162,6 +195,69 @@ def _render_figures(
           summary, dict(arrays), os.path.join(out_dir, summary["experiment"])
       )
   return figures
+
+
+def _choosing_epsilon(found: saved_results.FoundResults, report_dir: str, link: str) -> list[str]:
+  """The section "Choosing epsilon": forging-calibrate on the same results (calibrate_lib), its
+  trade-off figure and tables."""
+  if not found.reproduction:
+    return []
+  calibration = calibrate_lib.calibrate(list(found.dirs))
+  drawn = calibrate_plotting.tradeoff(calibration.models, os.path.join(report_dir, "tradeoff"))
+  body = calibrate_lib.markdown(calibration).splitlines()[1:]  # Its title is this section's.
+  lines = [
+      "## Choosing epsilon",
+      "",
+      "The verifier's threshold from the measured reproduction errors (forging-calibrate on the "
+      "results above; docs/CALIBRATION.md): each policy is fitted to all platform pairs of a "
+      "model but one and judged on the honest steps of the pair left out (LOPO), and against "
+      "the attacks' forged steps.",
+  ]
+  if drawn:
+    caption = (
+        "Trade-off: honest steps rejected (LOPO mean over held-out platform pairs) against forged "
+        "cells accepted, one curve per policy swept over its parameter"
+    )
+    lines += [
+        "",
+        f"![{caption}]({link}/tradeoff.png)",
+        "",
+        f"*{caption}* ([PDF]({link}/tradeoff.pdf))",
+    ]
+  demoted = [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in body]
+  return lines + demoted + [""]
+
+
+def _repro_steps_caption(reproduction: list[dict], attack_records: list[dict]) -> str:
+  """What fig_repro_steps draws, and from which results."""
+  rows = figure_panels.reproduction_steps_rows(reproduction, attack_records)
+  results_drawn = sum(len(row.series) for row in rows)
+  attacks = [p for row in rows for p in row.attacks]
+  kept = {p.per_run for p in attacks}
+  drawn = {
+      frozenset({True}): "every run's error (approximation_error.npy)",
+      frozenset({False}): "the smallest over runs (summary.json; the per-run arrays were not kept)",
+      frozenset({True, False}): "every run's error (approximation_error.npy), or the smallest over "
+      "runs (summary.json) where the per-run arrays were not kept",
+  }
+  attack_text = (
+      f" Markers: the approximation errors of the attacks on the same model, dataset and b "
+      f"(forging-attack), at their attacked steps, {drawn[frozenset(kept)]}; one shape per "
+      "forging fraction, filled or open by attack family; in the histogram, a rug at its right "
+      "edge."
+      if attacks
+      else " No attack was run on these models and batch sizes."
+  )
+  return (
+      "Figure R: the reproduction error step by step. Left, per model and b: the l2 distance "
+      "between each recomputed update and the logged parameters, the largest over repeats "
+      f"(summary.json's max_l2_per_step of {results_drawn} forging-recompute results), one line "
+      "per result, named generated on -> recomputed on and, where any, how many of its steps "
+      "reproduced bitwise; exact zeros are drawn at a dotted floor a decade below the smallest "
+      "positive value, since a log axis has no 0. Beside it: the same distances as a histogram "
+      "(log-spaced bins, log counts) on the same axis: eps_repr, the paper's reproduction error, "
+      "is the highest step of the left panel and the top of the histogram." + attack_text
+  )
 
 
 def _model(record_trace: dict) -> str:

@@ -2,14 +2,19 @@
 
 A record is a result's JSON (results.RECORDS says which file, and which fields the tables and
 REPORT.md read). Records of earlier versions are read as this version writes them
-(results.upgrade). Also here: the selections the tables and figures share.
+(results.upgrade). A reproduction-error record carries, as "summary", the summary.json beside it
+(its per-step distances). Also here: the selections the tables and figures share.
 """
 
 import dataclasses
 import os
 
+import numpy as np
+
 from forging_tf import errors
 from forging_tf import results
+from forging_tf.recompute import distribution
+from forging_tf.report import platforms
 
 
 def _walk_records(results_dir: str, kinds: tuple[results.ResultKind, ...]) -> dict:
@@ -54,10 +59,11 @@ class FoundResults:
   """
 
   dirs: tuple[str, ...]
-  reproduction: list[dict]
+  reproduction: list[dict]  # each with "summary": the summary.json beside it, or None
   attacks: list[dict]
   exact: list[dict]
   table4: dict | None
+  outliers: list[dict] = ()  # forging-explain-outliers records
 
 
 def find_results(results_dirs: list[str]) -> FoundResults:
@@ -67,6 +73,7 @@ def find_results(results_dirs: list[str]) -> FoundResults:
       results.ResultKind.ATTACK,
       results.ResultKind.EXACT_FORGING,
       results.ResultKind.TABLE_IV,
+      results.ResultKind.OUTLIER_CAUSES,
   )
   found = {kind: [] for kind in kinds}
   for results_dir in results_dirs:
@@ -82,17 +89,85 @@ def find_results(results_dirs: list[str]) -> FoundResults:
     )
   return FoundResults(
       tuple(results_dirs),
-      found[results.ResultKind.REPRODUCTION_ERROR],
+      [
+          record | {"summary": _summary_beside(record["path"])}
+          for record in found[results.ResultKind.REPRODUCTION_ERROR]
+      ],
       found[results.ResultKind.ATTACK],
       found[results.ResultKind.EXACT_FORGING],
       table4,
+      found[results.ResultKind.OUTLIER_CAUSES],
   )
+
+
+def _summary_beside(record_path: str) -> dict | None:
+  """The summary.json next to a reproduction-error record (None: not there); an unreadable one is
+  an error that names it."""
+  path = os.path.join(os.path.dirname(record_path), "summary.json")
+  return results.read_json(path, "a reproduction-error summary") if os.path.exists(path) else None
+
+
+def reproduction_distribution(record: dict) -> dict | None:
+  """The per-step distribution of a reproduction result (distribution.summary_distribution: steps,
+  median, p90, p99, max, above), from the summary it carries; None for a record without one, or
+  whose summary holds no per-step distances."""
+  summary = record.get("summary")
+  if not summary or not (summary.get("distribution") or summary.get("max_l2_per_step")):
+    return None
+  return distribution.summary_distribution(summary)
+
+
+def attack_run_errors(record: dict) -> np.ndarray | None:
+  """An attack's approximation error of every run, float64 [S, F, R] (steps and forging fractions
+  as the record resolved them), from the approximation_error.npy beside it; None where that array
+  was not kept (or does not fit the record)."""
+  path = os.path.join(os.path.dirname(record.get("path", "")), "approximation_error.npy")
+  if "path" not in record or not os.path.exists(path):
+    return None
+  array = np.load(path, allow_pickle=False)
+  shape = (len(record.get("steps", ())), len(record.get("forging_fractions", ())))
+  return array if array.ndim == 3 and array.shape[:2] == shape else None
 
 
 def model_label(model: str, dataset: str | None = None) -> str:
   """How tables, figures and REPORT.md name a model and its data: 'LeNet / MNIST'."""
   known = {"lenet": "LeNet / MNIST", "vggmini": "VGGmini / CIFAR-10"}
   return known.get(model, model if dataset is None else f"{model} / {dataset}")
+
+
+def reproduction_labels(records: list[dict], with_model: bool) -> list[str]:
+  """How tables and figures name reproduction results, in the order given: 'A -> B' (generated on
+  A, recomputed on B), after 'LeNet / MNIST b=100: ' with_model, and with the result's folder
+  where two results would share a name."""
+  labels = platforms.platform_labels(
+      [r[side] for r in records for side in ("generator_platform", "platform")]
+  )
+  names = []
+  for r in records:
+    trace = r["trace"]
+    model = f"{model_label(trace['model'], trace['dataset'])} b={trace['batch_size']}: "
+    pair = f"{labels[r['generator_platform']['id']]} -> {labels[r['platform']['id']]}"
+    names.append(model + pair if with_model else pair)
+  suffixes = {}
+  for name in {name for name in names if names.count(name) > 1}:
+    alike = [i for i, other in enumerate(names) if other == name]
+    for i, part in zip(alike, _told_apart([records[i]["folder"] for i in alike])):
+      suffixes[i] = f" ({part})"
+  return [name + suffixes.get(i, "") for i, name in enumerate(names)]
+
+
+def _told_apart(folders: list[str]) -> list[str]:
+  """Folders less the leading and trailing path parts they all share: repro/table1/X and
+  repro/table2b/X -> table1 and table2b."""
+  parts = [folder.split("/") for folder in folders]
+  shortest = min(len(p) for p in parts)
+  lead = 0
+  while lead < shortest - 1 and len({p[lead] for p in parts}) == 1:
+    lead += 1
+  trail = 0
+  while trail < shortest - 1 - lead and len({p[-1 - trail] for p in parts}) == 1:
+    trail += 1
+  return ["/".join(p[lead : len(p) - trail]) for p in parts]
 
 
 def largest_reproduction_error(reproduction: list[dict], model: str) -> float | None:

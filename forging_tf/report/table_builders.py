@@ -14,12 +14,27 @@ which platforms and settings produced it; render.py writes it as Markdown, LaTeX
 
   Table IV  brute force: for logreg and the L = 2 FCN, pixel levels v x batch size b, whether any
             other batch has the true batch's gradient, and the nearest miss (forging-bruteforce).
+
+Tables I and II show, beside eps_repr, the 99th percentile over steps: the max is set by a handful
+of outlier steps. Two more tables say where the reproduction error sits:
+
+  repro_distribution  per reproduction result, the per-step distribution (median, p90, p99, max,
+                      steps above 1e-8 .. 1e-5), so a reader sees how many steps set the max.
+  repro_variables     per result that split its distances by variable, the variable carrying the
+                      largest share of the worst step, and the distribution.
+  outlier_causes      per forging-explain-outliers result, the outlier steps of a platform pair
+                      against the ReLU units and max-pool windows that chose differently on the
+                      two platforms, and the near-ties a verifier sees on its own platform.
+  pol_coverage        per forging-recompute --top_q result, what proof-of-learning's verifier
+                      recomputed and the chance that a forged step in each tenth of training is
+                      among those steps.
 """
 
 import dataclasses
 import math
 
 from forging_tf import errors
+from forging_tf.recompute import distribution
 from forging_tf.report import platforms
 from forging_tf.report import saved_results
 
@@ -51,8 +66,106 @@ class Cell:
       return "n/a"
     if self.value == 0:
       return "0 (bitwise)"
-    mantissa, exponent = f"{self.value:.2e}".split("e")
-    return f"${mantissa}\\times10^{{{int(exponent)}}}$"
+    return _latex_number(self.value)
+
+  def csv(self) -> str:
+    """The full-precision value; empty where nothing was measured."""
+    return "" if self.value is None else repr(self.value)
+
+  def csv_extras(self) -> tuple[tuple[str, str], ...]:
+    """(name, value) of the columns the CSV adds for this cell's column, after all the cells."""
+    return ()
+
+
+def _latex_number(value: float) -> str:
+  mantissa, exponent = f"{value:.2e}".split("e")
+  return f"${mantissa}\\times10^{{{int(exponent)}}}$"
+
+
+def latex_escape(text: str) -> str:
+  """Plain text as LaTeX prints it."""
+  for plain, escaped in (
+      ("\\", "\\textbackslash{}"),
+      ("_", "\\_"),
+      ("%", "\\%"),
+      ("&", "\\&"),
+      ("#", "\\#"),
+  ):
+    text = text.replace(plain, escaped)
+  return text
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproductionCell(Cell):
+  """eps_repr (the largest distance) and the 99th percentile over steps of each step's largest
+  distance over repeats (None: a result without per-step distances)."""
+
+  p99: float | None = None
+
+  def _p99(self, number) -> str:
+    if self.value is None or self.value == 0:
+      return ""  # Nothing measured, or every step bitwise: the p99 says nothing more.
+    return "; p99 " + ("n/a" if self.p99 is None else "0" if self.p99 == 0 else number(self.p99))
+
+  def text(self) -> str:
+    return super().text() + self._p99(lambda value: f"{value:.2e}")
+
+  def latex(self) -> str:
+    return super().latex() + self._p99(_latex_number)
+
+  def csv_extras(self) -> tuple[tuple[str, str], ...]:
+    return (("p99", "" if self.p99 is None else repr(self.p99)),)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistanceCell(Cell):
+  """A quantile of distances, compact: '1.00e-07', or '0'."""
+
+  def text(self) -> str:
+    return "n/a" if self.value is None else "0" if self.value == 0 else f"{self.value:.2e}"
+
+  def latex(self) -> str:
+    return self.text() if self.value in (None, 0) else _latex_number(self.value)
+
+
+@dataclasses.dataclass(frozen=True)
+class CountCell(Cell):
+  """A number of steps."""
+
+  value: int | None
+
+  def text(self) -> str:
+    return "n/a" if self.value is None else str(self.value)
+
+  def latex(self) -> str:
+    return self.text()
+
+
+@dataclasses.dataclass(frozen=True)
+class ShareCell(Cell):
+  """A fraction of a whole, as a percentage."""
+
+  def text(self) -> str:
+    return "n/a" if self.value is None else f"{self.value:.1%}"
+
+  def latex(self) -> str:
+    return latex_escape(self.text())
+
+
+@dataclasses.dataclass(frozen=True)
+class NameCell(Cell):
+  """A name (a model variable's): printed as it is."""
+
+  value: str | None
+
+  def text(self) -> str:
+    return "n/a" if self.value is None else self.value
+
+  def latex(self) -> str:
+    return "n/a" if self.value is None else f"\\texttt{{{latex_escape(self.value)}}}"
+
+  def csv(self) -> str:
+    return self.value or ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +190,12 @@ class StealthCell(Cell):
 
   def latex(self) -> str:
     return super().latex() + ("" if self.value is None else self._verdict())
+
+  def csv_extras(self) -> tuple[tuple[str, str], ...]:
+    return (
+        ("threshold", "" if self.threshold is None else repr(self.threshold)),
+        ("stealthy", "" if self.stealthy is None else str(self.stealthy).lower()),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +236,25 @@ def _runs_note(records: list[dict]) -> str:
   )
 
 
+_P99_NOTE = (
+    "p99: the 99th percentile over the recomputed steps of each step's largest l2 distance over "
+    "repeats (forging_tf.recompute.distribution); where a cell holds several results it shows the "
+    "largest eps_repr and the largest p99 among them (n/a: a result without per-step distances)"
+)
+
+
+def _reproduction_cell(matching: list[dict]) -> ReproductionCell:
+  """The largest eps_repr and the largest p99 of `matching` (p99 None if any lacks it)."""
+  if not matching:
+    return ReproductionCell(None)
+  shapes = [saved_results.reproduction_distribution(r) for r in matching]
+  return ReproductionCell(
+      max(r["eps_repr"] for r in matching),
+      tuple(r["folder"] for r in matching),
+      None if None in shapes else max(shape["p99"] for shape in shapes),
+  )
+
+
 def table1(records: list[dict]) -> Table:
   """Table I: the largest eps_repr over results recomputed on their generating platform."""
   same = [r for r in records if r["generator_platform"]["id"] == r["platform"]["id"]]
@@ -132,23 +270,19 @@ def table1(records: list[dict]) -> Table:
           and r["trace"]["dataset"] == dataset
           and r["trace"]["batch_size"] == b
       ]
-      cells.append(
-          Cell(
-              max((r["eps_repr"] for r in matching), default=None),
-              tuple(r["folder"] for r in matching),
-          )
-      )
+      cells.append(_reproduction_cell(matching))
     rows.append((label, tuple(cells)))
   used = [r for r in same if any(r["folder"] in c.sources for _, cells in rows for c in cells)]
   return Table(
       "table1",
       "Table I: reproduction error eps_repr (largest l2 distance over all steps and "
-      "repeats) recomputing on the generating platform",
+      "repeats), and its 99th percentile over steps, recomputing on the generating platform",
       "model / dataset",
       tuple(f"b = {b}" for b in _TABLE1_BATCHES),
       tuple(rows),
       (
           _runs_note(used) if used else "runs: none found",
+          _P99_NOTE,
           *platform_notes([r["generator_platform"] for r in used]),
       ),
   )
@@ -184,26 +318,145 @@ def table2(records: list[dict], part: str) -> Table:
           for r in chosen
           if r["generator_platform"]["id"] == generator and r["platform"]["id"] == recomputer
       ]
-      cells.append(
-          Cell(
-              max((r["eps_repr"] for r in matching), default=None),
-              tuple(r["folder"] for r in matching),
-          )
-      )
+      cells.append(_reproduction_cell(matching))
     rows.append((labels[generator], tuple(cells)))
   return Table(
       f"table2{part}",
-      f"Table II {title}: eps_repr, rows the generating platform, columns the "
-      "recomputing platform",
+      f"Table II {title}: eps_repr and its 99th percentile over steps, rows the generating "
+      "platform, columns the recomputing platform",
       "generated on \\ recomputed on",
       tuple(labels[r] for r in recomputers),
       tuple(rows),
       (
           _runs_note(chosen) if chosen else "runs: none found",
+          _P99_NOTE,
           *platform_notes(
               [r["generator_platform"] for r in chosen] + [r["platform"] for r in chosen]
           ),
       ),
+  )
+
+
+_LEVEL_COLUMNS = tuple(f"> {distribution.level_key(level)}" for level in distribution.LEVELS)
+_DISTRIBUTION_NOTE = (
+    "per step: the largest l2 distance over repeats; median, pNN: quantiles over the recomputed "
+    "steps (linear interpolation); max = eps_repr; > 1e-08 ... > 1e-05: how many steps "
+    "exceed that distance. From each result's summary.json (its distribution, or for results "
+    "written before distributions were recorded, its max_l2_per_step)"
+)
+
+
+def _distribution_cells(shape: dict, p90: bool = True) -> tuple[Cell, ...]:
+  """median, (p90,) p99, max, and the steps above each level, of a distribution."""
+  above = shape["above"]
+  return (
+      DistanceCell(shape["median"]),
+      *((DistanceCell(shape["p90"]),) if p90 else ()),
+      DistanceCell(shape["p99"]),
+      DistanceCell(shape["max"]),
+      *(CountCell(above.get(distribution.level_key(level))) for level in distribution.LEVELS),
+  )
+
+
+def _with_distribution(records: list[dict]) -> list[tuple[str, dict, dict]]:
+  """(row label, record, distribution) of each record with per-step distances, by model, dataset,
+  b and label."""
+  measured = [(r, shape) for r in records if (shape := saved_results.reproduction_distribution(r))]
+  labels = saved_results.reproduction_labels([r for r, _ in measured], with_model=True)
+  return sorted(
+      ((label, r, shape) for label, (r, shape) in zip(labels, measured)),
+      key=lambda row: (
+          *(row[1]["trace"][key] for key in ("model", "dataset", "batch_size")),
+          row[0],
+      ),
+  )
+
+
+def _reproduction_notes(records: list[dict]) -> tuple[str, ...]:
+  return (
+      _runs_note(records),
+      *platform_notes([r[side] for r in records for side in ("generator_platform", "platform")]),
+  )
+
+
+def repro_distribution(records: list[dict]) -> Table:
+  """Where the reproduction error sits, over steps: per reproduction result with per-step
+  distances, how many steps, their quantiles, the max, and how many exceed each level."""
+  rows = _with_distribution(records)
+  return Table(
+      "repro_distribution",
+      "Where the reproduction error sits: the per-step distribution of each reproduction result",
+      "result (model, b: generated on -> recomputed on)",
+      ("steps", "median", "p90", "p99", "max", *_LEVEL_COLUMNS),
+      tuple(
+          (label, (CountCell(shape["steps"]), *_distribution_cells(shape)))
+          for label, _, shape in rows
+      ),
+      (_DISTRIBUTION_NOTE, *_reproduction_notes([r for _, r, _ in rows])) if rows else (),
+  )
+
+
+def _largest(names: list[str], values: list[float]) -> tuple[str | None, float | None]:
+  """The name of the largest value and the value; (None, None) when every value is 0."""
+  if not values or max(values) <= 0:
+    return None, None
+  index = max(range(len(values)), key=values.__getitem__)
+  return names[index], values[index]
+
+
+def repro_variables(records: list[dict]) -> Table:
+  """Where the reproduction error sits, over the model's variables: per result whose summary split
+  its distances by variable, the variable carrying the largest share of the worst step's squared
+  distance, the variable farthest from the logged one over all steps, and the per-step
+  distribution."""
+  rows, used = [], []
+  for label, record, shape in _with_distribution(records):
+    summary = record["summary"]
+    if not summary.get("variables"):
+      continue  # Written before distances were split by variable.
+    names = summary["variables"]
+    worst_name, worst_share = _largest(names, summary["worst_step_variable_share"])
+    far_name, far_distance = _largest(names, summary["max_l2_per_variable"])
+    rows.append(
+        (
+            label,
+            (
+                CountCell(record.get("worst", {}).get("step")),
+                NameCell(worst_name),
+                ShareCell(worst_share),
+                NameCell(far_name),
+                DistanceCell(far_distance),
+                *_distribution_cells(shape, p90=False),
+            ),
+        )
+    )
+    used.append(record)
+  return Table(
+      "repro_variables",
+      "Where the reproduction error sits, by variable",
+      "result (model, b: generated on -> recomputed on)",
+      (
+          "worst step",
+          "its largest variable",
+          "its share",
+          "farthest variable",
+          "its distance",
+          "median",
+          "p99",
+          "max",
+          *_LEVEL_COLUMNS,
+      ),
+      tuple(rows),
+      (
+          "its largest variable: the variable carrying the largest share of the worst step's "
+          "squared l2 distance (in the worst repeat; the shares of all variables sum to 100%); "
+          "farthest variable: the largest l2 distance restricted to one variable, over all steps "
+          "and repeats; n/a: every step reproduced bitwise",
+          _DISTRIBUTION_NOTE,
+          *_reproduction_notes(used),
+      )
+      if rows
+      else (),
   )
 
 
@@ -348,4 +601,120 @@ def table4(document: dict) -> Table:
       tuple(f"b = {b}" for b in batch_sizes),
       tuple(rows),
       notes,
+  )
+
+
+def _pair_label(record: dict) -> str:
+  trace = record["reproduction"]["trace"]
+  return (
+      f"{saved_results.model_label(trace['model'], trace['dataset'])} b={trace['batch_size']}: "
+      f"{record['reproduction']['generator_platform'][:6]} -> "
+      f"{record['reproduction']['recomputer_platform'][:6]}"
+  )
+
+
+def outlier_causes(records: list[dict], tolerance: float = 16.0) -> Table:
+  """Outlier steps of each explained platform pair against the choices that differ between the
+  two platforms and the near-ties the recomputing platform sees (at `tolerance` roundings)."""
+  rows = []
+  for record in sorted(records, key=_pair_label):
+    table = record["table"]
+    predictor = next(
+        (
+            row
+            for row in table["near_ties_predictor"]
+            if row["platform"] == "recomputer" and row["tolerance"] == tolerance
+        ),
+        None,
+    )
+    by_layer = ", ".join(
+        f"{name} {count}" for name, count in table["flips_by_layer_at_outliers"].items() if count
+    )
+    rows.append(
+        (
+            _pair_label(record),
+            (
+                CountCell(len(record["steps"])),
+                DistanceCell(record["median_distance"]),
+                CountCell(table["outliers"]),
+                CountCell(table["outliers_with_flips"]),
+                NameCell(by_layer or "none"),
+                CountCell(table["others_with_flips"]),
+                CountCell(predictor and predictor["outliers_with_near_ties"]),
+                CountCell(predictor and predictor["others_with_near_ties"]),
+            ),
+        )
+    )
+  factor = records[0]["outlier_factor"] if records else 0
+  return Table(
+      "outlier_causes",
+      "Why outlier steps jump: choices that differ between the two platforms",
+      "pair (model, b: generated on -> recomputed on)",
+      (
+          "steps",
+          "median distance",
+          "outlier steps",
+          "with a flip",
+          "outliers with a flip, by layer",
+          "other steps with a flip",
+          f"outliers with near-ties (<= {tolerance:g} u S)",
+          f"other steps with near-ties (<= {tolerance:g} u S)",
+      ),
+      tuple(rows),
+      (
+          f"outlier step: its distance (largest over repeats) exceeds {factor:g} x the pair's "
+          "median step; flip: a ReLU unit whose pre-activation has another sign, or a max-pool "
+          "window that routes to another element, on the two platforms (forging-near-ties on "
+          "each, compared); near-ties: ReLU pre-activations |z| and pool gaps top1 - top2 within "
+          f"{tolerance:g} roundings u S (S = |W||x| + |b|, u = 2^-24) in the recomputing "
+          "platform's own forward pass, what a verifier sees without the other platform",
+      )
+      if rows
+      else (),
+  )
+
+
+def pol_coverage(records: list[dict]) -> Table:
+  """Proof-of-learning's verifier (forging-recompute --top_q): its cost and what it misses."""
+  rows, used = [], []
+  for label, record, _ in _with_distribution(records):
+    summary = record["summary"]
+    if not summary.get("top_q"):
+      continue
+    used.append(record)
+    rows.append(
+        (
+            label,
+            (
+                CountCell(summary["top_q"]),
+                CountCell(summary["steps_per_epoch"]),
+                NameCell(f"{len(summary['steps'])} of {summary['candidate_updates']}"),
+                DistanceCell(record["eps_repr"]),
+                *(ShareCell(share) for share in summary["recomputed_share_by_stage"]),
+            ),
+        )
+    )
+  stages = max((len(r["summary"]["recomputed_share_by_stage"]) for r in used), default=0)
+  return Table(
+      "pol_coverage",
+      "Proof-of-learning's verifier: the Q largest updates of each epoch",
+      "result (model, b: generated on -> recomputed on)",
+      (
+          "Q",
+          "epoch (steps)",
+          "updates recomputed",
+          "their largest distance",
+          *(f"stage {i + 1}" for i in range(stages)),
+      ),
+      tuple(rows),
+      (
+          "stage k: the k-th tenth of the trace's updates; each stage cell is the share of its "
+          "updates that the verifier recomputes, i.e. the chance that a forged step placed at "
+          "random in that stage is checked (a forger who makes the forged update as large as the "
+          "honest one does not change which updates are the largest); their largest distance: "
+          "eps_repr over the recomputed updates only",
+          *_reproduction_notes(used),
+      )
+      if rows
+      else (),
   )
