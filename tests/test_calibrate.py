@@ -375,6 +375,28 @@ def test_missing_or_unusable_results_are_one_line_errors(tmp_path):
     policies.QuantileDistance(0)
 
 
+def test_records_without_per_step_distances_and_top_q_subsets_are_left_out(tmp_path):
+  _write_reproduction(tmp_path, "a", "b", [1e-7, 2e-7])
+  _write_reproduction(tmp_path, "b", "a", [3e-7])
+  bare = _write_reproduction(tmp_path, "a", "a", [5.0])
+  os.remove(os.path.join(os.path.dirname(bare), "summary.json"))  # a copied record alone
+  subset = _write_reproduction(tmp_path, "a", "b", [4.0], manifest="pol")
+  summary_path = os.path.join(os.path.dirname(subset), "summary.json")
+  with open(summary_path) as f:
+    results.write_json(summary_path, json.load(f) | {"top_q": 1})
+  calibration = calibrate_lib.calibrate([str(tmp_path)])
+  assert calibration.without_steps == (bare,) and calibration.top_q == (subset,)
+  (model,) = calibration.models
+  assert model.paper_max.value == 3e-7  # neither the 5.0 nor the 4.0 was pooled
+  text = calibrate_lib.markdown(calibration)
+  assert "without their summary.json" in text and "--top_q" in text
+  os.remove(os.path.join(tmp_path, "repro", "t_a__on__b", "summary.json"))
+  os.remove(os.path.join(tmp_path, "repro", "t_b__on__a", "summary.json"))
+  os.remove(summary_path)
+  with pytest.raises(errors.ConfigError, match="has its summary.json"):
+    calibrate_lib.calibrate([str(tmp_path)])
+
+
 def _calibrate_binary(*flags_):
   return subprocess.run(
       [sys.executable, "-m", "forging_tf.calibrate.calibrate", *flags_],

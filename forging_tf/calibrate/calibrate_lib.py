@@ -271,6 +271,9 @@ class Calibration:
   unmatched_attacks: attack results of models without any reproduction-error result.
   without_steps: reproduction-error records without the summary.json that holds their per-step
   distances (a copy of the record alone): they cannot be calibrated on and are left out.
+  top_q: reproduction-error results of proof-of-learning's verifier (forging-recompute --top_q),
+  left out: they recompute a chosen subset of a trace's steps, which would weigh those steps
+  twice next to the pair's full recomputation and bias the pooled distances towards large updates.
   """
 
   results_dirs: tuple[str, ...]
@@ -279,6 +282,7 @@ class Calibration:
   models: tuple[ModelCalibration, ...]
   unmatched_attacks: tuple[str, ...]
   without_steps: tuple[str, ...] = ()
+  top_q: tuple[str, ...] = ()
 
 
 # Reading saved results ----------------------------------------------------------------------
@@ -646,10 +650,11 @@ def calibrate(
         f"{len(found.attacks)} attack results); run forging-recompute --out=DIR on a trace first"
     )
   without_steps = tuple(r["path"] for r in found.reproduction if r["summary"] is None)
+  top_q = tuple(r["path"] for r in found.reproduction if r["summary"] and r["summary"].get("top_q"))
   reproductions = [
       (record, _reproduction_summary(record))
       for record in found.reproduction
-      if record["summary"] is not None
+      if record["summary"] is not None and not record["summary"].get("top_q")
   ]
   if not reproductions:
     raise errors.ConfigError(
@@ -686,6 +691,7 @@ def calibrate(
       tuple(models),
       tuple(unmatched),
       without_steps,
+      top_q,
   )
 
 
@@ -808,6 +814,7 @@ def record(calibration: Calibration, command: str | None = None) -> dict:
       "models": [_model_json(m) for m in calibration.models],
       "unmatched_attacks": list(calibration.unmatched_attacks),
       "without_steps": list(calibration.without_steps),
+      "top_q": list(calibration.top_q),
   }
 
 
@@ -956,6 +963,12 @@ def markdown(calibration: Calibration) -> str:
     lines += [
         "Reproduction-error records without their summary.json (no per-step distances; left "
         "out): " + ", ".join(f"`{path}`" for path in calibration.without_steps),
+        "",
+    ]
+  if calibration.top_q:
+    lines += [
+        "Proof-of-learning subsets (forging-recompute --top_q), left out: "
+        + ", ".join(f"`{path}`" for path in calibration.top_q),
         "",
     ]
   if calibration.unmatched_attacks:
