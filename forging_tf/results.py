@@ -107,7 +107,7 @@ RECORDS = {
     ResultKind.TABLE_IV: RecordSpec(None, "a Table IV result", ("cells", "settings")),
     ResultKind.REPRODUCE_RUN: RecordSpec("reproduce.json", "a forging-reproduce run", ("preset",)),
     ResultKind.NEAR_TIES: RecordSpec(
-        "summary.json", "a near-ties result", ("steps", "layers", "per_step", "trace.model")
+        "summary.json", "a near-ties result", ("steps", "layers", "tolerances", "trace.model")
     ),
     ResultKind.OUTLIER_CAUSES: RecordSpec(
         "summary.json", "an outlier-causes result", ("reproduction", "steps", "table")

@@ -524,7 +524,7 @@ def test_outlier_causes_table_counts_outliers_flips_and_near_ties(fingerprints, 
       },
       "outlier_factor": 10.0,
       "median_distance": 1e-7,
-      "steps": list(range(100)),
+      "steps": 100,
       "table": {
           "outliers": 3,
           "others": 97,

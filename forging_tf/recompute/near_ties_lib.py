@@ -27,7 +27,8 @@ opinion: where float32 disagrees with it, this platform is within rounding of a 
 
 Result folder (`forging-near-ties --out=DIR`):
   summary.json  record (kind forging_tf.near_ties): trace, platform, steps, layers, tolerances,
-                and per step the near-tie counts at each tolerance
+                how many steps have a near-tie at each tolerance, and how many a unit whose
+                float32 choice differs from float64
   margins.npz   steps int64 [S]; for every ReLU layer L: count_L int64 [S, C] (margins <= each
                 tolerance), min_margin_L float64 [S], relu_mask_L uint8 [S, *] (np.packbits of
                 z > 0), flips64_L int64 [S] (units whose float32 sign differs from float64); for
@@ -257,22 +258,13 @@ def near_ties(
       logging.info("near-ties: %d/%d steps, %.1f s", s + 1, len(steps), time.perf_counter() - began)
   layers = {name: layer.kind for name, layer in float32.items()}
   saved = {"steps": steps} | {key: np.asarray(values) for key, values in arrays.items()}
-  per_step = [
-      {
-          "step": int(i),
-          "near_ties": {
-              name: dict(zip(map(str, TOLERANCES), saved[f"count_{name}"][s].tolist()))
-              for name in layers
-          },
-          "flips_vs_float64": {name: int(saved[f"flips64_{name}"][s]) for name in layers},
-          "exact_pool_ties": {
-              name: int(saved[f"exact_ties_{name}"][s])
-              for name, kind in layers.items()
-              if kind == "maxpool"
-          },
-      }
-      for s, i in enumerate(steps)
-  ]
+  tied_steps = {
+      str(tolerance): int(
+          np.sum(np.sum([saved[f"count_{name}"][:, t] for name in layers], axis=0) > 0)
+      )
+      for t, tolerance in enumerate(TOLERANCES)
+  }
+  flipped_steps = int(np.sum(np.sum([saved[f"flips64_{name}"] for name in layers], axis=0) > 0))
   record = results.header(
       results.ResultKind.NEAR_TIES, command, platform_lib.platform_fingerprint(platform)
   ) | {
@@ -281,7 +273,8 @@ def near_ties(
       "layers": layers,
       "tolerances": list(TOLERANCES),
       "unit_roundoff": UNIT_ROUNDOFF,
-      "per_step": per_step,
+      "steps_with_near_ties": tied_steps,
+      "steps_with_float64_flips": flipped_steps,
       "seconds": time.perf_counter() - began,
   }
 
@@ -334,14 +327,17 @@ def explain_outliers(
     repro_dir: a forging-recompute result (local folder): the pair's per-step distances.
     near_ties_generator, near_ties_recomputer: forging-near-ties results of the same trace and
       steps, measured on the trace's generating platform and on the recomputing platform.
-    out: the result folder to write (summary.json, kind forging_tf.outlier_causes).
+    out: the result folder to write: summary.json (kind forging_tf.outlier_causes) and
+      per_step.npz (steps, distance, outlier, and per layer flips_L, flips64_L and the near-tie
+      counts near_ties_{generator,recomputer}_L [S, tolerances]).
     overwrite: replace a result at `out`.
     command: the command line to record.
 
   Returns:
-    The record: per step the distance, the ReLU units and pool windows whose choice differs
-    between the two platforms, the near-ties each platform sees on its own, the variable that
-    carries most of the distance; and the table of outliers against flips and near-ties.
+    The record: for every outlier step and every step with a flip, its distance, the ReLU units
+    and pool windows whose choice differs between the two platforms (and from float64), and the
+    variable that carries most of its distance; and the table of outliers against flips and the
+    near-ties each platform sees on its own.
   """
   results.check_out(out, "summary.json", results.ResultKind.OUTLIER_CAUSES, overwrite)
   repro = results.read_record(
@@ -407,6 +403,28 @@ def explain_outliers(
               "others_without": int(np.sum(~outlier & ~tied)),
           }
       )
+  flips64_any = np.sum([flips64[name] for name in layers], axis=0) > 0
+  explained = [
+      {
+          "step": int(steps[s]),
+          "distance": float(distance[s]),
+          "outlier": bool(outlier[s]),
+          "flips": {name: int(flips[name][s]) for name in layers if flips[name][s]},
+          "flips_vs_float64": {name: int(flips64[name][s]) for name in layers if flips64[name][s]},
+          "largest_variable": carrier[s],
+      }
+      for s in np.flatnonzero(outlier | flipped | flips64_any)
+  ]
+  per_step = (
+      {"steps": steps, "distance": distance, "outlier": outlier}
+      | {f"flips_{name}": values for name, values in flips.items()}
+      | {f"flips64_{name}": values for name, values in flips64.items()}
+      | {
+          f"near_ties_{side}_{name}": values
+          for side, by_layer in counts.items()
+          for name, values in by_layer.items()
+      }
+  )
   record = results.header(results.ResultKind.OUTLIER_CAUSES, command, None) | {
       "reproduction": {
           "path": repro_dir,
@@ -417,17 +435,9 @@ def explain_outliers(
       "near_ties_platforms": {side: record["platform"]["id"] for side, record in sides.items()},
       "outlier_factor": OUTLIER_FACTOR,
       "median_distance": median,
-      "steps": steps.tolist(),
-      "distance": distance.tolist(),
-      "outlier": outlier.tolist(),
-      "flips": {name: values.tolist() for name, values in flips.items()},
-      "flips_vs_float64": {name: values.tolist() for name, values in flips64.items()},
-      "near_ties_counts": {
-          side: {name: values.tolist() for name, values in by_layer.items()}
-          for side, by_layer in counts.items()
-      },
+      "steps": len(steps),
       "tolerances": tolerances,
-      "largest_variable": carrier,
+      "explained_steps": explained,
       "table": {
           "outliers": int(outlier.sum()),
           "others": int((~outlier).sum()),
@@ -441,6 +451,7 @@ def explain_outliers(
   }
 
   def fill(folder: str) -> None:
+    results.write_npz(os.path.join(folder, "per_step.npz"), **per_step)
     results.write_json(os.path.join(folder, "summary.json"), record)
 
   results.write_folder(out, "summary.json", results.ResultKind.OUTLIER_CAUSES, fill, overwrite)

@@ -634,7 +634,7 @@ def outlier_causes(records: list[dict], tolerance: float = 16.0) -> Table:
         (
             _pair_label(record),
             (
-                CountCell(len(record["steps"])),
+                CountCell(record["steps"]),
                 DistanceCell(record["median_distance"]),
                 CountCell(table["outliers"]),
                 CountCell(table["outliers_with_flips"]),
