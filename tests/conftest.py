@@ -1,6 +1,8 @@
 """Shared fixtures. Real data comes from FORGING_TF_DATA (CI: ../shared/data)."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +64,46 @@ def lenet_trace(tmp_path_factory):
     return trained[key]
 
   return make
+
+
+@pytest.fixture(scope="session")
+def other_onednn_trace(data_dir, tmp_path_factory) -> str:
+  """A LeNet/MNIST trace (b = 100, T = 6) trained in a process of its own with oneDNN switched to
+  the other setting than this process's: recomputing it here changes the float order."""
+  from forging_tf import platform as platform_lib  # pylint: disable=import-outside-toplevel
+
+  path = str(tmp_path_factory.mktemp("traces") / "other_onednn")
+  onednn = "off" if platform_lib.onednn_enabled() else "on"
+  subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "forging_tf.train.train",
+          "--model=lenet",
+          "--dataset=mnist",
+          "--batch_size=100",
+          "--steps=6",
+          f"--data_dir={data_dir}",
+          f"--onednn={onednn}",
+          f"--out={path}",
+      ],
+      check=True,
+      capture_output=True,
+  )
+  return path
+
+
+@pytest.fixture(scope="session")
+def verify_binary():
+  """verify_binary(*flags) -> the finished forging-verify process (stdout, stderr as text)."""
+
+  def run(*flags_):
+    return subprocess.run(
+        [sys.executable, "-m", "forging_tf.verify", *flags_],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+  return run

@@ -267,8 +267,11 @@ def test_a_forgery_accepted_at_the_max_is_rejected_at_the_calibrated_threshold(t
 
 
 def test_the_saved_cpu_study(tmp_path):
-  """The real LeNet and VGGmini results: checked against the summaries read here directly."""
-  calibration = calibrate_lib.calibrate([_CPU_STUDY], 0.0)
+  """The real LeNet and VGGmini results of Tables I-III (written by forging_tf 0.1): checked
+  against the summaries read here directly."""
+  calibration = calibrate_lib.calibrate(
+      [os.path.join(_CPU_STUDY, "repro"), os.path.join(_CPU_STUDY, "attacks")], 0.0
+  )
   summaries: dict[tuple, list[dict]] = {}
   for path in glob.glob(os.path.join(_CPU_STUDY, "repro", "*", "*", "summary.json")):
     with open(path) as f:
@@ -429,17 +432,9 @@ def test_calibrate_binary(tmp_path):
   assert not (tmp_path / "x").exists()
 
 
-def _verify(*flags_):
-  return subprocess.run(
-      [sys.executable, "-m", "forging_tf.verify", *flags_],
-      capture_output=True,
-      text=True,
-      timeout=120,
-      check=False,
-  )
-
-
-def test_verify_with_epsilon_from_a_relative_calibration(mnist, lenet_trace, data_dir, tmp_path):
+def test_verify_with_epsilon_from_a_relative_calibration(
+    mnist, lenet_trace, data_dir, tmp_path, verify_binary
+):
   path = lenet_trace(mnist, 20, 4, seed=2)
   trace = trace_lib.Trace(path)
   # Every honest ratio is 2^-10, so the relative policy keeps every held-out step; the max,
@@ -466,7 +461,7 @@ def test_verify_with_epsilon_from_a_relative_calibration(mnist, lenet_trace, dat
       f"--data_dir={data_dir}",
       f"--forged_indices={','.join(map(str, batch))}",
   ]
-  done = _verify(*common, f"--epsilon_from={out}/calibration.json")
+  done = verify_binary(*common, f"--epsilon_from={out}/calibration.json")
   assert done.returncode in (0, 3), done.stderr[-2000:]
   line = done.stdout.strip()
   update = np.linalg.norm(
@@ -484,7 +479,7 @@ def test_verify_with_epsilon_from_a_relative_calibration(mnist, lenet_trace, dat
   )
   wrong = str(tmp_path / "b100")
   calibrate_lib.write(calibrate_lib.Calibration((), 0.0, sweep, (other,), ()), wrong)
-  missing = _verify(*common, f"--epsilon_from={wrong}/calibration.json")
+  missing = verify_binary(*common, f"--epsilon_from={wrong}/calibration.json")
   assert missing.returncode == 1
   assert missing.stderr.strip().splitlines()[-1] == (
       f"forging-verify: error: {wrong}/calibration.json has no threshold for lenet/mnist b=20 "

@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -154,37 +152,29 @@ def test_a_trace_edited_to_another_model_or_data_is_refused(traces, mnist, tmp_p
     sgd_step.step_for_trace(trace_lib.Trace(shape), mnist)
 
 
-def _verify(*flags_):
-  return subprocess.run(
-      [sys.executable, "-m", "forging_tf.verify", *flags_],
-      capture_output=True,
-      text=True,
-      timeout=120,
-      check=False,
-  )
-
-
-def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path):
+def test_verify_binary_exit_codes(traces, mnist, data_dir, tmp_path, verify_binary):
   trace = trace_lib.Trace(traces[1])
   common = [f"--trace={traces[1]}", "--step=1", f"--data_dir={data_dir}"]
   forged = ",".join(str(i) for i in _one_swapped(trace, 1))
-  accepted = _verify(*common, f"--forged_indices={forged}", "--epsilon=10")
+  accepted = verify_binary(*common, f"--forged_indices={forged}", "--epsilon=10")
   assert accepted.returncode == 0, accepted.stderr[-2000:]
   assert accepted.stdout.startswith("ACCEPT: step 1: recomputed theta_2 from theta_1: error ")
   npz = str(tmp_path / "true.npz")
   batch = trace.batch(1)
   np.savez(npz, x=mnist.x_train[batch], y=mnist.y_train[batch])
-  rejected = _verify(*common, f"--forged_npz={npz}", "--epsilon=10")
+  rejected = verify_binary(*common, f"--forged_npz={npz}", "--epsilon=10")
   assert rejected.returncode == 3, rejected.stderr[-2000:]
   assert rejected.stdout.startswith("REJECT: step 1: the forged batch equals B_1 as a multiset")
-  bad = _verify(*common, "--forged_indices=1,x", "--epsilon=1")
+  bad = verify_binary(*common, "--forged_indices=1,x", "--epsilon=1")
   assert bad.returncode == 1
   assert bad.stderr.strip().splitlines()[-1] == (
       "forging-verify: error: --forged_indices must be comma-separated integers or a .npy file"
   )
 
 
-def test_true_batch_with_negative_zero_pixels_is_rejected(traces, mnist, data_dir, tmp_path):
+def test_true_batch_with_negative_zero_pixels_is_rejected(
+    traces, mnist, data_dir, tmp_path, verify_binary
+):
   """-0.0 is in the domain and the SGD step cannot tell it from 0: B_t written with -0.0 pixels is
   B_t, not a forgery (a byte comparison let it through and ACCEPTed it at error 0)."""
   trace = trace_lib.Trace(traces[1])
@@ -198,7 +188,7 @@ def test_true_batch_with_negative_zero_pixels_is_rejected(traces, mnist, data_di
   )
   npz = str(tmp_path / "signed_zeros.npz")
   np.savez(npz, x=signed, y=mnist.y_train[batch])
-  result = _verify(
+  result = verify_binary(
       f"--trace={traces[1]}",
       "--step=1",
       f"--data_dir={data_dir}",
@@ -211,7 +201,7 @@ def test_true_batch_with_negative_zero_pixels_is_rejected(traces, mnist, data_di
   ), result.stdout
 
 
-def test_verify_binary_bad_inputs(traces, data_dir):
+def test_verify_binary_bad_inputs(traces, data_dir, verify_binary):
   """One line and a nonzero exit each: an error (1), or REJECT (3) for a batch of the wrong size,
   which the game's rules refuse (paper Algorithm 1) rather than an error."""
   common = [f"--trace={traces[1]}", "--step=1", "--epsilon=1", f"--data_dir={data_dir}"]
@@ -223,7 +213,7 @@ def test_verify_binary_bad_inputs(traces, data_dir):
           "forging-verify: error: --forged_indices must be comma-separated integers",
       ),
   ):
-    result = _verify(*common, flag)
+    result = verify_binary(*common, flag)
     output = (result.stdout if code == 3 else result.stderr).strip().splitlines()
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert output[-1].startswith(line), output[-1]

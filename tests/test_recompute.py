@@ -24,32 +24,6 @@ def trace_b100(mnist, lenet_trace) -> str:
   return lenet_trace(mnist, _B, _T, seed=1)
 
 
-@pytest.fixture(scope="module")
-def other_platform_trace(data_dir, tmp_path_factory) -> str:
-  """A trace written with oneDNN switched to the other setting, in its own process."""
-  from forging_tf import platform as platform_lib
-
-  path = str(tmp_path_factory.mktemp("traces") / "other")
-  onednn = "off" if platform_lib.onednn_enabled() else "on"
-  subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "forging_tf.train.train",
-          "--model=lenet",
-          "--dataset=mnist",
-          f"--batch_size={_B}",
-          "--steps=6",
-          f"--data_dir={data_dir}",
-          f"--onednn={onednn}",
-          f"--out={path}",
-      ],
-      check=True,
-      capture_output=True,
-  )
-  return path
-
-
 def _recompute(trace, out, data_dir, **kwargs):
   kwargs.setdefault("fresh_process", False)
   return recompute_lib.recompute(trace, str(out), data_dir=data_dir, download=False, **kwargs)
@@ -147,19 +121,19 @@ def test_flipped_byte_in_a_checkpoint_is_an_error_naming_the_step(trace_b100, da
     _recompute(path, tmp_path / "r", data_dir, repeats=1)
 
 
-def test_other_float_order_gives_a_tiny_nonzero_error(other_platform_trace, data_dir, tmp_path):
-  summary = _recompute(other_platform_trace, tmp_path / "r", data_dir, repeats=1)
+def test_other_float_order_gives_a_tiny_nonzero_error(other_onednn_trace, data_dir, tmp_path):
+  summary = _recompute(other_onednn_trace, tmp_path / "r", data_dir, repeats=1)
   l2 = _distances(tmp_path / "r")["l2"][0]
   assert 0 < summary.eps_repr < 1e-3 and l2.any()
   assert summary.generator_platform != summary.recomputer_platform
 
 
 def test_distances_split_by_variable_and_update_sizes_and_distribution(
-    other_platform_trace, data_dir, tmp_path
+    other_onednn_trace, data_dir, tmp_path
 ):
-  _recompute(other_platform_trace, tmp_path / "r", data_dir, repeats=2)
+  _recompute(other_onednn_trace, tmp_path / "r", data_dir, repeats=2)
   saved = _distances(tmp_path / "r")
-  trace = trace_lib.Trace(other_platform_trace)
+  trace = trace_lib.Trace(other_onednn_trace)
   assert saved["variable_l2"].shape == (2, 6, len(trace.layout))
   # The parts are the distance split over the parameter layout: their squares add up to it.
   np.testing.assert_allclose(
@@ -221,9 +195,9 @@ def test_top_q_recomputes_the_largest_logged_updates_of_each_epoch(trace_b100, d
     _recompute(trace_b100, tmp_path / "q0", data_dir, repeats=1, top_q=0)
 
 
-def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_path):
+def test_ray_executor_equals_local_bitwise(other_onednn_trace, data_dir, tmp_path):
   ray = pytest.importorskip("ray")
-  local = _recompute(other_platform_trace, tmp_path / "local", data_dir, repeats=1)
+  local = _recompute(other_onednn_trace, tmp_path / "local", data_dir, repeats=1)
   ray.init(
       address="local",  # a Ray instance of its own, whatever else runs on this machine
       num_cpus=2,
@@ -233,7 +207,7 @@ def test_ray_executor_equals_local_bitwise(other_platform_trace, data_dir, tmp_p
   )
   try:
     on_ray = _recompute(
-        other_platform_trace,
+        other_onednn_trace,
         tmp_path / "ray",
         data_dir,
         repeats=1,

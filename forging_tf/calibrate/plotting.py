@@ -7,12 +7,12 @@ upper bound; the dashed line is the lower bound). One line per policy, swept ove
 the paper's max rule as a black square, the recommendation as a star.
 """
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+
+from forging_tf.report import plotting as report_plotting  # pylint: disable=wrong-import-position
 
 
 def _drawable(model) -> bool:
@@ -82,9 +82,4 @@ def tradeoff(models, path_prefix: str) -> list[str]:
     axis.tick_params(labelsize=7)
     axis.legend(fontsize=6)
   figure.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
-  paths = [f"{path_prefix}.png", f"{path_prefix}.pdf"]
-  figure.savefig(paths[0], dpi=150, bbox_inches="tight")
-  figure.savefig(paths[1], bbox_inches="tight")
-  plt.close(figure)
-  return paths
+  return report_plotting.save_figure(figure, path_prefix)

@@ -20,7 +20,8 @@ import numpy as np  # pylint: disable=wrong-import-position
 from matplotlib import transforms  # pylint: disable=wrong-import-position
 
 
-def _save(figure, path_prefix: str) -> list[str]:
+def save_figure(figure, path_prefix: str) -> list[str]:
+  """Writes `figure` as path_prefix.png (150 dpi) and .pdf, closes it; returns the two paths."""
   os.makedirs(os.path.dirname(os.path.abspath(path_prefix)), exist_ok=True)
   paths = [f"{path_prefix}.png", f"{path_prefix}.pdf"]
   figure.savefig(paths[0], dpi=150, bbox_inches="tight")
@@ -88,7 +89,7 @@ def fig4(arrays, summary: dict, path_prefix: str, columns: int = 8) -> list[str]
       va="top",
       fontsize=8,
   )
-  return _save(figure, path_prefix)
+  return save_figure(figure, path_prefix)
 
 
 def fig5(arrays, summary: dict, path_prefix: str, examples: int = 8) -> list[str]:
@@ -137,7 +138,7 @@ def fig5(arrays, summary: dict, path_prefix: str, examples: int = 8) -> list[str
       va="top",
       fontsize=8,
   )
-  return _save(figure, path_prefix)
+  return save_figure(figure, path_prefix)
 
 
 def draw_exact(summary: dict, arrays, path_prefix: str) -> list[str]:
@@ -191,7 +192,7 @@ def approximation_error_figure(
     axis.legend(fontsize=6)
   figure.tight_layout()
   figure.text(0.01, -0.02, caption, ha="left", va="top", fontsize=6, wrap=True)
-  return _save(figure, path_prefix)
+  return save_figure(figure, path_prefix)
 
 
 # fig_repro_steps: the reproduction error step by step ----------------------------------------
@@ -314,4 +315,4 @@ def reproduction_steps_figure(rows, path_prefix: str, caption: str) -> list[str]
         frameon=False,
     )
   figure.text(0.06, 0.45 / size, caption, ha="left", va="top", fontsize=6.5, wrap=True)
-  return _save(figure, path_prefix)
+  return save_figure(figure, path_prefix)
