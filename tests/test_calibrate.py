@@ -340,6 +340,41 @@ def test_the_saved_cpu_study(tmp_path):
   assert threshold.basis.startswith("the paper's max rule (none recommended: ")
 
 
+def test_the_saved_calibration_runs_with_update_sizes_and_per_run_errors():
+  """The real LeNet results of experiments/calibration.sh (forging_tf 0.2): every policy fitted,
+  forged cells counted run by run, and real forgeries that the paper's max accepts and a
+  calibrated quantile rejects."""
+  folder = os.path.join(_CPU_STUDY, "calibration")
+  calibration = calibrate_lib.calibrate([folder], 0.0)
+  summaries = {}
+  for path in glob.glob(os.path.join(folder, "repro", "*", "summary.json")):
+    with open(path) as f:
+      summary = json.load(f)
+    if not summary.get("top_q"):
+      summaries.setdefault(summary["batch_size"], []).append(summary)
+  assert calibration.top_q  # the proof-of-learning subset is left out
+  for model in calibration.models:
+    own = summaries[model.key.batch_size]
+    ratio = max(
+        np.max(np.asarray(s["max_l2_per_step"]) / np.asarray(s["update_l2_per_step"])) for s in own
+    )
+    relative = _evaluation(model, policies.RelativeToUpdate(1.0))
+    assert relative.value == pytest.approx(ratio, rel=1e-12) and relative.held_out
+    assert all(
+        attack.errors is not None and attack.update_l2_from == "attack" for attack in model.attacks
+    )
+    epsilon = model.paper_max.value
+    assert epsilon == max(s["eps_repr"] for s in own)
+    errors_ = np.concatenate([attack.errors.ravel() for attack in model.attacks])
+    accepted = model.paper_max.forged.total
+    assert accepted.accepted_low == accepted.accepted_high == np.sum(errors_ <= epsilon)
+  lenet = next(m for m in calibration.models if m.key.batch_size == 100)
+  tight = _evaluation(lenet, policies.QuantileDistance(0.995))
+  epsilon = lenet.paper_max.value
+  caught = [e for a in lenet.attacks for e in a.errors.ravel() if tight.value < e <= epsilon]
+  assert caught and tight.forged.total.accepted_high < lenet.paper_max.forged.total.accepted_high
+
+
 def test_an_existing_calibration_is_replaced_only_with_the_same_numbers_or_overwrite(tmp_path):
   _write_reproduction(tmp_path, "a", "b", [1e-7, 2e-7])
   _write_reproduction(tmp_path, "b", "a", [3e-7])

@@ -613,20 +613,24 @@ def _pair_label(record: dict) -> str:
   )
 
 
-def outlier_causes(records: list[dict], tolerance: float = 16.0) -> Table:
+def outlier_causes(records: list[dict], tolerances: tuple[float, ...] = (1.0, 16.0)) -> Table:
   """Outlier steps of each explained platform pair against the choices that differ between the
-  two platforms and the near-ties the recomputing platform sees (at `tolerance` roundings)."""
+  two platforms and the near-ties the recomputing platform sees (at each of `tolerances`
+  roundings)."""
   rows = []
   for record in sorted(records, key=_pair_label):
     table = record["table"]
-    predictor = next(
-        (
-            row
-            for row in table["near_ties_predictor"]
-            if row["platform"] == "recomputer" and row["tolerance"] == tolerance
-        ),
-        None,
-    )
+    predictors = [
+        next(
+            (
+                row
+                for row in table["near_ties_predictor"]
+                if row["platform"] == "recomputer" and row["tolerance"] == tolerance
+            ),
+            None,
+        )
+        for tolerance in tolerances
+    ]
     by_layer = ", ".join(
         f"{name} {count}" for name, count in table["flips_by_layer_at_outliers"].items() if count
     )
@@ -640,8 +644,11 @@ def outlier_causes(records: list[dict], tolerance: float = 16.0) -> Table:
                 CountCell(table["outliers_with_flips"]),
                 NameCell(by_layer or "none"),
                 CountCell(table["others_with_flips"]),
-                CountCell(predictor and predictor["outliers_with_near_ties"]),
-                CountCell(predictor and predictor["others_with_near_ties"]),
+                *(
+                    CountCell(predictor and predictor[key])
+                    for predictor in predictors
+                    for key in ("outliers_with_near_ties", "others_with_near_ties")
+                ),
             ),
         )
     )
@@ -657,8 +664,11 @@ def outlier_causes(records: list[dict], tolerance: float = 16.0) -> Table:
           "with a flip",
           "outliers with a flip, by layer",
           "other steps with a flip",
-          f"outliers with near-ties (<= {tolerance:g} u S)",
-          f"other steps with near-ties (<= {tolerance:g} u S)",
+          *(
+              f"{which} with near-ties (<= {tolerance:g} u S)"
+              for tolerance in tolerances
+              for which in ("outliers", "other steps")
+          ),
       ),
       tuple(rows),
       (
@@ -666,8 +676,8 @@ def outlier_causes(records: list[dict], tolerance: float = 16.0) -> Table:
           "median step; flip: a ReLU unit whose pre-activation has another sign, or a max-pool "
           "window that routes to another element, on the two platforms (forging-near-ties on "
           "each, compared); near-ties: ReLU pre-activations |z| and pool gaps top1 - top2 within "
-          f"{tolerance:g} roundings u S (S = |W||x| + |b|, u = 2^-24) in the recomputing "
-          "platform's own forward pass, what a verifier sees without the other platform",
+          "that many roundings u S (S = |W||x| + |b|, u = 2^-24) in the recomputing platform's "
+          "own forward pass, what a verifier sees without the other platform; platforms by id",
       )
       if rows
       else (),
