@@ -3,6 +3,7 @@
 # on two CPU platforms (oneDNN on / off, op determinism off: the Table II (a) and (c) designs),
 # each recomputed on both with the per-step distributions, per-variable parts and update sizes;
 # Thudi and Zhang attacks at steps spread over training; proof-of-learning's top-Q verifier;
+# near-ties of every trace on both platforms and the outlier steps of each cross pair explained;
 # forging-calibrate over the results. Resumable: a finished trace or result is skipped.
 #
 #   FORGING_TF_DATA=../shared/data bash experiments/calibration.sh [RUNS_DIR] [RESULTS_DIR]
@@ -38,6 +39,19 @@ recompute() {  # trace platform [extra flags] -> results/repro/TRACE__on__PLATFO
   [[ -f "$out/result.json" ]] || forging-recompute --trace="$1" --repeats="$R" --out="$out" $(flags_of "$2") ${3:-} >&2
 }
 
+near_ties() {  # trace platform -> results/near_ties/TRACE__on__PLATFORM
+  local out="$RESULTS/near_ties/$(basename "$1")__on__$2"
+  [[ -f "$out/summary.json" ]] || forging-near-ties --trace="$1" --out="$out" $(flags_of "$2") >&2
+}
+
+explain() {  # trace generator recomputer: the outlier steps of that pair, from both near-ties
+  local name; name=$(basename "$1")
+  local out="$RESULTS/outliers/${name}__on__$3"
+  [[ -f "$out/summary.json" ]] || forging-explain-outliers --out="$out" \
+    --reproduction="$RESULTS/repro/${name}__on__$3" \
+    --near_ties="$RESULTS/near_ties/${name}__on__$2,$RESULTS/near_ties/${name}__on__$3" >&2
+}
+
 attack() {  # trace name steps attack [flags]
   local out="$RESULTS/attacks/$2_$4"
   [[ -f "$out/summary.json" ]] || forging-attack --trace="$1" --attack="$4" --steps="$3" --out="$out" ${5:-} >&2
@@ -56,5 +70,17 @@ for b in 100 1000; do
   # Proof-of-learning's verifier: only the TOP_Q largest updates of each epoch, on the other
   # platform.
   recompute "$trace" nodnn "--top_q=$TOP_Q" "_top$TOP_Q"
+done
+# Why the outlier steps jump: near-ties of each trace on both platforms, and each cross pair.
+for b in 100 1000; do
+  T=$T_100
+  [[ $b == 1000 ]] && T=$T_1000
+  for gen in dnn nodnn; do
+    trace="$RUNS/traces/lenet_mnist_b${b}_T${T}_$gen"
+    for platform in dnn nodnn; do near_ties "$trace" "$platform"; done
+    other=nodnn
+    [[ $gen == nodnn ]] && other=dnn
+    explain "$trace" "$gen" "$other"
+  done
 done
 forging-calibrate --results="$RESULTS" --out="$RESULTS/calibration" --overwrite
