@@ -141,7 +141,8 @@ def forward_margins(model: keras.Model, variables: list, x) -> dict[str, LayerMa
     elif isinstance(layer, keras.layers.MaxPooling2D):
       pool = int(layer.pool_size[0])
       windows = _pool_windows(h.numpy().astype(np.float64), pool)
-      # The largest input of each window (the first, as the pool routes a tie) and the next.
+      # The largest input of each window (the first of equal ones) and the next largest: where
+      # two platforms order them differently, their pools route the gradient differently.
       first = windows.argmax(axis=-1)[..., None]
       rest = windows.copy()
       np.put_along_axis(rest, first, -np.inf, axis=-1)
