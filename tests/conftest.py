@@ -1,5 +1,7 @@
 """Shared fixtures. Real data comes from FORGING_TF_DATA (CI: ../shared/data)."""
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -107,3 +109,18 @@ def verify_binary():
     )
 
   return run
+
+
+@pytest.fixture(scope="session")
+def csv_without_p99():
+  """csv_without_p99(text) -> the CSV table less the p99 columns Tables I and II gained after
+  0.1.0, for comparing with tables that version rendered."""
+
+  def strip(table_csv: str) -> str:
+    rows = list(csv.reader(io.StringIO(table_csv)))
+    keep = [i for i, column in enumerate(rows[0]) if not column.endswith(" p99")]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([[row[i] for i in keep] for row in rows])
+    return out.getvalue()
+
+  return strip

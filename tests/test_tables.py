@@ -227,17 +227,8 @@ def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
     saved_results.find_results([str(tmp_path)])
 
 
-def _without_p99(table_csv: str) -> str:
-  """A CSV table less the p99 columns Tables I and II gained after 0.1.0."""
-  rows = list(csv.reader(io.StringIO(table_csv)))
-  keep = [i for i, column in enumerate(rows[0]) if not column.endswith(" p99")]
-  out = io.StringIO()
-  csv.writer(out, lineterminator="\n").writerows([[row[i] for i in keep] for row in rows])
-  return out.getvalue()
-
-
 def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
-    old_smoke_run, tmp_path
+    old_smoke_run, tmp_path, csv_without_p99
 ):
   """forging-tables reads records as an earlier version wrote them (no kind for Table IV, the
   recomputing platform under another name, ...), and renders without loading TensorFlow."""
@@ -259,7 +250,7 @@ def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
   old_tables = os.path.join(old_smoke_run, "report")
   for name in sorted(os.listdir(old_tables)):
     with open(os.path.join(old_tables, name)) as f:
-      assert _without_p99((out / name).read_text()) == f.read(), name
+      assert csv_without_p99((out / name).read_text()) == f.read(), name
   # The p99 beside each cell: of the saved per-step distances (no distribution recorded then).
   table2b = list(csv.reader(io.StringIO((out / "table2b.csv").read_text())))
   assert table2b[0] == [
