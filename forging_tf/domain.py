@@ -104,3 +104,57 @@ def same_examples(x: np.ndarray, y: np.ndarray, other_x: np.ndarray, other_y: np
 
   a, b = sorted_rows(x, y), sorted_rows(other_x, other_y)
   return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def pixel_distances(images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+  """l2 distances [len a, len b] float64 between images, in grey levels (pixels in 0..255 units).
+
+  images_a, images_b: [n, ...] uint8 levels or float pixels q / 255 (taken to their nearest level:
+  the distinctness margin judges examples already in the domain). Exact: integer levels below 2^8
+  over at most ~2^12 pixels keep every term an integer below 2^53.
+  """
+
+  def levels(images) -> np.ndarray:
+    images = np.asarray(images)
+    flat = images.reshape(len(images), -1)
+    if flat.dtype == np.uint8:
+      return flat.astype(np.float64)
+    return pixel_levels(flat).astype(np.float64)
+
+  a, b = levels(images_a), levels(images_b)
+  squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2.0 * (a @ b.T)
+  return np.sqrt(np.maximum(squared, 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginViolation:
+  """An added example closer than the margin to a removed one: their rows and distance."""
+
+  added: int
+  removed: int
+  distance: float
+  min_distance: float
+
+  def describe(self, added_name: str = "added example", removed_name: str = "removed") -> str:
+    return (
+        f"{added_name} {self.added} is {self.distance:.6g} grey levels from {removed_name} "
+        f"{self.removed}, less than the margin {self.min_distance:g}"
+    )
+
+
+def margin_violation(
+    added: np.ndarray, removed: np.ndarray, min_distance: float
+) -> MarginViolation | None:
+  """The closest (added, removed) pair if it is nearer than min_distance grey levels, else None.
+
+  added: [a, ...], removed: [r, ...] images (uint8 levels or pixels q / 255). The distinctness
+  margin D: every example a forged batch adds must be at least D (l2, grey levels) from every
+  example it removes; D = 0 is the paper's Definition 1 (any change counts).
+  """
+  if min_distance <= 0 or not len(added) or not len(removed):
+    return None
+  distances = pixel_distances(added, removed)
+  i, j = np.unravel_index(int(np.argmin(distances)), distances.shape)
+  if distances[i, j] >= min_distance:
+    return None
+  return MarginViolation(int(i), int(j), float(distances[i, j]), float(min_distance))

@@ -131,6 +131,61 @@ def step_for_trace(
   return step_fn
 
 
+def float64_model(trace: trace_lib.Trace, dataset: data.Dataset) -> keras.Model:
+  """The trace's model built in float64 (the package's own models only): the reference pass that
+  tells float32 rounding from a real difference (near-ties, and how exact a forgery is)."""
+  entry = trace.manifest["model"]
+  if entry["name"] == trace_lib.KERAS_MODEL:
+    raise errors.ConfigError(
+        "float64 passes are built for the package's own models; this trace was written by "
+        "keras.Model.fit"
+    )
+  policy = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("float64")
+  try:
+    return models.build_model(
+        entry["name"], dataset.x_train.shape[1:], dataset.num_classes, **entry["config"]
+    )
+  finally:
+    keras.config.set_dtype_policy(policy)
+
+
+class Float64Step:
+  """SGDStep's update in float64: theta [P] float64, x, y float64 -> theta - eta * grad L(B).
+
+  Not a platform's step: the real-number update up to float64 rounding, so that
+  ||update(B') - update(B)|| says how exact a forgery is, free of the ~1e-8 float32 rounding
+  that hides whether two batches' gradients differ at all.
+  """
+
+  def __init__(self, trace: trace_lib.Trace, dataset: data.Dataset, learning_rate: float):
+    self.model = float64_model(trace, dataset)
+    self.layout = models.parameter_layout(self.model)
+    self.learning_rate = float(learning_rate)
+    self._non_trainable = [v.value for v in self.model.non_trainable_variables]
+    num_parameters = models.num_parameters(self.layout)
+    self._step = tf.function(
+        self._update,
+        input_signature=[
+            tf.TensorSpec([num_parameters], tf.float64),
+            tf.TensorSpec([None, *self.model.input_shape[1:]], tf.float64),
+            tf.TensorSpec([None, int(self.model.output_shape[-1])], tf.float64),
+        ],
+        jit_compile=False,
+    )
+
+  def __call__(self, theta, x, y) -> tf.Tensor:
+    return self._step(tf.cast(theta, tf.float64), tf.cast(x, tf.float64), tf.cast(y, tf.float64))
+
+  def _update(self, theta, x, y):
+    with tf.GradientTape() as tape:
+      tape.watch(theta)
+      variables = models.split_parameters(theta, self.layout)
+      logits, _ = self.model.stateless_call(variables, self._non_trainable, x, training=True)
+      loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    return theta - tf.constant(self.learning_rate, tf.float64) * tape.gradient(loss, theta)
+
+
 @tf.function(jit_compile=False, input_signature=[tf.TensorSpec([None], tf.float32)] * 2)
 def _distances(theta_a, theta_b):
   difference = tf.cast(theta_a, tf.float64) - tf.cast(theta_b, tf.float64)

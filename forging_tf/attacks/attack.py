@@ -1,9 +1,15 @@
 r"""Runs a greedy forging attack on the steps of a trace and saves the results as data.
 
-  forging-attack --trace=runs/traces/lenet_mnist_b1000 --attack=thudi|zhang \
+  forging-attack --trace=runs/traces/lenet_mnist_b1000 --attack=thudi|zhang|perturb|gradmatch \
       --steps=middle|all|600,601 --forging_fraction=1/b,0.01,0.1,0.5,1 --runs=3 --M=300 \
       --n=3000 --seed=0 --out=results/attacks/NAME [--engine=vectorised|sequential] \
-      [--neighbours_k=64] [--data_dir=...] [--overwrite] [platform flags]
+      [--neighbours_k=64] [--min_distance=D] [--search_iterations=100 --grid_rounds=30 \
+      --grid_moves=64] [--data_dir=...] [--overwrite] [platform flags]
+
+--min_distance=D: every replacement is at least D grey levels (l2 over the pixels in 0..255
+units) from every deleted example, for every attack. perturb and gradmatch search new images on
+the pixel grid (forging_tf/attacks/pixel_search.py); gradmatch starts from the better of Thudi's
+(M, n) and Zhang's winners for the same deletion set.
 
 Writes OUT/summary.json and OUT/*.npy (format: forging_tf/attack_lib.py), whole or not at
 all. Existing results are never replaced without --overwrite.
@@ -23,7 +29,9 @@ _ATTACK = flags.DEFINE_enum_class(
     "attack",
     _DEFAULTS.attack,
     attack_settings.Attack,
-    "thudi: greedy search over M random candidates; zhang: class-wise nearest neighbours.",
+    "thudi: greedy search over M random candidates; zhang: class-wise nearest neighbours; "
+    "perturb: each deleted example moved by at least the margin where the gradient barely sees "
+    "it; gradmatch: Thudi's or Zhang's winner optimised to match the gradient.",
     case_sensitive=False,
 )
 _STEPS = flags.DEFINE_string(
@@ -59,6 +67,23 @@ _MEMORY_MB = flags.DEFINE_integer(
     _DEFAULTS.memory_budget_bytes // 2**20,
     "Vectorised engine: memory for gradients, in MiB.",
 )
+_MIN_DISTANCE = flags.DEFINE_float(
+    "min_distance",
+    _DEFAULTS.min_distance,
+    "Margin D in grey levels: every replacement at least D (l2, pixels in 0..255) from every "
+    "deleted example (0: the paper's Definition 1).",
+)
+_SEARCH_ITERATIONS = flags.DEFINE_integer(
+    "search_iterations",
+    _DEFAULTS.search_iterations,
+    "perturb, gradmatch: projected Adam steps on the continuous pixels.",
+)
+_GRID_ROUNDS = flags.DEFINE_integer(
+    "grid_rounds", _DEFAULTS.grid_rounds, "perturb, gradmatch: rounds of the exact grid search."
+)
+_GRID_MOVES = flags.DEFINE_integer(
+    "grid_moves", _DEFAULTS.grid_moves, "perturb, gradmatch: single-pixel moves scored per round."
+)
 _SEED = flags.DEFINE_integer(
     "seed", _DEFAULTS.seed, "Seed of the deletion sets and candidate draws."
 )
@@ -86,6 +111,10 @@ def main():
       engine=_ENGINE.value,
       neighbours_k=_NEIGHBOURS_K.value,
       memory_budget_bytes=_MEMORY_MB.value * 2**20,
+      min_distance=_MIN_DISTANCE.value,
+      search_iterations=_SEARCH_ITERATIONS.value,
+      grid_rounds=_GRID_ROUNDS.value,
+      grid_moves=_GRID_MOVES.value,
   )
   summary = attack_lib.run_attacks(
       _TRACE.value,
@@ -107,8 +136,14 @@ def main():
     print(
         f"  step {row['step']:>5}  fraction {row['label']:>5} (m={row['num_replaced']}): "
         f"approximation error min {row['min_approximation_error']:.6g}  mean "
-        f"{row['mean_approximation_error']:.6g}  (reproduction {row['reproduction_error']:.3g})"
+        f"{row['mean_approximation_error']:.6g}  float64 "
+        f"{_number(row['min_approximation_error_float64'])}  margin "
+        f"{_number(row['min_margin'])}  (reproduction {row['reproduction_error']:.3g})"
     )
+
+
+def _number(value) -> str:
+  return "-" if value is None else f"{value:.6g}"
 
 
 def run():

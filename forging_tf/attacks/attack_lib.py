@@ -41,9 +41,11 @@ import os
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from forging_tf import data
+from forging_tf import domain
 from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import results
@@ -52,9 +54,140 @@ from forging_tf import storage
 from forging_tf import trace as trace_lib
 from forging_tf.attacks import engine as engine_lib
 from forging_tf.attacks import greedy
+from forging_tf.attacks import pixel_search
 from forging_tf.attacks import settings as attack_settings
 
 SUMMARY = results.RECORDS[results.ResultKind.ATTACK].file_name
+MARGIN_RULE = (
+    "every replacement is at least min_distance grey levels (l2 over the pixels in 0..255 units) "
+    "from every deleted example; margin.npy holds the smallest such distance of each cell"
+)
+FLOAT64_ERROR = (
+    "||theta_i - eta grad L(B') - (theta_i - eta grad L(B_i))|| with both updates in float64 from "
+    "the logged theta_i (sgd_step.Float64Step): how exact the forgery is, free of float32 rounding"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cell:
+  """One attack of one (step, fraction, run): the forgery, the margin it keeps (grey levels) and,
+  for perturb and gradmatch, their search (forgery.forged_batch then holds -1 at U's places)."""
+
+  forgery: greedy.Forgery
+  margin: float
+  search: pixel_search.SearchResult | None = None
+
+
+def _attack_cell(
+    settings: attack_settings.AttackSettings,
+    engine: engine_lib.AttackEngine,
+    pixels: pixel_search.PixelSearch | None,
+    neighbours: np.ndarray | None,
+    dataset: data.Dataset,
+    step: int,
+    checkpoints: tuple,
+    batch: np.ndarray,
+    positions: np.ndarray,
+    rng: np.random.Generator,
+) -> _Cell:
+  """The attack of `settings` on one cell (checkpoints: theta_i, theta_{i+1}, velocity)."""
+  theta, theta_next, velocity = checkpoints
+  attack, min_distance = settings.attack, settings.min_distance
+  deleted = np.asarray(batch)[positions]
+  distances = allowed = None
+  if min_distance > 0:
+    distances = greedy.margin_distances(dataset.x_train, batch, positions)
+    allowed = distances.min(axis=0) >= min_distance
+
+  def margin_of(replacements: np.ndarray) -> float:
+    images = dataset.x_train
+    return float(domain.pixel_distances(images[replacements], images[deleted]).min())
+
+  def thudi() -> greedy.Forgery:
+    return greedy.thudi_attack(
+        engine,
+        step,
+        theta,
+        theta_next,
+        batch,
+        positions,
+        settings.M,
+        settings.n,
+        rng,
+        sequential=settings.engine == attack_settings.Engine.SEQUENTIAL,
+        velocity=velocity,
+        allowed=allowed if min_distance > 0 else None,
+    )
+
+  def zhang() -> greedy.Forgery:
+    chosen = None
+    if min_distance > 0:
+      chosen = greedy.zhang_margin_replacements(
+          batch, positions, dataset.y_train, distances, min_distance
+      )
+    return greedy.zhang_attack(
+        engine, step, theta, theta_next, batch, positions, neighbours, velocity, chosen
+    )
+
+  if attack == attack_settings.Attack.THUDI:
+    forgery = thudi()
+    return _Cell(forgery, margin_of(forgery.forged_batch[positions]))
+  if attack == attack_settings.Attack.ZHANG:
+    forgery = zhang()
+    return _Cell(forgery, margin_of(forgery.forged_batch[positions]))
+  if attack == attack_settings.Attack.PERTURB:
+    start = pixel_search.perturbation_start(dataset.x_train[deleted], min_distance, rng)
+    start = pixel_search.feasible_start(start, dataset.x_train[deleted], min_distance)
+    labels = dataset.y_train[deleted]
+    step_levels = pixel_search.PERTURB_STEP_LEVELS * max(min_distance, 1.0)
+    step_levels /= np.sqrt(np.prod(dataset.x_train.shape[1:]))
+  else:  # gradmatch: the better of Thudi's and Zhang's winners for this U
+    start_forgery = min((thudi(), zhang()), key=lambda forgery: forgery.approximation_error)
+    replacements = start_forgery.forged_batch[positions]
+    start, labels = dataset.x_train[replacements], dataset.y_train[replacements]
+    step_levels = pixel_search.GRADMATCH_STEP_LEVELS
+  found = pixels.search(
+      theta,
+      theta_next,
+      velocity,
+      batch,
+      positions,
+      start,
+      labels,
+      min_distance,
+      settings.search_iterations,
+      settings.grid_rounds,
+      settings.grid_moves,
+      step_levels,
+  )
+  forged_batch = np.array(batch, np.int32)
+  forged_batch[positions] = -1
+  forgery = greedy.Forgery(
+      step, forged_batch, np.asarray(positions), found.approximation_error, found.engine_error, None
+  )
+  return _Cell(forgery, found.margin, found)
+
+
+def _float64_step(trace: trace_lib.Trace, dataset: data.Dataset) -> sgd_step.Float64Step | None:
+  """The float64 update of the trace's model; None for a keras.Model.fit trace (not built)."""
+  if trace.manifest["model"]["name"] == trace_lib.KERAS_MODEL:
+    return None
+  return sgd_step.Float64Step(trace, dataset, trace.learning_rate)
+
+
+def _float64_error(step64, theta, source, batch, positions, cell: _Cell) -> float:
+  """FLOAT64_ERROR of one cell's forged batch."""
+  true_x, true_y = source(batch)
+  if cell.search is None:
+    forged_x, forged_y = source(cell.forgery.forged_batch)
+  else:
+    where = tf.constant(np.asarray(positions, np.int32)[:, None])
+    levels = cell.search.levels.astype(np.int64)
+    labels = tf.one_hot(cell.search.labels, true_y.shape[-1], dtype=tf.float32)
+    forged_x = tf.tensor_scatter_nd_update(true_x, where, domain.PIXEL_VALUES[levels])
+    forged_y = tf.tensor_scatter_nd_update(true_y, where, labels)
+  # Both updates are float64 here: sgd_step.l2_distance would round them to float32 first.
+  return float(tf.norm(step64(theta, forged_x, forged_y) - step64(theta, true_x, true_y)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,10 +336,13 @@ def run_attacks(
     )
   step_list = parse_steps(settings.steps, trace)
   fractions = parse_forging_fractions(settings.forging_fractions, trace.batch_size)
-  thudi = settings.attack == attack_settings.Attack.THUDI
+  attack = settings.attack
+  thudi = attack == attack_settings.Attack.THUDI
+  uses_thudi = attack in (attack_settings.Attack.THUDI, attack_settings.Attack.GRADMATCH)
+  uses_zhang = attack in (attack_settings.Attack.ZHANG, attack_settings.Attack.GRADMATCH)
   M, n, runs = settings.M, settings.n, settings.runs
   num_examples = dataset.x_train.shape[0]
-  if thudi:
+  if uses_thudi:
     greedy.check_thudi_settings(
         M, n, max(f.num_replaced for f in fractions), num_examples - trace.batch_size
     )
@@ -214,8 +350,10 @@ def run_attacks(
   step_fn = sgd_step.step_for_trace(trace, dataset, model_fn)
   source = sgd_step.BatchSource(dataset.x_train, dataset.y_train, dataset.num_classes)
   search = engine_lib.AttackEngine(step_fn, source, settings.memory_budget_bytes)
+  pixels = pixel_search.PixelSearch(search) if attack.searches_pixels else None
+  step64 = _float64_step(trace, dataset)
   neighbours = neighbours_file = None
-  if not thudi:
+  if uses_zhang and not settings.min_distance:
     if not neighbours_dir and storage.is_url(out):
       raise errors.ConfigError(
           "Zhang's attack caches its neighbours in a local folder: with --out at a URL, pass "
@@ -244,6 +382,13 @@ def run_attacks(
   deleted_mask = np.zeros(shape + (b,), bool)
   candidate_errors = np.full(shape + (M,), np.nan) if thudi else None
   reproduction, update_l2 = np.zeros(len(step_list)), np.zeros(len(step_list))
+  error64, margin, start_errors = np.full(shape, np.nan), np.full(shape, np.nan), None
+  replacement_levels = replacement_labels = None
+  if attack.searches_pixels:
+    m_max = max(f.num_replaced for f in fractions)
+    start_errors = np.full(shape, np.nan)
+    replacement_levels = np.zeros(shape + (m_max, *dataset.x_train.shape[1:]), np.uint8)
+    replacement_labels = np.full(shape + (m_max,), -1, np.int32)
   logging.info(
       "%s attack on %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
       "platform %s -> %s",
@@ -254,7 +399,7 @@ def run_attacks(
       len(step_list),
       ",".join(f.label for f in fractions),
       runs,
-      settings.engine if thudi else "-",
+      settings.engine if uses_thudi else "-",
       fingerprint["id"],
       out,
   )
@@ -272,29 +417,33 @@ def run_attacks(
             np.random.PCG64(np.random.SeedSequence([settings.seed, step, fraction.num_replaced, r]))
         )
         positions = greedy.deletion_positions(b, fraction.num_replaced, rng)
+        cell = _attack_cell(
+            settings,
+            search,
+            pixels,
+            neighbours,
+            dataset,
+            step,
+            (theta, theta_next, velocity),
+            batch,
+            positions,
+            rng,
+        )
+        forgery = cell.forgery
         if thudi:
-          forgery = greedy.thudi_attack(
-              search,
-              step,
-              theta,
-              theta_next,
-              batch,
-              positions,
-              M,
-              n,
-              rng,
-              sequential=settings.engine == attack_settings.Engine.SEQUENTIAL,
-              velocity=velocity,
-          )
           candidate_errors[s, f, r] = forgery.candidate_errors
-        else:
-          forgery = greedy.zhang_attack(
-              search, step, theta, theta_next, batch, positions, neighbours, velocity
-          )
         approximation[s, f, r] = forgery.approximation_error
         engine_errors[s, f, r] = forgery.engine_error
         forged_batches[s, f, r] = forgery.forged_batch
         deleted_mask[s, f, r, positions] = True
+        margin[s, f, r] = cell.margin
+        if step64 is not None:
+          error64[s, f, r] = _float64_error(step64, theta, source, batch, positions, cell)
+        if cell.search is not None:
+          m = len(positions)
+          start_errors[s, f, r] = cell.search.start_error
+          replacement_levels[s, f, r, :m] = cell.search.levels
+          replacement_labels[s, f, r, :m] = cell.search.labels
         seconds[s, f, r] = time.perf_counter() - cell_began
         done += 1
         now = time.perf_counter()
@@ -327,16 +476,26 @@ def run_attacks(
               "max_approximation_error": error["max"],
               "min_engine_error": engine_stats["min"],
               "mean_engine_error": engine_stats["mean"],
+              "min_approximation_error_float64": _stats(error64[s, f])["min"],
+              "min_margin": _stats(margin[s, f])["min"],
               "reproduction_error": float(reproduction[s]),
           }
       )
+      if start_errors is not None:
+        cells[-1]["min_start_error"] = _stats(start_errors[s, f])["min"]
   summary = results.header(results.ResultKind.ATTACK, command, fingerprint) | {
       "settings": settings.as_dict(),
       "method": {
           "deletion_set": "m = round(f * b) positions of B_i, uniform without replacement, from "
           "PCG64(SeedSequence([seed, step, m, run]))",
-          "replacements_from": "D \\ B_i",
-          "neighbour_metric": None if thudi else greedy.NEIGHBOUR_METRIC,
+          "replacements_from": (
+              "new images on the pixel grid, searched (attacks/pixel_search.py)"
+              if attack.searches_pixels
+              else "D \\ B_i"
+          ),
+          "margin": MARGIN_RULE,
+          "float64_error": FLOAT64_ERROR if step64 is not None else None,
+          "neighbour_metric": greedy.NEIGHBOUR_METRIC if uses_zhang else None,
           "neighbours_file": neighbours_file,
       },
       "trace": trace.identity(),
@@ -352,6 +511,8 @@ def run_attacks(
           "reproduction_error.npy": "float64 [S] logged batch recomputed on this platform",
           "update_l2.npy": "float64 [S] ||theta_{i+1} - theta_i|| as logged",
           "seconds.npy": "float64 [S, F, R] wall time per attack",
+          "margin.npy": "float64 [S, F, R] smallest replacement-to-deleted distance, grey levels",
+          "approximation_error_float64.npy": "float64 [S, F, R] ||theta64(B') - theta64(B_i)||",
       },
       "results": cells,
   }
@@ -364,9 +525,22 @@ def run_attacks(
       "update_l2": update_l2,
       "seconds": seconds,
   }
+  arrays["margin"] = margin
+  arrays["approximation_error_float64"] = error64
   if candidate_errors is not None:
     arrays["candidate_errors"] = candidate_errors
     summary["files"]["candidate_errors.npy"] = "float64 [S, F, R, M] every candidate's error"
+  if start_errors is not None:
+    arrays |= {
+        "start_error": start_errors,
+        "replacement_levels": replacement_levels,
+        "replacement_labels": replacement_labels,
+    }
+    summary["files"] |= {
+        "start_error.npy": "float64 [S, F, R] the search's starting point, re-scored",
+        "replacement_levels.npy": "uint8 [S, F, R, m_max, h, w, c] the replacements' pixels",
+        "replacement_labels.npy": "int32 [S, F, R, m_max] their classes (-1: padding)",
+    }
 
   def fill(folder: str) -> None:
     for name, array in arrays.items():
@@ -375,3 +549,30 @@ def run_attacks(
 
   results.write_folder(out, SUMMARY, results.ResultKind.ATTACK, fill, overwrite)
   return summary
+
+
+def forged_examples(
+    out: str, dataset: data.Dataset, s: int, f: int, r: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """The forged batch of cell (s, f, r) of the attack results at OUT, as explicit examples:
+  (images [b, h, w, c] uint8, labels [b] int) for forging-verify --forged_npz (x, y) or
+  forging_game.examples_from_arrays. Training examples come from `dataset` (the trace's);
+  perturb's and gradmatch's replacements from replacement_levels.npy / replacement_labels.npy."""
+  arrays = {
+      name: np.load(os.path.join(out, f"{name}.npy"), allow_pickle=False)
+      for name in ("forged_batches", "deleted_mask")
+  }
+  forged, mask = arrays["forged_batches"][s, f, r], arrays["deleted_mask"][s, f, r]
+  images = np.zeros((len(forged), *dataset.x_train.shape[1:]), np.uint8)
+  labels = np.zeros(len(forged), np.int64)
+  from_data = forged >= 0
+  images[from_data], labels[from_data] = (
+      dataset.x_train[forged[from_data]],
+      dataset.y_train[forged[from_data]],
+  )
+  if not from_data.all():
+    levels = np.load(os.path.join(out, "replacement_levels.npy"), allow_pickle=False)[s, f, r]
+    classes = np.load(os.path.join(out, "replacement_labels.npy"), allow_pickle=False)[s, f, r]
+    m = int(mask.sum())
+    images[mask], labels[mask] = levels[:m], classes[:m]
+  return images, labels

@@ -137,6 +137,54 @@ class AttackEngine:
         self.step_fn, theta, theta_next, *self.source(forged_batch), velocity=velocity
     )
 
+  def replaced_inputs(
+      self, batch: np.ndarray, positions: np.ndarray, x: np.ndarray, y: np.ndarray
+  ) -> tuple[tf.Tensor, tf.Tensor]:
+    """The forged batch's (x [b, ...], y [b, n]) float32: B_i with explicit replacement examples
+    x [m, ...], y [m, n] at the deleted positions (the kept examples keep their places)."""
+    batch_x, batch_y = self.source(batch)
+    where = tf.constant(np.asarray(positions, np.int32)[:, None])
+    return (
+        tf.tensor_scatter_nd_update(batch_x, where, tf.convert_to_tensor(x, tf.float32)),
+        tf.tensor_scatter_nd_update(batch_y, where, tf.convert_to_tensor(y, tf.float32)),
+    )
+
+  def inputs_error(self, theta, theta_next, x, y, velocity: np.ndarray | None = None) -> float:
+    """The verifier's number for a forged batch given as model inputs (x, y)."""
+    return forging_game.approximation_error(self.step_fn, theta, theta_next, x, y, velocity)
+
+  def summed_gradient(self, theta, x, y) -> tf.Tensor:
+    """sum_j grad l(x_j, y_j; theta) [P] float32 of model inputs x [k, ...], y [k, n]."""
+    return self._gradient_sum(tf.convert_to_tensor(theta, tf.float32), x, y)
+
+  def example_gradients(self, theta, x, y) -> tf.Tensor:
+    """Per-example gradients [k, P] float32 of model inputs x [k, ...], y [k, n], computed in
+    chunks of the engine's pool size."""
+    theta = tf.convert_to_tensor(theta, tf.float32)
+    x, y = tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32)
+    chunks = [
+        self._per_example(theta, x[i : i + self.pool_chunk], y[i : i + self.pool_chunk])
+        for i in range(0, int(x.shape[0]), self.pool_chunk)
+    ]
+    return tf.concat(chunks, axis=0)
+
+  def errors_of_sums(
+      self, theta, theta_next, velocity, kept_sum, sums, batch_size: int
+  ) -> np.ndarray:
+    """Engine errors [K] float64 of forged steps whose replacements' gradient sums are sums
+    [K, P] float32 and whose kept examples' sum is kept_sum [P] (the update rounded to float32 as
+    the step rounds it); batch_size: b."""
+    theta = tf.convert_to_tensor(theta, tf.float32)
+    velocity = tf.zeros_like(theta) if velocity is None else tf.convert_to_tensor(velocity)
+    return self._distances(
+        theta,
+        tf.convert_to_tensor(theta_next, tf.float32),
+        velocity,
+        tf.convert_to_tensor(kept_sum, tf.float32),
+        tf.convert_to_tensor(sums, tf.float32),
+        tf.constant(batch_size, tf.float32),
+    ).numpy()
+
   def sequential_errors(
       self,
       theta: np.ndarray,

@@ -35,6 +35,7 @@ import os
 import numpy as np
 
 from forging_tf import data
+from forging_tf import domain
 from forging_tf import errors
 from forging_tf import results
 from forging_tf.attacks import engine as engine_lib
@@ -90,6 +91,12 @@ def replacement_pool(batch: np.ndarray, num_examples: int) -> np.ndarray:
   return np.flatnonzero(allowed)
 
 
+def margin_distances(images: np.ndarray, batch: np.ndarray, positions: np.ndarray) -> np.ndarray:
+  """[m, N] float64: the l2 distance in grey levels from each deleted example batch[positions]
+  to every example of images [N, h, w, c] uint8 (domain.pixel_distances, exact)."""
+  return domain.pixel_distances(images[np.asarray(batch)[positions]], images)
+
+
 def thudi_candidates(
     batch: np.ndarray,
     positions: np.ndarray,
@@ -97,10 +104,17 @@ def thudi_candidates(
     M: int,
     n: int,
     rng: np.random.Generator,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
-  """M candidates [M, m] int32 of dataset indices (module docstring); row c replaces U."""
+  """M candidates [M, m] int32 of dataset indices (module docstring); row c replaces U.
+
+  allowed: [N] bool, the examples a replacement may be (the margin D); None: all of them.
+  """
   m = len(positions)
-  allowed = replacement_pool(batch, num_examples)
+  pool_allowed = replacement_pool(batch, num_examples)
+  if allowed is not None:
+    pool_allowed = pool_allowed[allowed[pool_allowed]]
+  allowed = pool_allowed
   check_thudi_settings(M, n, m, len(allowed))
   pool = rng.choice(allowed, size=n, replace=False)
   # Independent uniform m-subsets of the pool: the first m of a random permutation per row.
@@ -118,7 +132,8 @@ def check_thudi_settings(M: int, n: int, m: int, available: int) -> None:
     )
   if n > available:
     raise errors.ConfigError(
-        f"n={n} is more than the {available} examples outside the batch; use n <= {available}"
+        f"n={n} is more than the {available} examples outside the batch (and at least the "
+        f"margin from every deleted example); use n <= {available} or a smaller --min_distance"
     )
 
 
@@ -134,13 +149,15 @@ def thudi_attack(
     rng: np.random.Generator,
     sequential: bool = False,
     velocity: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ) -> Forgery:
   """Thudi et al.'s greedy search at step `step` (theta, theta_next: [P] float32; batch: [b];
   velocity: the optimizer's [P] at step `step` for momentum SGD, else None).
 
-  sequential: score the candidates with the reference loop instead of the vectorised engine.
+  sequential: score the candidates with the reference loop instead of the vectorised engine;
+  allowed: [N] bool, the examples at least the margin from every deleted one (None: all).
   """
-  candidates = thudi_candidates(batch, positions, engine.source.num_examples, M, n, rng)
+  candidates = thudi_candidates(batch, positions, engine.source.num_examples, M, n, rng, allowed)
   score = engine.sequential_errors if sequential else engine.candidate_errors
   candidate_errors = score(theta, theta_next, batch, positions, candidates, velocity)
   winner = int(np.argmin(candidate_errors))
@@ -176,6 +193,35 @@ def zhang_replacements(
   return np.array(replacements, np.int32)
 
 
+def zhang_margin_replacements(
+    batch: np.ndarray,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    distances: np.ndarray,
+    min_distance: float,
+) -> np.ndarray:
+  """zhang_replacements with the margin D: each deleted example's nearest same-class example that
+  is at least D from every deleted example, not in B_i and not chosen before (ties by index).
+
+  labels: [N] the training labels; distances: [m, N] margin_distances of the deleted examples.
+  """
+  allowed = distances.min(axis=0) >= min_distance
+  allowed[np.asarray(batch)] = False
+  replacements = []
+  for row, position in enumerate(positions):
+    example = int(batch[position])
+    candidates = np.flatnonzero(allowed & (labels == labels[example]))
+    if not candidates.size:
+      raise errors.ConfigError(
+          f"no example of class {labels[example]} is {min_distance:g} grey levels from every "
+          "deleted example; use a smaller --min_distance"
+      )
+    choice = int(candidates[np.argmin(distances[row, candidates])])  # argmin: lowest index ties
+    allowed[choice] = False
+    replacements.append(choice)
+  return np.array(replacements, np.int32)
+
+
 def zhang_attack(
     engine: engine_lib.AttackEngine,
     step: int,
@@ -185,9 +231,13 @@ def zhang_attack(
     positions: np.ndarray,
     neighbours: np.ndarray,
     velocity: np.ndarray | None = None,
+    replacements: np.ndarray | None = None,
 ) -> Forgery:
-  """Zhang et al.'s class-wise nearest-neighbour forgery at step `step`."""
-  forged = engine_lib.replace(batch, positions, zhang_replacements(batch, positions, neighbours))
+  """Zhang et al.'s class-wise nearest-neighbour forgery at step `step` (replacements: [m] chosen
+  with a margin by zhang_margin_replacements; None: from the neighbour cache)."""
+  if replacements is None:
+    replacements = zhang_replacements(batch, positions, neighbours)
+  forged = engine_lib.replace(batch, positions, replacements)
   return Forgery(
       step,
       forged,

@@ -13,14 +13,31 @@ DEFAULT_M = 300
 DEFAULT_POOL_SIZE = 3000
 DEFAULT_NEIGHBOURS = 64
 DEFAULT_MEMORY_BUDGET = 2**30
+DEFAULT_SEARCH_ITERATIONS = 100
+DEFAULT_GRID_ROUNDS = 30
+DEFAULT_GRID_MOVES = 64
 
 
 class Attack(enum.StrEnum):
   """thudi: Thudi et al.'s greedy search over M random candidates; zhang: Zhang et al.'s
-  class-wise nearest neighbours (SPEC section 5)."""
+  class-wise nearest neighbours (SPEC section 5); perturb: each deleted example moved on the
+  pixel grid by at least the margin D where the gradient barely sees it; gradmatch: the better
+  of thudi's and zhang's replacements, optimised pixel by pixel to match the deleted examples'
+  gradient (pixel_search.py)."""
 
   THUDI = "thudi"
   ZHANG = "zhang"
+  PERTURB = "perturb"
+  GRADMATCH = "gradmatch"
+
+  @property
+  def searches_pixels(self) -> bool:
+    """Whether the replacements are new images (pixel_search.py), not training examples."""
+    return self in (Attack.PERTURB, Attack.GRADMATCH)
+
+
+# The greedy attacks of the paper, which replace examples by other training examples.
+PAPER_ATTACKS = (Attack.THUDI, Attack.ZHANG)
 
 
 class Engine(enum.StrEnum):
@@ -39,7 +56,13 @@ class AttackSettings:
   deletion sets and draws per step and fraction; M, n: Thudi's candidates and the pool they are
   drawn from; seed: of the deletion sets and the draws; engine: how Thudi's candidates are
   scored; neighbours_k: Zhang's nearest neighbours kept per example; memory_budget_bytes: the
-  vectorised engine's gradient buffers. M, n and engine are Thudi's; neighbours_k is Zhang's.
+  vectorised engine's gradient buffers. M, n and engine are Thudi's; neighbours_k is Zhang's;
+  gradmatch uses both (it starts from the better of their winners).
+  min_distance: the distinctness margin D in grey levels (l2 over the pixels in 0..255 units):
+  every replacement is at least D from every deleted example, for every attack (0: the paper's
+  Definition 1). search_iterations, grid_rounds, grid_moves: perturb's and gradmatch's
+  projected-gradient steps on the continuous pixels, rounds of the grid search that re-scores
+  moves exactly, and the moves scored per round (pixel_search.py).
   """
 
   attack: Attack = Attack.THUDI
@@ -52,6 +75,10 @@ class AttackSettings:
   engine: Engine = Engine.VECTORISED
   neighbours_k: int = DEFAULT_NEIGHBOURS
   memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+  min_distance: float = 0.0
+  search_iterations: int = DEFAULT_SEARCH_ITERATIONS
+  grid_rounds: int = DEFAULT_GRID_ROUNDS
+  grid_moves: int = DEFAULT_GRID_MOVES
 
   def __post_init__(self):
     object.__setattr__(self, "attack", results.choice(Attack, self.attack, "attack"))
@@ -61,6 +88,13 @@ class AttackSettings:
     )
     if self.runs < 1:
       raise errors.ConfigError(f"runs={self.runs}: at least one run is needed")
+    object.__setattr__(self, "min_distance", float(self.min_distance))
+    if not self.min_distance >= 0 or self.min_distance == float("inf"):
+      raise errors.ConfigError(
+          f"min_distance={self.min_distance}: the margin is a finite number of grey levels >= 0"
+      )
+    if self.search_iterations < 0 or self.grid_rounds < 0 or self.grid_moves < 1:
+      raise errors.ConfigError("search_iterations and grid_rounds must be >= 0 and grid_moves >= 1")
 
   def as_dict(self) -> dict:
     """The settings as JSON values (enums as their strings)."""

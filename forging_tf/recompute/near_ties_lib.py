@@ -48,7 +48,6 @@ from absl import logging
 
 from forging_tf import data
 from forging_tf import errors
-from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import results
 from forging_tf import sgd_step
@@ -178,23 +177,6 @@ def forward_margins(model: keras.Model, variables: list, x) -> dict[str, LayerMa
   return margins
 
 
-def _float64_model(trace: trace_lib.Trace, dataset: data.Dataset) -> keras.Model:
-  entry = trace.manifest["model"]
-  if entry["name"] == trace_lib.KERAS_MODEL:
-    raise errors.ConfigError(
-        "near-ties are measured for the package's own models; this trace was written by "
-        "keras.Model.fit"
-    )
-  policy = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("float64")
-  try:
-    return models.build_model(
-        entry["name"], dataset.x_train.shape[1:], dataset.num_classes, **entry["config"]
-    )
-  finally:
-    keras.config.set_dtype_policy(policy)
-
-
 def near_ties(
     trace_path: str,
     out: str,
@@ -223,7 +205,7 @@ def near_ties(
   trace = trace_lib.Trace(trace_path)
   dataset = data.load_described(trace.manifest["dataset"], data_dir, download)
   step_fn = sgd_step.step_for_trace(trace, dataset)
-  model64 = _float64_model(trace, dataset)
+  model64 = sgd_step.float64_model(trace, dataset)
   stored = trace.checkpoint_steps[trace.checkpoint_steps < trace.steps]
   steps = stored if steps is None else np.asarray(steps, np.int64)
   if not np.isin(steps, stored).all():

@@ -15,7 +15,8 @@ from forging_tf.exact import settings as exact_settings
 
 @dataclasses.dataclass(frozen=True)
 class AttackPlan:
-  """forging-attack on the primary platform's trace of (model, b)."""
+  """forging-attack on the primary platform's trace of (model, b); min_distance: the margin D in
+  grey levels (attack_settings.AttackSettings)."""
 
   model: str
   batch_size: int
@@ -26,6 +27,7 @@ class AttackPlan:
   M: int = attack_settings.DEFAULT_M  # noqa: N815 (the paper's name)
   n: int = attack_settings.DEFAULT_POOL_SIZE
   engine: attack_settings.Engine = attack_settings.Engine.VECTORISED
+  min_distance: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +140,7 @@ PRESETS = {
             AttackPlan(model, b, attack, "middle", _FRACTIONS, 5)
             for model in ("lenet", "vggmini")
             for b in (100, 500, 1000)
-            for attack in attack_settings.Attack
+            for attack in attack_settings.PAPER_ATTACKS
         )
         + (
             AttackPlan("lenet", 1000, _THUDI, "stages:20", ("1/b", "1"), 3),

@@ -175,15 +175,18 @@ def plan(
     trace = _trace_name(attack.model, attack.batch_size, t, primary)
     label = attack.steps.replace(":", "")
     fractions = "_".join(f.replace("/", "over") for f in attack.fractions)
-    output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}"
-    search = (
-        (f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
-        if attack.attack == attack_settings.Attack.THUDI
-        else ("--neighbours_dir=results/neighbours",)
-    )
+    margin = f"_D{attack.min_distance:g}" if attack.min_distance else ""
+    output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}{margin}"
+    search = ()
+    if attack.attack in (attack_settings.Attack.THUDI, attack_settings.Attack.GRADMATCH):
+      search += (f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
+    if attack.attack in (attack_settings.Attack.ZHANG, attack_settings.Attack.GRADMATCH):
+      search += ("--neighbours_dir=results/neighbours",)
+    if attack.min_distance:
+      search += (f"--min_distance={attack.min_distance:g}",)
     stages.append(
         Stage(
-            f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}",
+            f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}{margin}",
             "forging-attack",
             (
                 f"--trace=traces/{trace}",
