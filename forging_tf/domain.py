@@ -135,12 +135,6 @@ class MarginViolation:
   distance: float
   min_distance: float
 
-  def describe(self, added_name: str = "added example", removed_name: str = "removed") -> str:
-    return (
-        f"{added_name} {self.added} is {self.distance:.6g} grey levels from {removed_name} "
-        f"{self.removed}, less than the margin {self.min_distance:g}"
-    )
-
 
 def margin_violation(
     added: np.ndarray, removed: np.ndarray, min_distance: float

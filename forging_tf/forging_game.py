@@ -8,6 +8,11 @@ B'_t. V answers
           identical copy of its example, nor writing a pixel 0 as -0.0 counts;
   REJECT  if B'_t has another size than the trace's batches, or an example lies outside the domain
           (domain.domain_violation: pixels in {q/255}, labels one-hot rows);
+  REJECT  if an example B'_t adds is nearer than the distinctness margin D to an example it
+          removes (`added_and_removed`: the multiset difference by value; the distance is l2 over
+          the image's pixels in grey levels 0..255, domain.margin_violation, without the label, so
+          an example of B_t with another label is 0 away and REJECTed at any D > 0). D = 0, the
+          default, is the paper's Definition 1: any example that differs counts as a forgery;
   otherwise V recomputes on its own platform, with B'_t in place of B_t, from the last stored
   checkpoint at or before t to the first stored checkpoint after t (for a k-interval trace: from
   theta_{ik} to theta_{(i+1)k}, SPEC section 4), and
@@ -38,7 +43,8 @@ class GameResult:
   """The verifier's answer for a forged batch at `step`.
 
   error: the recomputation distance eps (None when the batch was rejected before recomputing);
-  recomputed_from / recomputed_to: the stored checkpoints the recomputation ran between.
+  recomputed_from / recomputed_to: the stored checkpoints the recomputation ran between;
+  min_distance: the distinctness margin D in grey levels (0: the paper's Definition 1).
   """
 
   decision: str
@@ -48,6 +54,7 @@ class GameResult:
   step: int
   recomputed_from: int | None = None
   recomputed_to: int | None = None
+  min_distance: float = 0.0
 
   @property
   def accepted(self) -> bool:
@@ -73,6 +80,48 @@ def approximation_error(
   the benign reproduction error of the step.
   """
   return sgd_step.l2_distance(step_fn.update(theta, velocity, x, y)[0].numpy(), theta_next)
+
+
+def random_step(steps: int, seed: int) -> int:
+  """The verifier's t of Algorithm 1: uniform over the trace's steps 0..steps-1, drawn from
+  numpy's PCG64 seeded by SeedSequence([seed]) (seed >= 0), so a recorded seed replays the draw."""
+  generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed])))
+  return int(generator.integers(steps))
+
+
+def added_and_removed(x, y, true_x, true_y) -> tuple[np.ndarray, np.ndarray]:
+  """The multiset difference of a forged batch and B_t, by value: (added [a], removed [r]) int64.
+
+  x, true_x: [b', ...] and [b, ...] pixels; y, true_y: [b', n] and [b, n] labels. Examples are
+  compared as domain.same_examples compares them (the float32 values the model is fed, -0.0 ==
+  0.0, a NaN equals nothing). added: the rows of x that B_t does not account for; removed: the rows
+  of true_x that the forged batch does not. An example occurring twice in the forged batch and once
+  in B_t is added once (its later occurrence); both are empty iff same_examples holds.
+  """
+
+  def keys(xs, ys) -> list:
+    rows = np.concatenate(
+        [
+            np.asarray(xs, np.float32).reshape(len(xs), -1),
+            np.asarray(ys, np.float32).reshape(len(ys), -1),
+        ],
+        axis=1,
+    )
+    rows = rows + np.float32(0.0)  # -0.0 + 0.0 is +0.0: one key for both zeros.
+    nan = np.isnan(rows).any(axis=1)
+    return [object() if nan[i] else row.tobytes() for i, row in enumerate(rows)]
+
+  unmatched: dict = {}
+  for k, key in enumerate(keys(true_x, true_y)):
+    unmatched.setdefault(key, []).append(k)
+  added = []
+  for j, key in enumerate(keys(x, y)):
+    if unmatched.get(key):
+      unmatched[key].pop(0)
+    else:
+      added.append(j)
+  removed = sorted(k for rows in unmatched.values() for k in rows)
+  return np.array(added, np.int64), np.array(removed, np.int64)
 
 
 def examples_from_indices(dataset: data.Dataset, indices) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +227,7 @@ def play(
     dataset: data.Dataset,
     epsilon: float,
     step_fn: sgd_step.SGDStep,
+    min_distance: float = 0.0,
 ) -> GameResult:
   """Algorithm 1 for a forged batch at `step` (module docstring).
 
@@ -189,17 +239,25 @@ def play(
     dataset: the trace's dataset (checked by fingerprint), for B_t and the span's other batches.
     epsilon: the verifier's threshold, >= 0.
     step_fn: the trace's SGD step (sgd_step.step_for_trace), on the verifier's platform.
+    min_distance: the distinctness margin D >= 0 in grey levels (l2 over the image's pixels in
+      0..255 units): every example the forged batch adds must be at least D from every example
+      it removes. 0: the paper's Definition 1.
 
   Returns:
     ACCEPT (stealthy: error <= epsilon) or REJECT, with the reason and the error (GameResult).
 
   Raises:
-    ConfigError: epsilon is not a finite number >= 0, or the images have the wrong shape.
+    ConfigError: epsilon or min_distance is not a finite number >= 0, or the images have the
+      wrong shape.
     TraceError: `step` is outside the trace.
     DatasetError: the dataset is not the trace's.
   """
   if not np.isfinite(epsilon) or epsilon < 0:
     raise errors.ConfigError(f"epsilon must be a finite number >= 0, got {epsilon}")
+  if not np.isfinite(min_distance) or min_distance < 0:
+    raise errors.ConfigError(
+        f"the margin min_distance must be a finite number >= 0 (grey levels), got {min_distance}"
+    )
   data.check_described(dataset, trace.manifest["dataset"])
   x, y = np.asarray(x), np.asarray(y)
   if x.ndim != 4 or tuple(x.shape[1:]) != step_fn.input_shape:
@@ -209,7 +267,7 @@ def play(
     )
 
   def reject(reason: str) -> GameResult:
-    return GameResult(REJECT, reason, None, float(epsilon), step)
+    return GameResult(REJECT, reason, None, float(epsilon), step, min_distance=float(min_distance))
 
   batch = trace.batch(step)
   if len(x) != len(batch):
@@ -218,8 +276,19 @@ def play(
   if violation is not None:
     return reject(f"outside the domain: {violation}")
   x, y = x.astype(np.float32), y.astype(np.float32)
-  if domain.same_examples(x, y, *examples_from_indices(dataset, batch)):
+  true_x, true_y = examples_from_indices(dataset, batch)
+  if domain.same_examples(x, y, true_x, true_y):
     return reject(f"the forged batch equals B_{step} as a multiset of examples (the true batch)")
+  if min_distance > 0:
+    added, removed = added_and_removed(x, y, true_x, true_y)
+    near = domain.margin_violation(x[added], true_x[removed], min_distance)
+    if near is not None:
+      j, k = int(added[near.added]), int(removed[near.removed])
+      return reject(
+          f"forged example at position {j} is {near.distance:.6g} grey levels from B_{step}'s "
+          f"example at position {k} (training index {int(batch[k])}), less than the margin "
+          f"D = {min_distance:g}"
+      )
   start, end = recomputation_span(trace, step)
   error = recomputation_error(trace, step, x, y, dataset, step_fn)
   accepted = error <= epsilon
@@ -233,4 +302,5 @@ def play(
       step,
       start,
       end,
+      float(min_distance),
   )

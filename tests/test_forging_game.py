@@ -35,20 +35,52 @@ def _one_swapped(trace: trace_lib.Trace, step: int) -> np.ndarray:
 
 
 def test_identical_batches_are_rejected(traces, mnist, step_fn):
+  """B_t, reordered, as explicit pixels, and with its zero pixels written as -0.0: the same batch,
+  REJECTed by that rule whatever the margin D (it adds and removes nothing)."""
   trace = trace_lib.Trace(traces[1])
   batch = trace.batch(2)
   reordered = np.roll(batch, 5)
   explicit = forging_game.examples_from_arrays(
       mnist.x_train[reordered], mnist.y_train[reordered], 10
   )
+  signed_zeros = np.where(explicit[0] == 0, np.float32(-0.0), explicit[0])
+  assert np.signbit(signed_zeros).any()
   for x, y in (
       forging_game.examples_from_indices(mnist, batch),
       forging_game.examples_from_indices(mnist, reordered),
       explicit,
+      (signed_zeros, explicit[1]),
   ):
-    result = forging_game.play(trace, 2, x, y, mnist, 1.0, step_fn)
-    assert result.decision == forging_game.REJECT and result.error is None
-    assert "equals B_2 as a multiset" in result.reason
+    for min_distance in (0.0, 16.0):
+      result = forging_game.play(trace, 2, x, y, mnist, 1.0, step_fn, min_distance=min_distance)
+      assert result.decision == forging_game.REJECT and result.error is None
+      assert "equals B_2 as a multiset" in result.reason
+      assert result.min_distance == min_distance
+
+
+def test_added_and_removed_is_the_multiset_difference_by_value(traces, mnist):
+  trace = trace_lib.Trace(traces[1])
+  true_x, true_y = forging_game.examples_from_indices(mnist, trace.batch(1))
+
+  def difference(x, y) -> tuple[list[int], list[int]]:
+    added, removed = forging_game.added_and_removed(x, y, true_x, true_y)
+    return added.tolist(), removed.tolist()
+
+  order = np.roll(np.arange(_B), 5)
+  signed_zeros = np.where(true_x == 0, np.float32(-0.0), true_x)
+  assert difference(true_x[order], true_y[order]) == ([], [])
+  assert difference(signed_zeros[order], true_y[order]) == ([], [])
+  assert difference(*forging_game.examples_from_indices(mnist, _one_swapped(trace, 1))) == (
+      [0],
+      [0],
+  )
+  # Example 0 twice in place of example 19: its second occurrence is the one added.
+  twice = np.concatenate([[0], np.arange(_B - 1)])
+  assert difference(true_x[twice], true_y[twice]) == ([1], [_B - 1])
+  # The label is part of the example: relabelling example 2 adds and removes it.
+  relabelled = true_y.copy()
+  relabelled[2] = np.roll(relabelled[2], 1)
+  assert difference(true_x, relabelled) == ([2], [2])
 
 
 def test_out_of_domain_and_wrong_size_batches_are_rejected(traces, mnist, step_fn):
@@ -70,6 +102,47 @@ def test_out_of_domain_and_wrong_size_batches_are_rejected(traces, mnist, step_f
     assert result.decision == forging_game.REJECT and result.error is None
     assert reason in result.reason, result.reason
   assert domain.domain_violation(x, y, 10) is None
+
+
+def test_a_near_copy_nearer_than_the_margin_is_rejected_with_the_pair_named(traces, mnist, step_fn):
+  """B_1 reordered, with its example at position 3 (now at 8) one pixel 3 grey levels brighter: at
+  D = 4 a forgery of nothing, REJECTed naming both positions; at D = 3 (and 0) a forgery that is
+  recomputed and judged by epsilon."""
+  trace = trace_lib.Trace(traces[1])
+  batch = trace.batch(1)
+  order = np.roll(np.arange(_B), 5)
+  assert order[8] == 3
+  images, labels = mnist.x_train[batch][order], mnist.y_train[batch][order]
+  images[8].flat[np.argmin(images[8])] += 3
+  x, y = forging_game.examples_from_arrays(images, labels, 10)
+  assert domain.pixel_distances(x[8:9], mnist.x_train[batch[3:4]]).tolist() == [[3.0]]
+  rejected = forging_game.play(trace, 1, x, y, mnist, 10.0, step_fn, min_distance=4)
+  assert rejected.decision == forging_game.REJECT and rejected.error is None
+  assert rejected.min_distance == 4.0
+  assert rejected.reason == (
+      f"forged example at position 8 is 3 grey levels from B_1's example at position 3 "
+      f"(training index {batch[3]}), less than the margin D = 4"
+  )
+  for min_distance in (3.0, 0.0):
+    scored = forging_game.play(trace, 1, x, y, mnist, 10.0, step_fn, min_distance=min_distance)
+    assert scored.accepted and scored.error > 0 and scored.min_distance == min_distance
+    assert scored.reason.startswith("recomputed theta_2 from theta_1: error ")
+  # The distance is the images' alone: B_1 with example 2 relabelled is 0 away from B_1.
+  true_x, true_y = forging_game.examples_from_indices(mnist, batch)
+  true_y[2] = np.roll(true_y[2], 1)
+  relabelled = forging_game.play(trace, 1, true_x, true_y, mnist, 10.0, step_fn, min_distance=0.5)
+  assert relabelled.reason.startswith(
+      "forged example at position 2 is 0 grey levels from B_1's example at position 2 "
+  )
+
+
+def test_random_step_is_uniform_over_the_steps_and_replays_per_seed():
+  draws = [forging_game.random_step(_T, seed) for seed in range(100)]
+  assert draws == [forging_game.random_step(_T, seed) for seed in range(100)]
+  assert sorted(set(draws)) == list(range(_T))
+  # The recorded seed replays the draw with numpy alone.
+  generator = np.random.Generator(np.random.PCG64(np.random.SeedSequence([7])))
+  assert forging_game.random_step(1200, 7) == generator.integers(1200)
 
 
 @pytest.mark.parametrize("k, step, span", [(1, 1, (1, 2)), (2, 1, (0, 2)), (2, 2, (2, 4))])
@@ -106,6 +179,9 @@ def test_bad_submissions_are_errors(traces, mnist, step_fn):
   x, y = forging_game.examples_from_indices(mnist, trace.batch(0))
   with pytest.raises(errors.ConfigError, match="epsilon"):
     forging_game.play(trace, 0, x, y, mnist, -1.0, step_fn)
+  for min_distance in (-1.0, np.nan, np.inf):
+    with pytest.raises(errors.ConfigError, match="min_distance must be a finite number >= 0"):
+      forging_game.play(trace, 0, x, y, mnist, 1.0, step_fn, min_distance=min_distance)
   with pytest.raises(errors.ConfigError, match="takes"):
     forging_game.play(trace, 0, x[:, :27], y, mnist, 1.0, step_fn)
   with pytest.raises(errors.TraceError, match="outside the trace's steps"):
@@ -218,3 +294,70 @@ def test_verify_binary_bad_inputs(traces, data_dir, verify_binary):
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert output[-1].startswith(line), output[-1]
     assert sum("error:" in error for error in result.stderr.splitlines()) == (code == 1)
+
+
+def test_verify_binary_draws_t_from_the_seed_and_plays_row_t_of_the_commitment(
+    traces, data_dir, tmp_path, verify_binary
+):
+  """--step=random: the adversary commits to a batch per step ([T, b]); the verifier draws t from
+  --seed (default 0), the same t for the same seed, and plays row t, naming t and the seed."""
+  trace = trace_lib.Trace(traces[1])
+  t = forging_game.random_step(_T, 0)
+  other_seed = next(seed for seed in range(1, 100) if forging_game.random_step(_T, seed) != t)
+  u = forging_game.random_step(_T, other_seed)
+  committed = np.stack([_one_swapped(trace, i) for i in range(_T)])
+  committed[t] = trace.batch(t)
+  path = str(tmp_path / "committed.npy")
+  np.save(path, committed)
+  common = [
+      f"--trace={traces[1]}",
+      "--step=random",
+      f"--data_dir={data_dir}",
+      f"--forged_indices={path}",
+      "--epsilon=10",
+  ]
+  first, again = verify_binary(*common, "--seed=0"), verify_binary(*common)
+  assert first.returncode == 3, first.stderr[-2000:]
+  assert first.stdout.startswith(
+      f"REJECT: step {t}: the forged batch equals B_{t} as a multiset"
+  ), first.stdout
+  assert f"(step {t} drawn by the verifier, seed 0; verifier platform " in first.stdout
+  assert again.returncode == 3 and again.stdout == first.stdout
+  other = verify_binary(*common, f"--seed={other_seed}", "--min_distance=16")
+  assert other.returncode == 0, other.stderr[-2000:]
+  assert other.stdout.startswith(
+      f"ACCEPT: step {u}: recomputed theta_{u + 1} from theta_{u}: error "
+  ), other.stdout
+  assert f"(step {u} drawn by the verifier, seed {other_seed}; verifier platform " in other.stdout
+  assert other.stdout.rstrip().endswith("; margin D = 16 grey levels)"), other.stdout
+
+
+def test_verify_binary_random_step_without_a_batch_for_every_step_is_a_one_line_error(
+    traces, mnist, data_dir, tmp_path, verify_binary
+):
+  """With --step=random the adversary does not know t: a single batch, or batches for the wrong
+  number of steps, is an error that says what to give (exit 1); so is a negative margin."""
+  trace = trace_lib.Trace(traces[1])
+  short = str(tmp_path / "short.npy")
+  np.save(short, trace.batches[: _T - 1])
+  single = str(tmp_path / "single.npz")
+  np.savez(single, x=mnist.x_train[trace.batch(1)], y=mnist.y_train[trace.batch(1)])
+  common = [f"--trace={traces[1]}", f"--data_dir={data_dir}", "--epsilon=1"]
+  needs_indices = f"give --forged_indices as a .npy of shape [{_T}, b]; got shape "
+  for flags_, line in (
+      (["--step=random", "--forged_indices=1,2,3"], f"{needs_indices}(3,)"),
+      (["--step=random", f"--forged_indices={short}"], f"{needs_indices}({_T - 1}, {_B})"),
+      (
+          ["--step=random", f"--forged_npz={single}"],
+          f"give --forged_npz with x [{_T}, b, h, w, c] and y [{_T}, b] or [{_T}, b, n]; got "
+          f"shape ({_B}, 28, 28, 1) and ({_B},)",
+      ),
+      (
+          ["--step=1", "--forged_indices=1,2,3", "--min_distance=-1"],
+          "the margin min_distance must be a finite number >= 0 (grey levels), got -1.0",
+      ),
+  ):
+    result = verify_binary(*common, *flags_)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("forging-verify: error: ") and last.endswith(line), last

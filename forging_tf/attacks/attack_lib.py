@@ -95,7 +95,7 @@ def _attack_cell(
   attack, min_distance = settings.attack, settings.min_distance
   deleted = np.asarray(batch)[positions]
   distances = allowed = None
-  if min_distance > 0:
+  if min_distance > 0 and attack != attack_settings.Attack.PERTURB:
     distances = greedy.margin_distances(dataset.x_train, batch, positions)
     allowed = distances.min(axis=0) >= min_distance
 
