@@ -1,6 +1,7 @@
 """perturb and gradmatch (attacks/pixel_search.py) and the distinctness margin of every attack,
 on a small LeNet trace."""
 
+import json
 import os
 
 import numpy as np
@@ -200,3 +201,40 @@ def test_bad_margins_are_one_line_errors(small_trace, subset, tmp_path):
         ),
         str(tmp_path / "thudi"),
     )
+
+
+def test_forging_reproduce_runs_perturb_and_gradmatch_stages(data_dir, tmp_path):
+  """A preset with the pixel-searching forgers runs them as forging-attack stages and renders
+  its report; the stages' results keep the margin they were asked for."""
+  from forging_tf.reproduce import presets  # pylint: disable=import-outside-toplevel
+  from forging_tf.reproduce import reproduce_lib  # pylint: disable=import-outside-toplevel
+
+  preset = presets.Preset(
+      name="pixel",
+      purpose="perturb and gradmatch through forging-reproduce",
+      platforms=("cpu",),
+      steps=(("lenet", "mnist", 100, 4),),
+      repeats_same=1,
+      repeats_cross=1,
+      attacks=tuple(
+          presets.AttackPlan(
+              "lenet", 100, attack, "middle", ("1/b",), 1, M=8, n=300, min_distance=16
+          )
+          for attack in (attack_settings.Attack.PERTURB, attack_settings.Attack.GRADMATCH)
+      ),
+      exact=(),
+      bruteforce=("--models=logreg", "--levels=2", "--batch_sizes=1"),
+      recompute_flags=("--nofresh_process",),
+  )
+  out = tmp_path / "study"
+  lines = []
+  reproduce_lib.reproduce(preset, str(out), data_dir=data_dir, download=False, echo=lines.append)
+  for attack in ("perturb", "gradmatch"):
+    folder = out / "results" / "attacks" / f"lenet_b100_T4_cpu_{attack}_middle_1overb_D16"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settings"]["attack"] == attack and summary["settings"]["min_distance"] == 16
+    assert summary["results"][0]["min_margin"] >= 16
+    assert np.all(
+        np.load(folder / "approximation_error.npy") <= np.load(folder / "start_error.npy")
+    )
+  assert (out / "REPORT.md").stat().st_size > 0

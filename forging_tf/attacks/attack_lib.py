@@ -1,4 +1,8 @@
-"""Greedy forging attacks on the steps of a trace, saved as data (forging-attack: attack.py).
+"""Forging attacks on the steps of a trace, saved as data (forging-attack: attack.py).
+
+thudi and zhang (greedy.py) replace the deleted examples by other training examples; perturb and
+gradmatch (pixel_search.py) by new images on the pixel grid. Every attack keeps the distinctness
+margin settings.min_distance (MARGIN_RULE) and scores its winner in float64 too (FLOAT64_ERROR).
 
 For every requested step i, forging fraction f and run r, the deletion set U (greedy.py) and the
 attack's random draws come from PCG64(SeedSequence([seed, i, m, r])) with m = round(f * b), so
@@ -20,8 +24,16 @@ Results folder (OUT), written to a hidden sibling folder and renamed into place 
   update_l2.npy                float64 [S]        ||theta_{i+1} - theta_i|| as logged (the
                                                   update's size: relative thresholds use it)
   seconds.npy                  float64 [S, F, R]  wall time of each attack
+  margin.npy                   float64 [S, F, R]  smallest replacement-to-deleted distance
+                                                  (grey levels)
+  approximation_error_float64.npy  float64 [S, F, R]  FLOAT64_ERROR of the winner
+  start_error.npy              float64 [S, F, R]  perturb, gradmatch: the starting point's error
+  replacement_levels.npy       uint8 [S, F, R, m_max, h, w, c]  perturb, gradmatch: the new images
+  replacement_labels.npy       int32 [S, F, R, m_max]  their classes (-1: padding)
 
 S = len(summary["steps"]), F = len(summary["forging_fractions"]), R = summary["settings"]["runs"];
+for perturb and gradmatch, forged_batches holds -1 at U's places and the replacements are
+replacement_levels[s, f, r, :m] (forged_examples rebuilds the whole batch); otherwise
 the replacements of cell (s, f, r) are forged_batches[s, f, r][deleted_mask[s, f, r]] and the
 deleted examples U are trace.batch(steps[s])[deleted_mask[s, f, r]].
 
