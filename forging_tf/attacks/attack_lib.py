@@ -81,7 +81,7 @@ FLOAT64_ERROR = (
 
 
 @dataclasses.dataclass(frozen=True)
-class _Cell:
+class Cell:
   """One attack of one (step, fraction, run): the forgery, the margin it keeps (grey levels) and,
   for perturb and gradmatch, their search (forgery.forged_batch then holds -1 at U's places)."""
 
@@ -90,7 +90,7 @@ class _Cell:
   search: pixel_search.SearchResult | None = None
 
 
-def _attack_cell(
+def attack_cell(
     settings: attack_settings.AttackSettings,
     engine: engine_lib.AttackEngine,
     pixels: pixel_search.PixelSearch | None,
@@ -101,7 +101,7 @@ def _attack_cell(
     batch: np.ndarray,
     positions: np.ndarray,
     rng: np.random.Generator,
-) -> _Cell:
+) -> Cell:
   """The attack of `settings` on one cell (checkpoints: theta_i, theta_{i+1}, velocity)."""
   theta, theta_next, velocity = checkpoints
   attack, min_distance = settings.attack, settings.min_distance
@@ -143,10 +143,10 @@ def _attack_cell(
 
   if attack == attack_settings.Attack.THUDI:
     forgery = thudi()
-    return _Cell(forgery, margin_of(forgery.forged_batch[positions]))
+    return Cell(forgery, margin_of(forgery.forged_batch[positions]))
   if attack == attack_settings.Attack.ZHANG:
     forgery = zhang()
-    return _Cell(forgery, margin_of(forgery.forged_batch[positions]))
+    return Cell(forgery, margin_of(forgery.forged_batch[positions]))
   if attack == attack_settings.Attack.PERTURB:
     start = pixel_search.perturbation_start(dataset.x_train[deleted], min_distance, rng)
     start = pixel_search.feasible_start(start, dataset.x_train[deleted], min_distance)
@@ -177,7 +177,7 @@ def _attack_cell(
   forgery = greedy.Forgery(
       step, forged_batch, np.asarray(positions), found.approximation_error, found.engine_error, None
   )
-  return _Cell(forgery, found.margin, found)
+  return Cell(forgery, found.margin, found)
 
 
 def _float64_step(trace: trace_lib.Trace, dataset: data.Dataset) -> sgd_step.Float64Step | None:
@@ -187,7 +187,7 @@ def _float64_step(trace: trace_lib.Trace, dataset: data.Dataset) -> sgd_step.Flo
   return sgd_step.Float64Step(trace, dataset, trace.learning_rate)
 
 
-def _float64_error(step64, theta, source, batch, positions, cell: _Cell) -> float:
+def _float64_error(step64, theta, source, batch, positions, cell: Cell) -> float:
   """FLOAT64_ERROR of one cell's forged batch."""
   true_x, true_y = source(batch)
   if cell.search is None:
@@ -429,7 +429,7 @@ def run_attacks(
             np.random.PCG64(np.random.SeedSequence([settings.seed, step, fraction.num_replaced, r]))
         )
         positions = greedy.deletion_positions(b, fraction.num_replaced, rng)
-        cell = _attack_cell(
+        cell = attack_cell(
             settings,
             search,
             pixels,

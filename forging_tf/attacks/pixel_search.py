@@ -175,7 +175,7 @@ class PixelSearch:
     size_index = 0
     for _ in range(rounds):
       _, gradient = self.objective(theta, domain.PIXEL_VALUES[levels], y, target)
-      proposals = _proposals(
+      proposals = propose_moves(
           levels, gradient, flat_removed, min_distance, moves, _MOVE_LEVELS[size_index]
       )
       if proposals is None:
@@ -184,19 +184,8 @@ class PixelSearch:
       moved = levels[rows].reshape(len(rows), -1).copy()
       moved[np.arange(len(rows)), pixels] = new_values
       moved = moved.reshape((len(rows), *levels.shape[1:]))
-      new_gradients = engine.example_gradients(
-          theta_t, domain.PIXEL_VALUES[moved], tf.gather(y_t, rows)
-      )
-      old_rows, old_where = np.unique(rows, return_inverse=True)
-      old_gradients = tf.gather(
-          engine.example_gradients(
-              theta_t, domain.PIXEL_VALUES[levels[old_rows]], tf.gather(y_t, old_rows)
-          ),
-          old_where,
-      )
-      changes = new_gradients - old_gradients
-      errors = engine.errors_of_sums(
-          theta, theta_next, velocity, kept_sum, current_sum[None] + changes, b
+      errors, changes = self.move_errors(
+          (theta, theta_next, velocity), kept_sum, current_sum, levels, y_t, rows, moved, b
       )
       improving = np.flatnonzero(errors < current)
       if not improving.size:
@@ -225,6 +214,38 @@ class PixelSearch:
           0
       ]
     return levels, float(current)
+
+  def move_errors(
+      self, checkpoints, kept_sum, current_sum, levels, y, rows, moved, b: int
+  ) -> tuple[np.ndarray, tf.Tensor]:
+    """One grid round's scoring, all moves at once: (engine errors [K] float64, gradient changes
+    [K, P] float32) of K moves, move k replacing example rows[k] of levels [m, ...] by moved[k].
+
+    checkpoints: (theta_i, theta_{i+1}, velocity); kept_sum, current_sum: [P] the kept
+    examples' and the current replacements' gradient sums; y: [m, n] the replacements' labels.
+    The moved images' per-example gradients come from one vectorised call and every move's
+    float32 update and distance from one more (AttackEngine.errors_of_sums), where the obvious
+    loop would run the SGD step once per move (benchmarks/forger_speed.py compares them).
+    """
+    engine = self.engine
+    theta, theta_next, velocity = checkpoints
+    theta_t = tf.convert_to_tensor(theta, tf.float32)
+    y = tf.convert_to_tensor(y, tf.float32)
+    new_gradients = engine.example_gradients(
+        theta_t, domain.PIXEL_VALUES[moved], tf.gather(y, rows)
+    )
+    old_rows, old_where = np.unique(rows, return_inverse=True)
+    old_gradients = tf.gather(
+        engine.example_gradients(
+            theta_t, domain.PIXEL_VALUES[levels[old_rows]], tf.gather(y, old_rows)
+        ),
+        old_where,
+    )
+    changes = new_gradients - old_gradients
+    errors = engine.errors_of_sums(
+        theta, theta_next, velocity, kept_sum, current_sum[None] + changes, b
+    )
+    return errors, changes
 
   # The whole search -----------------------------------------------------------------------
 
@@ -405,9 +426,11 @@ def round_to_grid(
   return None
 
 
-def _proposals(levels, gradient, flat_removed, min_distance, moves, size):
-  """Up to `moves` single-pixel moves (rows, pixels, new levels) along -dF/dz that stay on the
-  grid and keep the margin; None if there is none."""
+def propose_moves(levels, gradient, flat_removed, min_distance, moves, size):
+  """Phase 3's proposals: up to `moves` single-pixel moves of `size` levels along -dF/dz
+  (gradient [m, ...]) of levels [m, ...] that stay on the grid and keep the margin from every
+  removed example (flat_removed [r, d] float64 levels): (rows, pixels, new levels) [K] each, or
+  None if there is none."""
   flat_levels = levels.reshape(len(levels), -1)
   flat_gradient = gradient.reshape(len(levels), -1)
   direction = -np.sign(flat_gradient).astype(np.int64)
