@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 
+import matplotlib.figure
 import numpy as np
 import pytest
 
 from forging_tf import errors
 from forging_tf import platform as platform_lib
 from forging_tf import results
+from forging_tf.calibrate import calibrate_lib
 from forging_tf.recompute import distribution
 from forging_tf.report import figure_panels
+from forging_tf.report import margin_figure
 from forging_tf.report import platforms
 from forging_tf.report import render
 from forging_tf.report import report_lib
@@ -534,3 +537,224 @@ def test_outlier_causes_table_counts_outliers_flips_and_near_ties(fingerprints, 
       *("100", "1.00e-07", "3", "3", "pool2 3", "5"),
       *("2", "7", "2", "40"),  # at 1 and at 16 roundings
   ]
+
+
+def _margin_attack(attack, margin, step_errors, fractions=(1,), b=100, manifest="lenet-b100-T1200"):
+  """An attack summary of forging-attack 0.2 on LeNet b=100 T=1200 at margin D = `margin` grey
+  levels: step_errors[step][k], the smallest error at fractions[k] (m replaced); the float64 error
+  is 0.9 x it and the margin reached D + 0.5 (the paper's attacks: 1000)."""
+  steps = sorted(step_errors)
+  record = _attack("", attack, "lenet", b, steps, list(fractions), step_errors)
+  del record["folder"]
+  record["settings"] |= {"min_distance": float(margin), "search_iterations": 100}
+  record["trace"]["manifest_sha256"] = manifest
+  record["forging_fractions"] = [
+      {"label": "1/b" if m == 1 else f"{m / b:g}", "num_replaced": m, "forging_fraction": m / b}
+      for m in fractions
+  ]
+  for entry in record["results"]:
+    entry["label"] = "1/b" if entry["num_replaced"] == 1 else f"{entry['forging_fraction']:g}"
+    entry["min_approximation_error_float64"] = 0.9 * entry["min_approximation_error"]
+    entry["min_margin"] = margin + 0.5 if margin else 1000.0
+  return record
+
+
+def _write_attack(root, folder: str, record: dict) -> None:
+  os.makedirs(root / folder)
+  (root / folder / "summary.json").write_text(json.dumps(record))
+
+
+# Figure 7's records: the paper's attacks at D = 0 and the searches at several margins, at the
+# middle step (600) at 1/b, and perturb alone early (step 120) at 1/b and 0.1.
+_MARGIN_RECORDS = {
+    "thudi_D0": ("thudi", 0, {600: [4e-5]}),
+    "zhang_D0": ("zhang", 0, {600: [4e-4]}),
+    "perturb_D1": ("perturb", 1, {600: [5e-8]}),  # stealthy at both thresholds
+    "perturb_D64": ("perturb", 64, {600: [1e-5]}),  # stealthy across platforms only
+    "perturb_D1024": ("perturb", 1024, {600: [4e-4]}),  # caught
+    "gradmatch_D1": ("gradmatch", 1, {600: [3e-5]}),
+    "gradmatch_D64": ("gradmatch", 64, {600: [2e-4]}),
+}
+
+
+def test_figure7_draws_each_attack_against_the_margin_and_its_table_holds_the_records_numbers(
+    fingerprints, tmp_path
+):
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  for folder, b, recomputer, eps in (
+      ("same", 100, a, 1e-7),
+      ("cross", 100, c, 5e-5),
+      ("b1000", 1000, c, 1.0),  # another b: not Figure 7's threshold
+  ):
+    record = _record("", "lenet", b, a, recomputer, eps)
+    _write_result(root, f"repro/{folder}", record, _summary([eps] * 4, recorded=True))
+  for folder, (attack, margin, errors_by_step) in _MARGIN_RECORDS.items():
+    _write_attack(root, folder, _margin_attack(attack, margin, errors_by_step) | {"platform": a})
+  early = _margin_attack("perturb", 16, {120: [2e-6, 3e-4]}, fractions=(1, 10))
+  _write_attack(root, "perturb_D16_early", early | {"platform": a})
+  # The paper's attacks join a panel only on the same trace, and make none of their own.
+  other = _margin_attack("thudi", 0, {600: [1e-9]}, manifest="another trace")
+  _write_attack(root, "thudi_other_trace", other | {"platform": a})
+  _write_attack(root, "thudi_late", _margin_attack("thudi", 0, {1080: [1e-9]}) | {"platform": a})
+  found = saved_results.find_results([str(root)])
+
+  panels = margin_figure.margin_panels(found.reproduction, found.attacks)
+  assert [(p.setting.fraction, p.setting.stage_label()) for p in panels] == [
+      ("1/b", "early (step 120 of 1200)"),
+      ("1/b", "middle (step 600 of 1200)"),
+      ("0.1", "early (step 120 of 1200)"),
+  ]
+  middle = panels[1]
+  assert middle.thresholds == saved_results.Thresholds(1e-7, 5e-5)  # LeNet b=100's, not b=1000's
+  assert [(p.attack, p.min_distance, p.paper) for p in middle.points] == [
+      ("thudi", 0.0, True),
+      ("zhang", 0.0, True),
+      ("perturb", 1.0, False),
+      ("perturb", 64.0, False),
+      ("perturb", 1024.0, False),
+      ("gradmatch", 1.0, False),
+      ("gradmatch", 64.0, False),
+  ]
+  assert [p.folders for p in middle.points][:2] == [("thudi_D0",), ("zhang_D0",)]
+
+  table = margin_figure.margin_table(panels, found.attacks)
+  rows = [dict(zip(table.columns, cells)) for _, cells in table.rows]
+  assert len(rows) == 1 + 7 + 1  # a row per panel and point
+  for row in rows[1:8]:
+    attack, margin = row["attack"].value, row["D (grey levels)"].value
+    folder = f"{attack}_D{margin.split()[0]}"
+    (entry,) = _margin_attack(*_MARGIN_RECORDS[folder])["results"]
+    assert row["smallest error (float32 SGD step)"].value == entry["min_approximation_error"]
+    assert row["float64 error"].value == entry["min_approximation_error_float64"]
+    assert row["margin reached (grey levels)"].value == entry["min_margin"]
+  verdicts = {
+      (row["attack"].value, row["D (grey levels)"].value): (
+          row["stealthy at same-platform"].stealthy,
+          row["stealthy at cross-platform"].stealthy,
+      )
+      for row in rows[1:8]
+  }
+  assert verdicts[("perturb", "1")] == (True, True)
+  assert verdicts[("perturb", "64")] == (False, True)
+  assert verdicts[("perturb", "1024")] == (False, False)
+  assert verdicts[("thudi", "0 (real images)")] == (False, True)
+  markdown = render.to_markdown(table)
+  assert "| LeNet / MNIST, b = 100 | 1/b | middle (step 600 of 1200) | perturb | 1 | 5.00e-08" in (
+      markdown
+  )
+  assert "| stealthy (<= 5.00e-05) |" in markdown and "caught (> 1.00e-07)" in markdown
+  assert "same-platform threshold 1.00e-07 (1e-07)" in markdown
+  csv_rows = list(csv.reader(io.StringIO(render.to_csv(table))))
+  assert csv_rows[0][-2:] == [
+      "stealthy at same-platform threshold",
+      "stealthy at cross-platform threshold",
+  ]
+  perturb_1 = next(r for r in csv_rows if r[3:5] == ["perturb", "1"])
+  assert float(perturb_1[5]) == 5e-8 and perturb_1[8:12] == ["true", "true", "1e-07", "5e-05"]
+
+  report = tmp_path / "REPORT.md"
+  report_lib.write_report([str(root)], str(tmp_path / "report"), str(report))
+  for name in ("fig7.png", "fig7.pdf", "fig7_table.md", "fig7_table.tex", "fig7_table.csv"):
+    assert (tmp_path / "report" / name).stat().st_size > 0
+  text = report.read_text()
+  section = text[text.index("## Forging against a distinctness margin (Figure 7)") :]
+  assert "D = 0 is Definition 1" in section and "at D = 1 grey level" in section
+  assert "(report/fig7.png)" in section and "hollow: caught" in section
+  assert "LeNet / MNIST, b = 100 (T = 1200): early = step 120, middle = step 600." in section
+  # The findings: per attack and D, the settings stealthy at each threshold.
+  assert "perturb D = 1: 1 / 1 of 1; perturb D = 16: 0 / 1 of 2; perturb D = 64: 0 / 1 of 1" in text
+  # Without a search against a margin, no panel: write_report leaves the section out.
+  paper = saved_results.paper_attacks(found.attacks)
+  assert sorted(r["folder"] for r in paper) == [
+      "thudi_D0",
+      "thudi_late",
+      "thudi_other_trace",
+      "zhang_D0",
+  ]
+  assert margin_figure.margin_panels(found.reproduction, paper) == []
+
+
+def test_searches_against_a_margin_leave_table3_and_the_paper_figures_unchanged(
+    fingerprints, tmp_path, monkeypatch
+):
+  """Table III, Figures 2, 3, 6 and R, the findings and "Choosing epsilon" read the paper's
+  attacks only: perturb and gradmatch records, and Thudi's at a margin, saved beside them change
+  nothing; forging-calibrate counts them as families of their own."""
+  # Numbers only: the figures' series are compared below, their drawing is not needed.
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda *args, **kwargs: None)
+  monkeypatch.setattr(matplotlib.figure.Figure, "tight_layout", lambda *args, **kwargs: None)
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  same, cross = _summary([1e-7] * 20, recorded=True), _summary([3e-5] * 20, recorded=True)
+  _write_result(root, "repro/same", _record("", "lenet", 100, a, a, 1e-7, steps=20), same)
+  _write_result(root, "repro/cross", _record("", "lenet", 100, a, c, 3e-5, steps=20), cross)
+  both = (1, 100)  # fractions 1/b and 1
+  paper = {
+      "thudi": _margin_attack(
+          "thudi", 0, {2: [2e-5, 4e-3], 10: [5e-5, 6e-3], 18: [4e-5, 5e-3]}, both
+      ),
+      "zhang": _margin_attack("zhang", 0, {10: [4e-4]}),  # 1/b only: a record may miss one
+  }
+  searches = {
+      "perturb_D1": _margin_attack(
+          "perturb", 1, {2: [1e-9, 1e-8], 10: [1e-9, 1e-8], 18: [0.0, 0.0]}, both
+      ),
+      "gradmatch_D1": _margin_attack("gradmatch", 1, {10: [1e-8, 1e-7]}, both),
+      "thudi_D16": _margin_attack("thudi", 16, {2: [1e-9, 1e-9], 10: [1e-9, 1e-9]}, both),
+  }
+  for records in (paper, searches):
+    for record in records.values():
+      record["trace"] |= {"steps": 20, "manifest_sha256": "lenet-b100-T20"}
+
+  def rendered(out: str) -> dict:
+    found = saved_results.find_results([str(root)])
+    report_lib.write_report([str(root)], str(tmp_path / out), str(tmp_path / f"{out}.md"))
+    text = (tmp_path / f"{out}.md").read_text().replace(f"]({out}/", "](report/")
+    findings = text[text.index("## Findings") : text.index("## Platforms")].split("\n- ")
+    return {
+        "table3": (tmp_path / out / "table3.csv").read_text(),
+        "figures": [
+            panels(found.reproduction, found.paper_attacks)
+            for panels in (
+                figure_panels.figure2_panels,
+                figure_panels.figure3_panels,
+                figure_panels.figure6_panels,
+            )
+        ]
+        + [figure_panels.reproduction_steps_rows(found.reproduction, found.paper_attacks)],
+        "findings": [line for line in findings if not line.startswith("**Forging against")],
+        "choosing epsilon": text[
+            text.index("## Choosing epsilon") : text.index("## Exact forging")
+        ].split("## Forging against")[
+            0
+        ],  # Figure 7's section, if any, follows it
+        "tables": sorted(name for name in os.listdir(tmp_path / out) if name.endswith(".csv")),
+    }
+
+  for name, record in paper.items():
+    _write_attack(root, name, record | {"platform": a})
+  before = rendered("before")
+  for name, record in searches.items():
+    _write_attack(root, name, record | {"platform": a})
+    np.save(root / name / "approximation_error.npy", np.full((len(record["steps"]), 2, 3), 1e-9))
+  after = rendered("after")
+
+  assert after.pop("tables") == sorted([*before.pop("tables"), "fig7_table.csv"])
+  assert after == before
+  table3 = list(csv.reader(io.StringIO(before["table3"])))
+  assert table3[1][1:5] == ["2e-05", "0.004", "4e-05", "0.005"]  # Thudi's, early and late
+  (model,) = calibrate_lib.calibrate([str(root)]).models
+  assert {a.attack for a in model.attacks} == {
+      "thudi",
+      "zhang",
+      "perturb D=1",
+      "gradmatch D=1",
+      "thudi D=16",
+  }
+  (paper_only,) = calibrate_lib.calibrate([str(root)], paper_attacks_only=True).models
+  assert {a.attack for a in paper_only.attacks} == {"thudi", "zhang"}
+  for every, only in zip(model.evaluations, paper_only.evaluations):
+    assert {k: v for k, v in every.forged.by_attack().items() if k in ("thudi", "zhang")} == (
+        only.forged.by_attack()
+    )

@@ -113,6 +113,8 @@ class AttackCells:
   without its arrays; then error_min and error_max [S, F] (over runs) bound the runs accepted.
   update_l2: float64 [S], ||theta_{i+1} - theta_i|| at each attacked step (nan: unknown).
   update_l2_from: where the norms came from ("attack", "reproduction", or None).
+  attack: the family the cells count under (saved_results.attack_family: the attack, and the
+  margin D where it kept one, so that no search against a margin is counted as the paper's).
   """
 
   path: str
@@ -399,7 +401,7 @@ def _attack_cells(record: dict, norms_by_trace: dict[str, dict[int, float]]) -> 
     source = "reproduction" if np.isfinite(update_l2).any() else None
   return AttackCells(
       record["path"],
-      record["settings"]["attack"],
+      saved_results.attack_family(record),
       manifest,
       steps,
       fractions,
@@ -622,6 +624,7 @@ def calibrate(
     results_dirs: list[str],
     target_false_reject: float = 0.0,
     sweep: tuple[policies_lib.Policy, ...] = policies_lib.SWEEP,
+    paper_attacks_only: bool = False,
 ) -> Calibration:
   """Thresholds for every model with reproduction-error results under `results_dirs`.
 
@@ -630,6 +633,9 @@ def calibrate(
     target_false_reject: the honest false-reject rate allowed, in [0, 1], judged by the LOPO
       max over held-out pairs (0: every held-out honest step accepted).
     sweep: the policies and parameters evaluated (policies.SWEEP).
+    paper_attacks_only: judge only the paper's attacks (saved_results.paper_attacks: Thudi's and
+      Zhang's with no margin), as REPORT.md's "Choosing epsilon" does beside Table III; else
+      every attack, one family per attack and margin.
 
   Returns:
     The Calibration (write() saves it).
@@ -667,7 +673,7 @@ def calibrate(
     by_model.setdefault(_model_key(record), []).append((record, summary))
   attacks: dict[ModelKey, list[AttackCells]] = {}
   unmatched = []
-  for record in found.attacks:
+  for record in found.paper_attacks if paper_attacks_only else found.attacks:
     key = _model_key(record)
     if key in by_model:
       attacks.setdefault(key, []).append(_attack_cells(record, norms))

@@ -3,11 +3,17 @@ r"""Runs an exact-forging experiment (SPEC section 6) and writes its results and
   forging-exact --experiment=fig4 --out=runs/exact/fig4 [--data_dir=...] [--batch_size=32] \
       [--hidden=8] [--perturbation_scale=0.5] [--seed=0] [--lr=0.01] [--overwrite]
   forging-exact --experiment=fig5 --out=runs/exact/fig5 [--error_matrix_scale=0.5] [--use_bias]
-  forging-exact --experiment=domain --out=runs/exact/domain [--milp_examples=4] [--milp_pixels=8]
+  forging-exact --experiment=domain --out=runs/exact/domain [--milp_examples=4] [--milp_pixels=8] \
+      [--trace=runs/traces/fcn8 --checkpoints=3000]
+  forging-exact --experiment=dead_units --out=runs/exact/dead_units --trace=runs/traces/fcn8 \
+      --checkpoints=0,500,3000
 
 fig4: mini-batch perturbation (Prop. 2) on MNIST with an L = 2 ReLU network; fig5: error-matrix
 sampling (Prop. 3) with softmax regression on MNIST and CIFAR-10; domain: the search for a forgery
-inside the domain (LP in the box, grid rounding, MILP) on the fig4 setting.
+inside the domain (LP in the box, grid rounding, MILP) on the fig4 setting, at theta_0 or at a
+checkpoint of a trace of `forging-train --model=fcn --hidden=H`; dead_units: at checkpoints of a
+trace (fcn or lenet), the training examples whose first-layer units are all inactive, and the
+exact swap of two of one class, played by the verifier at epsilon 0.
 Writes OUT whole (exact_lib.run_experiment): summary.json (approximation_error, distinct,
 domain distances, settings), data.npz (original and forged batches) and, for fig4 and fig5,
 fig4.{png,pdf} or fig5.{png,pdf}. A result already at OUT is replaced only with --overwrite.
@@ -95,6 +101,22 @@ _MILP_TIME_LIMIT = flags.DEFINE_float(
     "domain: HiGHS time limit (s).",
     lower_bound=1.0,
 )
+_TRACE = flags.DEFINE_string(
+    "trace",
+    None,
+    "domain, dead_units: a forging-train trace whose checkpoints give theta (domain without it: "
+    "theta_0).",
+)
+_CHECKPOINTS = flags.DEFINE_list(
+    "checkpoints",
+    [],
+    "Steps of --trace: domain one, dead_units one or more, e.g. 0,500,3000.",
+)
+flags.register_validator(
+    "checkpoints",
+    lambda values: all(v.strip().isdigit() for v in values),
+    "must be steps >= 0, e.g. 0,500,3000",
+)
 _PLATFORM = cli.define_platform_flags()
 flags.mark_flags_as_required(["experiment", "out"])
 
@@ -122,6 +144,8 @@ def main():
       milp_pixels=_MILP_PIXELS.value,
       milp_max_levels=_MILP_MAX_LEVELS.value,
       milp_time_limit_s=_MILP_TIME_LIMIT.value,
+      trace=_TRACE.value,
+      checkpoints=tuple(int(s) for s in _CHECKPOINTS.value),
   )
   summary = exact_lib.run_experiment(
       settings,
@@ -137,6 +161,18 @@ def main():
       f"{settings.experiment}: approximation error {summary['approximation_error']}, "
       f"distinct {summary['distinct']}; wrote {', '.join(written)} to {_OUT.value}"
   )
+  for checkpoint in summary.get("checkpoints", ()):  # dead_units
+    swap = checkpoint["swap"]
+    outcome = (
+        f"swap at step {swap['step']} ({swap['removed']} -> {swap['added']}): float64 error "
+        f"{swap['approximation_error_float64']}, {swap['verifier']['decision']} at epsilon 0"
+        if swap["found"]
+        else f"no swap in {swap['steps_searched']} stored steps"
+    )
+    print(
+        f"  checkpoint {checkpoint['step']}: {checkpoint['dead']} of {checkpoint['examples']} "
+        f"examples dead ({checkpoint['certainly_dead']} certainly in float32); {outcome}"
+    )
 
 
 def run():

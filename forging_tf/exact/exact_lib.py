@@ -3,21 +3,29 @@
 fig4: mini-batch perturbation (Prop. 2) on MNIST with an L = 2 ReLU network; fig5: error-matrix
 sampling (Prop. 3) with softmax regression on MNIST and CIFAR-10; domain: the in-domain search on
 the fig4 setting. Each samples a batch of training examples and takes theta_0 of its model
-(models.initial_parameters), forges, and scores the forgery (scoring.py). `run_experiment` writes
-the result folder whole: the record (summary.json), the batches (data.npz) and the figure.
+(models.initial_parameters), or for domain a checkpoint of a trace that forging-train wrote,
+forges, and scores the forgery (scoring.py). dead_units counts the training examples whose
+first-layer units are all inactive at checkpoints of a trace and has the verifier play the exact
+swap of two of one class (dead_units.py, forging_game.play). `run_experiment` writes the result
+folder whole: the record (summary.json), the batches (data.npz) and the figure.
 """
 
 import dataclasses
 import os
 
+import keras
 import numpy as np
 
 from forging_tf import data as data_lib
 from forging_tf import domain
 from forging_tf import errors
+from forging_tf import forging_game
 from forging_tf import models
 from forging_tf import platform as platform_lib
 from forging_tf import results
+from forging_tf import sgd_step
+from forging_tf import trace as trace_lib
+from forging_tf.exact import dead_units
 from forging_tf.exact import in_domain
 from forging_tf.exact import propositions
 from forging_tf.exact import scoring
@@ -47,14 +55,44 @@ def sample_batch(dataset: data_lib.Dataset, batch_size: int, seed: int):
   return dataset.x_train[indices], dataset.y_train[indices], indices
 
 
-def _setting(dataset, model_name: str, model_config: dict, settings: exact_settings.ExactSettings):
-  """The set-up every experiment shares: theta_0 of the model, its scorer, and the sampled batch
-  (x [b, d] float64 on the grid, y [b, n] one-hot, class ids), with what the record says of it."""
+def _trace_theta(trace: trace_lib.Trace, dataset, model: keras.Model, step: int):
+  """theta [P] float32 stored for `step` in `trace`, whose model must be `model` (by name and
+  parameter layout) and whose data `dataset`; with what the record says of where it came from."""
+  data_lib.check_described(dataset, trace.manifest["dataset"])
+  entry = trace.manifest["model"]
+  if entry["name"] != model.name or trace.layout != models.parameter_layout(model):
+    raise errors.ConfigError(
+        f"{trace.path} trains {entry['name']} with {entry['config']}; this experiment needs "
+        f"{model.name} with the layout of {[list(s.shape) for s in models.parameter_layout(model)]}"
+    )
+  theta = trace.checkpoint(step)
+  return theta, {
+      "theta": f"checkpoint {step} of trace {trace.path}",
+      "trace": trace.identity(),
+      "checkpoint": step,
+      "checkpoint_sha256": trace_lib.sha256_hex(theta),
+  }
+
+
+def _setting(
+    dataset,
+    model_name: str,
+    model_config: dict,
+    settings: exact_settings.ExactSettings,
+    trace: trace_lib.Trace | None = None,
+):
+  """The set-up every experiment shares: theta of the model (theta_0, or the checkpoint
+  settings.checkpoints[0] of `trace`), its scorer, and the sampled batch (x [b, d] float64 on the
+  grid, y [b, n] one-hot, class ids), with what the record says of it."""
   batch_size, seed, learning_rate = settings.batch_size, settings.seed, settings.learning_rate
   model = models.build_model(
       model_name, dataset.x_train.shape[1:], dataset.num_classes, **model_config
   )
-  theta = models.initial_parameters(models.parameter_layout(model), seed)
+  if trace is None:
+    theta = models.initial_parameters(models.parameter_layout(model), seed)
+    source = {"theta": f"models.initial_parameters(seed={seed})"}
+  else:
+    theta, source = _trace_theta(trace, dataset, model, settings.checkpoints[0])
   scorer = scoring.ForgeryScorer(model, theta, learning_rate)
   images, labels, indices = sample_batch(dataset, batch_size, seed)
   x = domain.PIXEL_VALUES[images].reshape(batch_size, -1).astype(np.float64)
@@ -68,7 +106,12 @@ def _setting(dataset, model_name: str, model_config: dict, settings: exact_setti
       "batch_size": batch_size,
       "seed": seed,
       "learning_rate": learning_rate,
-      "theta": f"models.initial_parameters(seed={seed})",
+      **source,
+      # theta_0's biases are 0; a trained checkpoint's are not (the dead-unit case depends on it).
+      "biases_max_abs": max(
+          (float(np.abs(layer.bias).max()) for layer in scorer.layers if layer.bias is not None),
+          default=0.0,
+      ),
       "batch_indices": indices.tolist(),
   }
   return scorer, x, y, labels, setting
@@ -145,10 +188,16 @@ def fig5_experiment(datasets, settings: exact_settings.ExactSettings) -> Experim
 
 
 def domain_experiment(
-    dataset: data_lib.Dataset, settings: exact_settings.ExactSettings
+    dataset: data_lib.Dataset,
+    settings: exact_settings.ExactSettings,
+    trace: trace_lib.Trace | None = None,
 ) -> ExperimentResult:
-  """The in-domain question on the Fig. 4 setting (in_domain_search)."""
-  scorer, x, y, labels, setting = _setting(dataset, "fcn", {"hidden": [settings.hidden]}, settings)
+  """The in-domain question on the Fig. 4 setting (in_domain_search), at theta_0 or, with
+  `trace` (an fcn with settings.hidden units on MNIST), at its checkpoint settings.checkpoints[0];
+  the batch is the sampled one either way, so that the two compare on the same examples."""
+  scorer, x, y, labels, setting = _setting(
+      dataset, "fcn", {"hidden": [settings.hidden]}, settings, trace
+  )
   rng = np.random.Generator(np.random.PCG64(settings.seed))
   report = in_domain.in_domain_search(
       scorer,
@@ -161,13 +210,17 @@ def domain_experiment(
       settings.milp_max_levels,
       settings.milp_time_limit_s,
   )
-  best = report.best
+  best, best_float64 = report.best, report.best_float64
   summary = {
       "experiment": "domain",
       "method": "in-domain search (LP box, grid rounding, MILP)",
       **setting,
       **report.as_dict(),
       "approximation_error": None if best is None else best.score.approximation_error,
+      # The measure of exactness; best_float64 may be another attempt than best.
+      "approximation_error_float64": (
+          None if best_float64 is None else best_float64.score.approximation_error_float64
+      ),
       "distinct": best is not None,
   }
   shape = dataset.x_train.shape[1:]
@@ -177,6 +230,125 @@ def domain_experiment(
   }
   if best is not None:
     arrays["forged"] = best.forged.reshape((-1,) + shape).astype(np.float32)
+  return ExperimentResult(summary, arrays)
+
+
+def _swap_score(step_fn: sgd_step.SGDStep, theta: np.ndarray, x, y, forged_x, forged_y) -> dict:
+  """scoring.ForgeryScore of a swap for a fully connected model (float32 and float64 errors);
+  for another (LeNet) the same fields, the float64 error None: forging_tf has no float64
+  convolution, and the swap's equality rests on the first layer's zero error, not on its algebra."""
+  if step_fn.model.name in ("fcn", "logreg"):
+    return (
+        scoring.ForgeryScorer(step_fn.model, theta, step_fn.learning_rate)
+        .score(x, y, forged_x, forged_y)
+        .as_dict()
+    )
+  distance = domain.distance_to_domain(forged_x, forged_y)
+  return {
+      "approximation_error": sgd_step.l2_distance(
+          step_fn(theta, x, y).numpy(), step_fn(theta, forged_x, forged_y).numpy()
+      ),
+      "approximation_error_float64": None,
+      "distinct": not domain.same_examples(x, y, forged_x, forged_y),
+      "domain_box": distance.box,
+      "domain_grid": distance.grid,
+      "domain_label": distance.label,
+      "in_domain": distance.in_domain,
+      "max_pixel_change": float(np.abs(forged_x - x).max()),
+  }
+
+
+def _search_swap(
+    trace: trace_lib.Trace,
+    dataset: data_lib.Dataset,
+    step_fn: sgd_step.SGDStep,
+    first: int,
+    stop: int,
+) -> tuple[dict, dict[str, np.ndarray]]:
+  """The first stored step t in [first, stop) whose batch B_t holds a certainly dead example with
+  a partner (dead_units.find_swap), the swap scored at theta_t and played at epsilon 0; with the
+  two batches as arrays. Not found: what was searched."""
+  steps = trace.checkpoint_steps[
+      (trace.checkpoint_steps >= first) & (trace.checkpoint_steps < min(stop, trace.steps))
+  ]
+  for searched, step in enumerate(steps, start=1):
+    theta = trace.checkpoint(int(step))
+    layer = dead_units.first_layer(step_fn.model, theta)
+    swap = dead_units.find_swap(layer, dataset.x_train, dataset.y_train, trace.batch(int(step)))
+    if swap is None:
+      continue
+    x, y = forging_game.examples_from_indices(dataset, swap.batch)
+    forged_x, forged_y = forging_game.examples_from_indices(dataset, swap.forged)
+    game = forging_game.play(trace, int(step), forged_x, forged_y, dataset, 0.0, step_fn)
+    indices = ",".join(str(i) for i in swap.forged)
+    entry = {
+        "found": True,
+        "step": int(step),
+        "steps_searched": searched,
+        **swap.as_dict(),
+        **_swap_score(step_fn, theta, x, y, forged_x, forged_y),
+        "verifier": dataclasses.asdict(game) | {"accepted": game.accepted},
+        "verify_command": (
+            f"forging-verify --trace={trace.path} --step={int(step)} --epsilon=0 "
+            f"--forged_indices={indices}"
+        ),
+    }
+    return entry, {f"step{int(step)}_original": x, f"step{int(step)}_forged": forged_x}
+  return {"found": False, "steps_searched": len(steps), "searched": [first, stop]}, {}
+
+
+def dead_units_experiment(
+    dataset: data_lib.Dataset, trace: trace_lib.Trace, settings: exact_settings.ExactSettings
+) -> ExperimentResult:
+  """The dead-unit case (SPEC section 8) at the checkpoints settings.checkpoints of `trace`.
+
+  At each checkpoint s: every training example's first layer (dead_units.count_dead: dead in
+  float64, certainly dead in float32, per class), and the exact swap searched from s to the next
+  listed checkpoint (or the end of the trace): scored (float32 SGD step, float64 gradient for a
+  fully connected model) and played by the verifier at epsilon 0 (forging_game.play, what
+  forging-verify calls), with the trace's own SGD step (its learning rate). `settings.seed`,
+  `batch_size` and `learning_rate` play no part: the batches and eta are the trace's.
+  """
+  step_fn = sgd_step.step_for_trace(trace, dataset)
+  listed = settings.checkpoints
+  checkpoints, arrays = [], {}
+  for i, step in enumerate(listed):
+    layer = dead_units.first_layer(step_fn.model, trace.checkpoint(step))
+    count = dead_units.count_dead(
+        dead_units.preactivations(layer, dataset.x_train), dataset.y_train, dataset.num_classes
+    )
+    stop = listed[i + 1] if i + 1 < len(listed) else trace.steps
+    swap, swap_arrays = _search_swap(trace, dataset, step_fn, step, stop)
+    arrays |= swap_arrays
+    checkpoints.append(
+        {"step": step, "first_layer": layer.as_dict(), **count.as_dict(), "swap": swap}
+    )
+  found = [c["swap"] for c in checkpoints if c["swap"]["found"]]
+  float64_errors = [s["approximation_error_float64"] for s in found]
+  summary = {
+      "experiment": "dead_units",
+      "method": (
+          "training examples whose first-layer ReLU units are all inactive (pre-activation <= 0), "
+          "counted in float64 and certainly in float32 (the rounding bound of a float32 sum in "
+          "any order); two of one class swapped in a batch of the trace, played at epsilon 0"
+      ),
+      "trace": trace.identity(),
+      "model": trace.manifest["model"]["name"],
+      **trace.manifest["model"]["config"],
+      "dataset": dataset.name,
+      "dataset_fingerprint": dataset.fingerprint,
+      "num_parameters": step_fn.num_parameters,
+      "batch_size": trace.batch_size,
+      "learning_rate": trace.learning_rate,
+      "checkpoints": checkpoints,
+      "approximation_error": max((s["approximation_error"] for s in found), default=None),
+      "approximation_error_float64": (
+          None if None in float64_errors else max(float64_errors, default=None)
+      ),
+      "distinct": bool(found) and all(s["distinct"] for s in found),
+      "swaps_found": len(found),
+      "swaps_accepted_at_epsilon_0": sum(s["verifier"]["accepted"] for s in found),
+  }
   return ExperimentResult(summary, arrays)
 
 
@@ -199,7 +371,8 @@ def run_experiment(
   and, for fig4 and fig5, the figure as fig4.{png,pdf} or fig5.{png,pdf}.
 
   Args:
-    settings: the experiment and its parameters.
+    settings: the experiment and its parameters (domain and dead_units: settings.trace, a
+      forging-train trace, is opened here).
     out: the result folder.
     data_dir: local data directory (None: $FORGING_TF_DATA, then tensorflow-datasets).
     download: let tensorflow-datasets download a dataset it does not have.
@@ -213,7 +386,8 @@ def run_experiment(
   Raises:
     ConfigError: OUT holds other data (or a result, without overwrite), or the experiment has
       no solution for these settings.
-    DatasetError: a dataset cannot be loaded.
+    DatasetError: a dataset cannot be loaded, or is not the trace's.
+    TraceError: the trace cannot be read, or has no checkpoint stored at a requested step.
   """
   out = os.path.abspath(out)
   results.check_out(out, SUMMARY, results.ResultKind.EXACT_FORGING, overwrite)
@@ -223,12 +397,15 @@ def run_experiment(
     return data_lib.load_dataset(name, data_dir, download)
 
   experiment = settings.experiment
+  trace = None if settings.trace is None else trace_lib.Trace(settings.trace)
   if experiment == exact_settings.ExactExperiment.FIG4:
     result = fig4_experiment(load("mnist"), settings)
   elif experiment == exact_settings.ExactExperiment.FIG5:
     result = fig5_experiment([load("mnist"), load("cifar10")], settings)
+  elif experiment == exact_settings.ExactExperiment.DOMAIN:
+    result = domain_experiment(load("mnist"), settings, trace)
   else:
-    result = domain_experiment(load("mnist"), settings)
+    result = dead_units_experiment(load(trace.manifest["dataset"]["name"]), trace, settings)
   summary = results.header(
       results.ResultKind.EXACT_FORGING, command, platform_lib.platform_fingerprint(platform)
   ) | {"settings": settings.as_dict(), **result.summary}

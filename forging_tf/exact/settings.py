@@ -14,11 +14,14 @@ from forging_tf import results
 class ExactExperiment(enum.StrEnum):
   """fig4: mini-batch perturbation (Prop. 2) on MNIST with an L = 2 ReLU network; fig5:
   error-matrix sampling (Prop. 3) with softmax regression on MNIST and CIFAR-10; domain: the
-  search for a forgery inside the domain on the fig4 setting."""
+  search for a forgery inside the domain on the fig4 setting; dead_units: the training examples
+  whose first-layer ReLU units are all inactive at checkpoints of a trace, and the exact in-domain
+  forgery that swapping two of one class is (SPEC section 8)."""
 
   FIG4 = "fig4"
   FIG5 = "fig5"
   DOMAIN = "domain"
+  DEAD_UNITS = "dead_units"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +35,11 @@ class ExactSettings:
   the fractions s of the domain search's LP perturbation p rounded to the grid (x + s p);
   milp_examples, milp_pixels: the examples and the pixels per example its MILP may change;
   milp_max_levels: the largest change of one pixel, in levels of 1/255; milp_time_limit_s:
-  HiGHS's time limit.
+  HiGHS's time limit; trace: a forging-train trace whose stored checkpoints give theta (domain:
+  its model must be fcn with `hidden` units; dead_units: any model whose first layer is Dense or
+  Conv2D with ReLU), None: theta_0 = models.initial_parameters(seed); checkpoints: the steps of
+  the trace to use (domain: one; dead_units: one or more, each counted, and the swap searched
+  from it to the next).
   """
 
   experiment: ExactExperiment = ExactExperiment.FIG4
@@ -48,16 +55,41 @@ class ExactSettings:
   milp_pixels: int = 8
   milp_max_levels: int = 4
   milp_time_limit_s: float = 60.0
+  trace: str | None = None
+  checkpoints: tuple[int, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(
         self, "experiment", results.choice(ExactExperiment, self.experiment, "experiment")
     )
     object.__setattr__(self, "rounding_scales", tuple(float(s) for s in self.rounding_scales))
+    object.__setattr__(self, "checkpoints", tuple(int(s) for s in self.checkpoints))
     if self.batch_size < 1 or self.hidden < 1:
       raise errors.ConfigError("batch_size and hidden must be at least 1")
     if not all(s > 0 for s in self.rounding_scales):
       raise errors.ConfigError(f"rounding scales must be positive, got {self.rounding_scales}")
+    self._check_checkpoints()
+
+  def _check_checkpoints(self) -> None:
+    experiment, steps = self.experiment, self.checkpoints
+    if experiment in (ExactExperiment.FIG4, ExactExperiment.FIG5) and (self.trace or steps):
+      raise errors.ConfigError(
+          f"{experiment} runs at theta_0; --trace and --checkpoints are for domain and dead_units"
+      )
+    if experiment == ExactExperiment.DEAD_UNITS and not (self.trace and steps):
+      raise errors.ConfigError(
+          "dead_units counts at checkpoints of a trace: give --trace and --checkpoints"
+      )
+    if experiment == ExactExperiment.DOMAIN and bool(self.trace) != (len(steps) == 1):
+      raise errors.ConfigError(
+          "domain with a trace searches at one of its checkpoints: give --trace with one "
+          f"--checkpoints step, or neither (theta_0); got trace {self.trace!r}, checkpoints "
+          f"{list(steps)}"
+      )
+    if any(s < 0 for s in steps) or list(steps) != sorted(set(steps)):
+      raise errors.ConfigError(
+          f"checkpoints must be distinct steps >= 0 in increasing order, got {list(steps)}"
+      )
 
   def as_dict(self) -> dict:
     """The settings as JSON values (the experiment as its string)."""

@@ -6,6 +6,11 @@ repro_variables), and writes one Markdown report around them that answers the qu
 brings: how large benign reproduction errors are on each platform pair and how many steps set the
 largest, how large the attacks' approximation errors are, which of those a verifier would accept
 at which threshold, and what exact forging achieved.
+Table III, Figures 2, 3, 6 and R, the attack findings and "Choosing epsilon" read the paper's
+attacks only (saved_results.paper_attacks: Thudi's and Zhang's with no distinctness margin), so
+that the searches against a margin saved beside them change none of their numbers; those
+searches have a section of their own, Figure 7 and its table (margin_figure), rendered only where
+they were run.
 Every number in it is read from a result file, and every platform is spelled out from its
 fingerprint.
 """
@@ -18,7 +23,9 @@ import numpy as np
 from forging_tf import results
 from forging_tf.calibrate import calibrate_lib
 from forging_tf.calibrate import plotting as calibrate_plotting
+from forging_tf.report import exact_question
 from forging_tf.report import figure_panels
+from forging_tf.report import margin_figure
 from forging_tf.report import platforms
 from forging_tf.report import plotting
 from forging_tf.report import render
@@ -78,7 +85,9 @@ def write_report(
   lines = [f"# {title}", "", *preamble, ""]
   lines += ["## Findings", ""]
   lines += _reproduction_findings(found.reproduction)
-  lines += _attack_findings(found.reproduction, found.attacks)
+  lines += _attack_findings(found.reproduction, found.paper_attacks)
+  margin_panels = margin_figure.margin_panels(found.reproduction, found.attacks)
+  lines += _margin_findings(margin_panels)
   lines += _exact_findings(found.exact, found.table4)
   lines += ["## Platforms", ""] + _platforms(found) + [""]
   lines += ["## Benign reproduction errors (Tables I and II)", ""]
@@ -86,7 +95,7 @@ def write_report(
   lines += ["## Where the reproduction error sits (per step and per variable)", ""]
   lines += figure(
       "fig_repro_steps",
-      _repro_steps_caption(found.reproduction, found.attacks),
+      _repro_steps_caption(found.reproduction, found.paper_attacks),
       "Figure R: the reproduction error step by step",
   )
   lines += table("repro_distribution") + table("repro_variables") + table("outlier_causes")
@@ -105,9 +114,14 @@ def write_report(
   lines += figure("fig3", "Figure 3: approximation error over training (Thudi et al.)")
   lines += figure("fig6", "Figure 6: Thudi et al. vs Zhang et al. at the middle step")
   lines += _choosing_epsilon(found, report_dir, link) + table("pol_coverage")
+  if margin_panels:
+    lines += ["## Forging against a distinctness margin (Figure 7)", ""]
+    lines += _margin_text(margin_panels, found.attacks)
+    lines += figure("fig7", margin_figure.caption(margin_panels), "Figure 7") + table("fig7_table")
   lines += ["## Exact forging (Figures 4 and 5, Table IV)", ""]
   lines += figure("fig4", "Figure 4: mini-batch perturbation (Prop. 2)")
   lines += figure("fig5", "Figure 5: error-matrix sampling (Prop. 3)")
+  lines += exact_question.exact_question_lines(found.exact)
   lines += table("table4")
   lines += ["## Where the numbers come from", ""] + _sources(found) + [""]
   results.write_text(report_path, "\n".join(lines))
@@ -129,8 +143,11 @@ def render_tables_and_figures(
         table_builders.outlier_causes(list(found.outliers)),
         table_builders.pol_coverage(found.reproduction),
     ]
-  if found.attacks:
-    tables.append(table_builders.table3(found.reproduction, found.attacks))
+  if found.paper_attacks:
+    tables.append(table_builders.table3(found.reproduction, found.paper_attacks))
+  margin_panels = margin_figure.margin_panels(found.reproduction, found.attacks)
+  if margin_panels:
+    tables.append(margin_figure.margin_table(margin_panels, found.attacks))
   if found.table4:
     tables.append(table_builders.table4(found.table4))
   tables = [table for table in tables if table.rows]  # Nothing measured: no table.
@@ -139,12 +156,18 @@ def render_tables_and_figures(
   results.write_text(
       os.path.join(out_dir, "tables.md"), "\n".join(render.to_markdown(table) for table in tables)
   )
-  return tables, _render_figures(found.reproduction, found.attacks, found.exact, out_dir)
+  figures = _render_figures(found.reproduction, found.paper_attacks, found.exact, out_dir)
+  if margin_panels:
+    figures += margin_figure.margin_figure(
+        margin_panels, os.path.join(out_dir, "fig7"), margin_figure.caption(margin_panels)
+    )
+  return tables, figures
 
 
 def _render_figures(
     reproduction: list[dict], attack_records: list[dict], exact: list[dict], out_dir: str
 ) -> list[str]:
+  """The paper's figures and fig_repro_steps; attack_records: the paper's attacks' only."""
   figures = []
   if rows := figure_panels.reproduction_steps_rows(reproduction, attack_records):
     figures += plotting.reproduction_steps_figure(
@@ -202,7 +225,7 @@ def _choosing_epsilon(found: saved_results.FoundResults, report_dir: str, link: 
   trade-off figure and tables."""
   if not found.reproduction:
     return []
-  calibration = calibrate_lib.calibrate(list(found.dirs))
+  calibration = calibrate_lib.calibrate(list(found.dirs), paper_attacks_only=True)
   drawn = calibrate_plotting.tradeoff(calibration.models, os.path.join(report_dir, "tradeoff"))
   body = calibrate_lib.markdown(calibration).splitlines()[1:]  # Its title is this section's.
   lines = [
@@ -211,7 +234,8 @@ def _choosing_epsilon(found: saved_results.FoundResults, report_dir: str, link: 
       "The verifier's threshold from the measured reproduction errors (forging-calibrate on the "
       "results above; docs/CALIBRATION.md): each policy is fitted to all platform pairs of a "
       "model but one and judged on the honest steps of the pair left out (LOPO), and against "
-      "the attacks' forged steps.",
+      "the forged steps of the paper's attacks (Thudi's and Zhang's, with no distinctness "
+      "margin).",
   ]
   if drawn:
     caption = (
@@ -316,19 +340,22 @@ def _reproduction_findings(reproduction: list[dict]) -> list[str]:
 
 
 def _thresholds(reproduction: list[dict], model: str) -> list[tuple[str, float]]:
-  """The verifier thresholds a reader can justify for `model` from what was measured."""
-  same = [r["eps_repr"] for r in reproduction if r["trace"]["model"] == model and _same_platform(r)]
-  every = [r["eps_repr"] for r in reproduction if r["trace"]["model"] == model]
-  found = []
-  if same:
-    found.append(
-        ("same platform (largest eps_repr recomputing on the generating platform)", max(same))
-    )
-  if every and len(every) > len(same):
-    found.append(
-        ("any measured platform pair (largest eps_repr over all pairs; Table III's)", max(every))
-    )
-  return found
+  """The verifier thresholds a reader can justify for `model` from what was measured, named."""
+  measured = saved_results.thresholds(reproduction, model)
+  return [
+      (what, value)
+      for what, value in (
+          (
+              "same platform (largest eps_repr recomputing on the generating platform)",
+              measured.same_platform,
+          ),
+          (
+              "any measured platform pair (largest eps_repr over all pairs; Table III's)",
+              measured.cross_platform,
+          ),
+      )
+      if value is not None
+  ]
 
 
 def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]:
@@ -383,6 +410,77 @@ def _attack_findings(reproduction: list[dict], attacks: list[dict]) -> list[str]
   return lines + [""]
 
 
+def _margin_findings(panels: list[margin_figure.Panel]) -> list[str]:
+  """Per attack and margin, in how many of Figure 7's settings it is stealthy at each threshold."""
+  if not panels:
+    return []
+  counts = {}  # (attack, D label) -> [same-platform stealthy, cross-platform stealthy, settings]
+  for panel in panels:
+    for point in sorted(panel.points, key=lambda p: p.order):
+      count = counts.setdefault((point.order, point.attack, point.margin_label()), [0, 0, 0])
+      count[0] += bool(margin_figure.stealthy(point.error, panel.thresholds.same_platform))
+      count[1] += bool(margin_figure.stealthy(point.error, panel.thresholds.cross_platform))
+      count[2] += 1
+  return [
+      "- **Forging against a distinctness margin D (Figure 7)**, settings in which the smallest "
+      "error is stealthy at the same-platform / cross-platform threshold of its model and b, of "
+      "the settings attacked: "
+      + "; ".join(
+          f"{attack} D = {margin}: {same} / {cross} of {settings}"
+          for (_, attack, margin), (same, cross, settings) in sorted(counts.items())
+      )
+      + ".",
+      "",
+  ]
+
+
+def _margin_text(panels: list[margin_figure.Panel], attack_records: list[dict]) -> list[str]:
+  """What Figure 7 measures, on which platforms and with which settings."""
+  fingerprints = [
+      r["platform"] for r in margin_figure.records_used(panels, attack_records) if r.get("platform")
+  ]
+  labels = platforms.platform_labels(fingerprints)
+  stages = {}  # trace -> {step: stage}
+  for panel in panels:
+    setting = panel.setting
+    stages.setdefault(f"{setting.trace_label()} (T = {setting.trace_steps})", {})[
+        setting.step
+    ] = setting.stage
+  return [
+      "Definition 1 calls a forged batch distinct when it differs from the logged one, so a "
+      "deleted example moved by one grey level counts as a replacement. The distinctness margin D "
+      "asks more: every replacement at least D grey levels (l2 over the pixels in 0..255 units) "
+      "from every deleted example (forging-attack --min_distance; D = 0 is Definition 1). perturb "
+      "moves each deleted example D away along the directions its gradient barely sees: at D = 1 "
+      "grey level it measures Definition 1's loophole, and at larger D how far it reaches. "
+      "gradmatch starts from Thudi's and Zhang's replacements and moves their pixels to match the "
+      "deleted examples' gradient. Both search new images on the 8-bit pixel grid "
+      "(attacks/pixel_search.py); 'Thudi/Zhang' are the paper's attacks at D = 0, whose "
+      "replacements are other real training images, on the same trace, step and fraction. Each "
+      "point is the smallest approximation error over the runs, re-scored with the float32 SGD "
+      "step the verifier runs; the thresholds are those measured for the model and b: "
+      "same-platform, the largest eps_repr recomputing on the generating platform (Table I), and "
+      "cross-platform, the largest over every measured platform pair (Table II).",
+      "",
+      "Attacked on "
+      + (
+          ", ".join(
+              f"`{labels[platform_id]}` ({platform_id})"
+              for platform_id in sorted({f["id"] for f in fingerprints})
+          )
+          or "a platform not recorded"
+      )
+      + f"; {margin_figure.settings_note(panels, attack_records)}. Steps: "
+      + "; ".join(
+          f"{trace}: "
+          + ", ".join(f"{stage} = step {step}" for step, stage in sorted(by_step.items()))
+          for trace, by_step in stages.items()
+      )
+      + ".",
+      "",
+  ]
+
+
 def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
   lines = []
   for summary in sorted(exact, key=lambda s: s["experiment"]):
@@ -411,17 +509,27 @@ def _exact_findings(exact: list[dict], table4: dict | None) -> list[str]:
       )
     elif summary["experiment"] == "domain":
       best = summary.get("best")
+      where = (
+          f"checkpoint {summary['checkpoint']} of a trained trace, biases up to "
+          f"{summary.get('biases_max_abs', float('nan')):.2g}"
+          if summary.get("checkpoint") is not None
+          else "theta_0, the random initialisation with zero biases"
+      )
       if best and best.get("in_domain") and best.get("distinct"):
+        error64 = best.get("approximation_error_float64")
+        exact = error64 is not None and error64 < 1e-15
         lines.append(
-            f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, b = "
-            f"{summary['batch_size']}, at {summary['theta']}): the {best['method']} search found "
-            f"a valid, distinct batch ({best.get('pixels_changed', '?')} pixels changed) with "
-            f"approximation error {_fmt(best['approximation_error'])}."
+            f"- **In-domain {'exact' if exact else 'approximate'} forgery** "
+            f"({summary['model']}, {summary['dataset']}, b = {summary['batch_size']}, at "
+            f"{where}): the {best['method']} search found a valid, distinct batch "
+            f"({best.get('pixels_changed', '?')} pixels changed) with approximation error "
+            f"{_fmt(best['approximation_error'])} in the float32 step and {_fmt(error64)} in "
+            "float64 (an exact forgery is at float64 rounding, ~1e-17)."
         )
       else:
         lines.append(
-            f"- **In-domain exact forging** ({summary['model']}, {summary['dataset']}, "
-            f"b = {summary['batch_size']}): no valid distinct batch found."
+            f"- **In-domain forgery** ({summary['model']}, {summary['dataset']}, "
+            f"b = {summary['batch_size']}, at {where}): no valid distinct batch found."
         )
   if table4:
     cells = table4["cells"]

@@ -3,7 +3,10 @@
 A record is a result's JSON (results.RECORDS says which file, and which fields the tables and
 REPORT.md read). Records of earlier versions are read as this version writes them
 (results.upgrade). A reproduction-error record carries, as "summary", the summary.json beside it
-(its per-step distances). Also here: the selections the tables and figures share.
+(its per-step distances). Also here: the selections the tables and figures share, among them
+which attack records are the paper's (paper_attacks: Thudi's and Zhang's with no distinctness
+margin, all that Table III, Figures 2, 3, 6 and R and REPORT.md's calibration read) and the
+verifier thresholds a reader can justify from the measured reproduction errors (thresholds).
 """
 
 import dataclasses
@@ -13,6 +16,7 @@ import numpy as np
 
 from forging_tf import errors
 from forging_tf import results
+from forging_tf.attacks import settings as attack_settings
 from forging_tf.recompute import distribution
 from forging_tf.report import platforms
 
@@ -64,6 +68,11 @@ class FoundResults:
   exact: list[dict]
   table4: dict | None
   outliers: list[dict] = ()  # forging-explain-outliers records
+
+  @property
+  def paper_attacks(self) -> list[dict]:
+    """The attack records of the paper's attacks (paper_attacks)."""
+    return paper_attacks(self.attacks)
 
 
 def find_results(results_dirs: list[str]) -> FoundResults:
@@ -173,6 +182,54 @@ def _told_apart(folders: list[str]) -> list[str]:
 def largest_reproduction_error(reproduction: list[dict], model: str) -> float | None:
   """The largest eps_repr measured for `model` over every platform pair: the threshold."""
   return max((r["eps_repr"] for r in reproduction if r["trace"]["model"] == model), default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+  """The verifier thresholds a reader can justify from the measured reproduction errors (None:
+  not measured). same_platform: the largest eps_repr recomputing on the generating platform (Table
+  I's cells); cross_platform: the largest eps_repr over every measured platform pair (Table II's
+  matrices; Table III's threshold), only where some pair crossed platforms."""
+
+  same_platform: float | None
+  cross_platform: float | None
+
+
+def thresholds(reproduction: list[dict], model: str, batch_size: int | None = None) -> Thresholds:
+  """The Thresholds of `model` (of its traces of b = batch_size only, when given)."""
+  chosen = [
+      r
+      for r in reproduction
+      if r["trace"]["model"] == model
+      and (batch_size is None or r["trace"]["batch_size"] == batch_size)
+  ]
+  same = [r["eps_repr"] for r in chosen if r["generator_platform"]["id"] == r["platform"]["id"]]
+  every = [r["eps_repr"] for r in chosen]
+  return Thresholds(max(same, default=None), max(every) if len(every) > len(same) else None)
+
+
+def min_distance(record: dict) -> float:
+  """An attack record's distinctness margin D, grey levels (settings.min_distance; records written
+  before it was recorded kept none: 0, the paper's Definition 1)."""
+  return float(record["settings"].get("min_distance", 0.0))
+
+
+def is_paper_attack(record: dict) -> bool:
+  """Whether an attack record is one of the paper's attacks: Thudi's or Zhang's (replacements are
+  other training images) with no margin (Definition 1)."""
+  return record["settings"]["attack"] in attack_settings.PAPER_ATTACKS and not min_distance(record)
+
+
+def paper_attacks(attack_records: list[dict]) -> list[dict]:
+  """The records of the paper's attacks (is_paper_attack), in the order given."""
+  return [record for record in attack_records if is_paper_attack(record)]
+
+
+def attack_family(record: dict) -> str:
+  """How an attack record is named where attacks are told apart: 'thudi', or with the margin it
+  kept, 'perturb D=64'."""
+  margin = min_distance(record)
+  return record["settings"]["attack"] + (f" D={margin:g}" if margin else "")
 
 
 def attack_entries(attack_records: list[dict], model: str, batch_size: int) -> list[dict]:

@@ -199,6 +199,38 @@ class StealthCell(Cell):
 
 
 @dataclasses.dataclass(frozen=True)
+class VerdictCell(StealthCell):
+  """A StealthCell's verdict alone: 'stealthy (<= 1.00e-07)', 'caught (> 1.00e-07)', or 'n/a'
+  where no threshold was measured; in the CSV true / false, and the threshold beside it."""
+
+  def text(self) -> str:
+    if self.stealthy is None:
+      return "n/a"
+    threshold = "0" if self.threshold == 0 else f"{self.threshold:.2e}"
+    return f"{'stealthy (<=' if self.stealthy else 'caught (>'} {threshold})"
+
+  def latex(self) -> str:
+    return self.text().replace("<=", "$\\le$").replace(">", "$>$")
+
+  def csv(self) -> str:
+    return "" if self.stealthy is None else str(self.stealthy).lower()
+
+  def csv_extras(self) -> tuple[tuple[str, str], ...]:
+    return (("threshold", "" if self.threshold is None else repr(self.threshold)),)
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelCell(Cell):
+  """A distance between images in grey levels (l2 over the pixels in 0..255 units): '64.8'."""
+
+  def text(self) -> str:
+    return "n/a" if self.value is None else f"{self.value:.1f}"
+
+  def latex(self) -> str:
+    return self.text()
+
+
+@dataclasses.dataclass(frozen=True)
 class Table:
   """rows: (row label, [Cell per column]); notes: the settings and platforms behind it."""
 
