@@ -34,6 +34,16 @@ def mnist(data_dir) -> data.Dataset:
 
 
 @pytest.fixture(scope="session")
+def mnist_3000(mnist) -> data.Dataset:
+  """The first 3,000 MNIST training images (and 10 test images): small enough for exact
+  neighbours and quick attacks in a test."""
+  arrays = (mnist.x_train[:3000], mnist.y_train[:3000], mnist.x_test[:10], mnist.y_test[:10])
+  return data.Dataset(
+      "mnist", *arrays, mnist.num_classes, "first 3000 of MNIST", data.fingerprint(*arrays)
+  )
+
+
+@pytest.fixture(scope="session")
 def cifar10(data_dir) -> data.Dataset:
   return data.load_dataset("cifar10", data_dir, download=False)
 

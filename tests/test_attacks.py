@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 
-from forging_tf import data
 from forging_tf import errors
 from forging_tf import forging_game
 from forging_tf import sgd_step
@@ -22,25 +21,16 @@ _N, _B, _T = 3000, 20, 4
 
 
 @pytest.fixture(scope="module")
-def subset(mnist) -> data.Dataset:
-  """The first 3,000 MNIST training images: small enough for exact neighbours in a test."""
-  arrays = (mnist.x_train[:_N], mnist.y_train[:_N], mnist.x_test[:10], mnist.y_test[:10])
-  return data.Dataset(
-      "mnist", *arrays, mnist.num_classes, "first 3000 of MNIST", data.fingerprint(*arrays)
-  )
+def small_trace(mnist_3000, lenet_trace) -> str:
+  return lenet_trace(mnist_3000, _B, _T, seed=1)
 
 
 @pytest.fixture(scope="module")
-def small_trace(subset, lenet_trace) -> str:
-  return lenet_trace(subset, _B, _T, seed=1)
-
-
-@pytest.fixture(scope="module")
-def engine(small_trace, subset) -> engine_lib.AttackEngine:
-  step_fn = sgd_step.step_for_trace(trace_lib.Trace(small_trace), subset)
+def engine(small_trace, mnist_3000) -> engine_lib.AttackEngine:
+  step_fn = sgd_step.step_for_trace(trace_lib.Trace(small_trace), mnist_3000)
   return engine_lib.AttackEngine(
       step_fn,
-      sgd_step.BatchSource(subset.x_train, subset.y_train, subset.num_classes),
+      sgd_step.BatchSource(mnist_3000.x_train, mnist_3000.y_train, mnist_3000.num_classes),
       memory_budget_bytes=2**20 * 60,
   )  # 63 candidates a group: the 64 below take two groups
 
@@ -69,10 +59,10 @@ def test_engine_matches_the_sequential_loop(engine, small_trace, m):
   assert forgery.engine_error == fast.min()
 
 
-def test_no_forged_batch_contains_an_example_of_u(engine, small_trace, subset):
+def test_no_forged_batch_contains_an_example_of_u(engine, small_trace, mnist_3000):
   trace = trace_lib.Trace(small_trace)
   batch = trace.batch(1)
-  neighbours, _ = greedy.nearest_neighbours(subset.x_train, subset.y_train, 8)
+  neighbours, _ = greedy.nearest_neighbours(mnist_3000.x_train, mnist_3000.y_train, 8)
   for seed in range(20):
     rng = np.random.default_rng(seed)
     m = int(rng.integers(1, _B + 1))
@@ -89,14 +79,14 @@ def test_no_forged_batch_contains_an_example_of_u(engine, small_trace, subset):
       np.testing.assert_array_equal(forged[kept], batch[kept])
 
 
-def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(subset, small_trace):
+def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(mnist_3000, small_trace):
   k = 16
-  indices, distances = greedy.nearest_neighbours(subset.x_train, subset.y_train, k)
-  labels = subset.y_train
+  indices, distances = greedy.nearest_neighbours(mnist_3000.x_train, mnist_3000.y_train, k)
+  labels = mnist_3000.y_train
   assert np.all(labels[indices] == labels[:, None])
   assert not np.any(indices == np.arange(_N)[:, None])
   assert np.all(np.diff(distances, axis=1) >= 0)
-  flat = subset.x_train.reshape(_N, -1).astype(np.int64)
+  flat = mnist_3000.x_train.reshape(_N, -1).astype(np.int64)
   for example in (0, 1234, _N - 1):  # exact brute force, ties by index
     same = np.flatnonzero(labels == labels[example])
     same = same[same != example]
@@ -114,12 +104,12 @@ def test_zhang_neighbours_are_same_class_nearest_and_outside_the_batch(subset, s
     greedy.zhang_replacements(batch, positions, indices[:, :0])
 
 
-def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
+def test_run_attacks_saves_results_and_summary(small_trace, mnist_3000, tmp_path):
   out = str(tmp_path / "attacks" / "thudi")
   settings = attack_settings.AttackSettings(
       "thudi", "1,3", ("1/b", "0.5", "1"), runs=2, M=8, n=100, seed=3
   )
-  summary = attack_lib.run_attacks(small_trace, subset, settings, out, command="cmd")
+  summary = attack_lib.run_attacks(small_trace, mnist_3000, settings, out, command="cmd")
   assert summary["settings"] == settings.as_dict() and summary["settings"]["attack"] == "thudi"
   assert summary["kind"] == "forging_tf.attack_results" and summary["command"] == "cmd"
   assert summary["steps"] == [1, 3]
@@ -139,28 +129,30 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
   assert candidates.shape == (2, 3, 2, 8)
   assert np.all(mask.sum(axis=-1) == np.array([1, 10, 20])[None, :, None])
   trace = trace_lib.Trace(small_trace)
-  step_fn = sgd_step.step_for_trace(trace, subset)
+  step_fn = sgd_step.step_for_trace(trace, mnist_3000)
   update_l2 = np.load(os.path.join(out, "update_l2.npy"))
   for s, step in enumerate((1, 3)):
     logged_update = trace.checkpoint(step + 1).astype(np.float64) - trace.checkpoint(step)
     np.testing.assert_allclose(update_l2[s], np.linalg.norm(logged_update), rtol=1e-12)
     for f in range(3):
       # Stored errors are what the verifier's game measures for the stored batches.
-      x, y = forging_game.examples_from_indices(subset, forged[s, f, 0])
-      assert error[s, f, 0] == forging_game.recomputation_error(trace, step, x, y, subset, step_fn)
+      x, y = forging_game.examples_from_indices(mnist_3000, forged[s, f, 0])
+      assert error[s, f, 0] == forging_game.recomputation_error(
+          trace, step, x, y, mnist_3000, step_fn
+      )
       assert not set(forged[s, f, 1][mask[s, f, 1]]) & set(trace.batch(step).tolist())
       row = summary["results"][3 * s + f]
       assert row["min_approximation_error"] == error[s, f].min() > 0
   with pytest.raises(errors.ConfigError, match="pass --overwrite"):
     attack_lib.run_attacks(
         small_trace,
-        subset,
+        mnist_3000,
         attack_settings.AttackSettings(steps="1", forging_fractions=("1",), runs=1, M=2),
         out,
     )
   zhang = attack_lib.run_attacks(
       small_trace,
-      subset,
+      mnist_3000,
       attack_settings.AttackSettings(
           "zhang", "middle", ("1/b", "1"), runs=2, seed=3, neighbours_k=8
       ),
@@ -190,19 +182,19 @@ def test_run_attacks_saves_results_and_summary(small_trace, subset, tmp_path):
         (dict(engine="fast"), "unknown engine 'fast'; choose one of"),
     ],
 )
-def test_bad_settings_are_one_line_errors(small_trace, subset, tmp_path, call, message):
+def test_bad_settings_are_one_line_errors(small_trace, mnist_3000, tmp_path, call, message):
   with pytest.raises(errors.ForgingError, match=message) as raised:
     attack_lib.run_attacks(
-        small_trace, subset, attack_settings.AttackSettings(**call), str(tmp_path / "out")
+        small_trace, mnist_3000, attack_settings.AttackSettings(**call), str(tmp_path / "out")
     )
   assert "\n" not in str(raised.value)
   assert not os.path.exists(tmp_path / "out")
 
 
 def test_traces_without_pairs_and_other_data_are_refused(
-    subset, mnist, small_trace, lenet_trace, tmp_path
+    mnist_3000, mnist, small_trace, lenet_trace, tmp_path
 ):
-  path = lenet_trace(subset, _B, _T, k=2)
+  path = lenet_trace(mnist_3000, _B, _T, k=2)
   with pytest.raises(errors.TraceError, match="use a trace with k=1 or --keep_pairs"):
     attack_lib.parse_steps("middle", trace_lib.Trace(path))
   with pytest.raises(errors.DatasetError, match="point --data_dir at the data the trace"):

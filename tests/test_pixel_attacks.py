@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 
-from forging_tf import data
 from forging_tf import domain
 from forging_tf import errors
 from forging_tf import forging_game
@@ -22,20 +21,12 @@ _SEARCH = {"search_iterations": 15, "grid_rounds": 4, "grid_moves": 16, "M": 16,
 
 
 @pytest.fixture(scope="module")
-def subset(mnist) -> data.Dataset:
-  arrays = (mnist.x_train[:_N], mnist.y_train[:_N], mnist.x_test[:10], mnist.y_test[:10])
-  return data.Dataset(
-      "mnist", *arrays, mnist.num_classes, "first 3000 of MNIST", data.fingerprint(*arrays)
-  )
+def small_trace(mnist_3000, lenet_trace) -> str:
+  return lenet_trace(mnist_3000, _B, _T, seed=1)
 
 
 @pytest.fixture(scope="module")
-def small_trace(subset, lenet_trace) -> str:
-  return lenet_trace(subset, _B, _T, seed=1)
-
-
-@pytest.fixture(scope="module")
-def attacked(small_trace, subset, tmp_path_factory):
+def attacked(small_trace, mnist_3000, tmp_path_factory):
   """(attack, D) -> the results folder of that attack at step 2, fractions 1/b and 0.25, 2 runs,
   seed 5; run once per module."""
   root = tmp_path_factory.mktemp("pixel_attacks")
@@ -48,7 +39,7 @@ def attacked(small_trace, subset, tmp_path_factory):
           attack, "2", ("1/b", "0.25"), runs=2, seed=5, neighbours_k=8,
           min_distance=min_distance, **_SEARCH,
       )  # fmt: skip
-      attack_lib.run_attacks(small_trace, subset, settings, out, command="test")
+      attack_lib.run_attacks(small_trace, mnist_3000, settings, out, command="test")
       done[(attack, min_distance)] = out
     return done[(attack, min_distance)]
 
@@ -62,22 +53,24 @@ def _load(out: str, name: str) -> np.ndarray:
 @pytest.mark.parametrize("attack", ["perturb", "gradmatch"])
 @pytest.mark.parametrize("min_distance", [1.0, 64.0])
 def test_winners_are_in_the_domain_keep_the_margin_and_rescore_independently(
-    attacked, small_trace, subset, attack, min_distance
+    attacked, small_trace, mnist_3000, attack, min_distance
 ):
   out = attacked(attack, min_distance)
   trace = trace_lib.Trace(small_trace)
-  step_fn = sgd_step.step_for_trace(trace, subset)
+  step_fn = sgd_step.step_for_trace(trace, mnist_3000)
   theta, theta_next, batch = trace.checkpoint(2), trace.checkpoint(3), trace.batch(2)
   error, error64 = _load(out, "approximation_error"), _load(out, "approximation_error_float64")
   margin, mask = _load(out, "margin"), _load(out, "deleted_mask")
   for f in range(2):
     for r in range(2):
-      images, labels = attack_lib.forged_examples(out, subset, 0, f, r)
-      x, y = forging_game.examples_from_arrays(images, labels, subset.num_classes)
-      assert domain.domain_violation(x, y, subset.num_classes) is None
+      images, labels = attack_lib.forged_examples(out, mnist_3000, 0, f, r)
+      x, y = forging_game.examples_from_arrays(images, labels, mnist_3000.num_classes)
+      assert domain.domain_violation(x, y, mnist_3000.num_classes) is None
       # The kept examples keep their places; every replacement is a new image.
-      np.testing.assert_array_equal(images[~mask[0, f, r]], subset.x_train[batch][~mask[0, f, r]])
-      deleted = subset.x_train[batch[mask[0, f, r]]].reshape(int(mask[0, f, r].sum()), -1)
+      np.testing.assert_array_equal(
+          images[~mask[0, f, r]], mnist_3000.x_train[batch][~mask[0, f, r]]
+      )
+      deleted = mnist_3000.x_train[batch[mask[0, f, r]]].reshape(int(mask[0, f, r].sum()), -1)
       added = images[mask[0, f, r]].reshape(len(deleted), -1)
       pairwise = np.linalg.norm(
           added[:, None, :].astype(np.int64) - deleted[None, :, :].astype(np.int64), axis=2
@@ -87,10 +80,10 @@ def test_winners_are_in_the_domain_keep_the_margin_and_rescore_independently(
       forged_next = step_fn(theta, x, y).numpy().astype(np.float64)
       expected = np.linalg.norm(forged_next - theta_next.astype(np.float64))
       np.testing.assert_allclose(error[0, f, r], expected, rtol=1e-12)
-      assert error[0, f, r] == forging_game.recomputation_error(trace, 2, x, y, subset, step_fn)
+      assert error[0, f, r] == forging_game.recomputation_error(trace, 2, x, y, mnist_3000, step_fn)
       # float64: the forged and the true updates, both in float64 from theta_2.
-      step64 = sgd_step.Float64Step(trace, subset, trace.learning_rate)
-      true_x, true_y = forging_game.examples_from_indices(subset, batch)
+      step64 = sgd_step.Float64Step(trace, mnist_3000, trace.learning_rate)
+      true_x, true_y = forging_game.examples_from_indices(mnist_3000, batch)
       gap = step64(theta, x, y).numpy() - step64(theta, true_x, true_y).numpy()
       np.testing.assert_allclose(error64[0, f, r], np.linalg.norm(gap), rtol=1e-9)
       assert error64[0, f, r] > 0
@@ -118,7 +111,7 @@ def test_gradmatch_starts_from_the_better_of_thudi_and_zhang_for_the_same_u(atta
 
 
 def test_thudi_and_zhang_keep_the_margin_and_zhang_takes_the_nearest_allowed(
-    attacked, small_trace, subset
+    attacked, small_trace, mnist_3000
 ):
   batch = trace_lib.Trace(small_trace).batch(2)
   for attack in ("thudi", "zhang"):
@@ -129,26 +122,26 @@ def test_thudi_and_zhang_keep_the_margin_and_zhang_takes_the_nearest_allowed(
         replaced = forged[0, f, r][mask[0, f, r]]
         deleted = batch[mask[0, f, r]]
         gaps = np.linalg.norm(
-            subset.x_train[replaced].reshape(len(replaced), 1, -1).astype(np.int64)
-            - subset.x_train[deleted].reshape(1, len(deleted), -1).astype(np.int64),
+            mnist_3000.x_train[replaced].reshape(len(replaced), 1, -1).astype(np.int64)
+            - mnist_3000.x_train[deleted].reshape(1, len(deleted), -1).astype(np.int64),
             axis=2,
         )
         assert gaps.min() >= 1000.0
         if attack == "zhang":
           # Brute force: each deleted example's nearest same-class example at >= 1000 from all of
           # U, outside the batch and not chosen before.
-          flat = subset.x_train.reshape(_N, -1).astype(np.int64)
+          flat = mnist_3000.x_train.reshape(_N, -1).astype(np.int64)
           to_deleted = np.linalg.norm(flat[None] - flat[deleted][:, None], axis=2)
           allowed = to_deleted.min(axis=0) >= 1000.0
           allowed[batch] = False
           for u, choice in zip(deleted, replaced):
-            same = np.flatnonzero(allowed & (subset.y_train == subset.y_train[u]))
+            same = np.flatnonzero(allowed & (mnist_3000.y_train == mnist_3000.y_train[u]))
             distance_u = np.linalg.norm(flat[same] - flat[u], axis=1)
             assert choice == same[np.argmin(distance_u)]
             allowed[choice] = False
 
 
-def test_margin_zero_leaves_thudi_and_zhang_as_they_were(small_trace, subset, tmp_path):
+def test_margin_zero_leaves_thudi_and_zhang_as_they_were(small_trace, mnist_3000, tmp_path):
   common = {"steps": "2", "forging_fractions": ("1/b", "0.5"), "runs": 1, "seed": 9}
   for attack in ("thudi", "zhang"):
     outs = []
@@ -157,7 +150,7 @@ def test_margin_zero_leaves_thudi_and_zhang_as_they_were(small_trace, subset, tm
       settings = attack_settings.AttackSettings(
           attack, M=8, n=100, neighbours_k=8, **common, **extra
       )
-      attack_lib.run_attacks(small_trace, subset, settings, out, neighbours_dir=str(tmp_path))
+      attack_lib.run_attacks(small_trace, mnist_3000, settings, out, neighbours_dir=str(tmp_path))
       outs.append(_load(out, "forged_batches"))
     np.testing.assert_array_equal(*outs)
 
@@ -180,14 +173,14 @@ def test_projection_and_rounding_keep_the_box_and_the_margin():
   assert np.all(own >= 5.0)
 
 
-def test_bad_margins_are_one_line_errors(small_trace, subset, tmp_path):
+def test_bad_margins_are_one_line_errors(small_trace, mnist_3000, tmp_path):
   with pytest.raises(errors.ConfigError, match="min_distance=-1.0"):
     attack_settings.AttackSettings("perturb", min_distance=-1)
   # No MNIST image of the 3,000 is 10,000 grey levels from a deleted one: Zhang cannot choose.
   with pytest.raises(errors.ConfigError, match="smaller --min_distance"):
     attack_lib.run_attacks(
         small_trace,
-        subset,
+        mnist_3000,
         attack_settings.AttackSettings("zhang", "2", ("1/b",), runs=1, min_distance=10_000),
         str(tmp_path / "zhang"),
     )
@@ -195,7 +188,7 @@ def test_bad_margins_are_one_line_errors(small_trace, subset, tmp_path):
   with pytest.raises(errors.ConfigError, match="smaller --min_distance"):
     attack_lib.run_attacks(
         small_trace,
-        subset,
+        mnist_3000,
         attack_settings.AttackSettings(
             "thudi", "2", ("1/b",), runs=1, M=4, n=50, min_distance=10_000
         ),
