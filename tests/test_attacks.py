@@ -165,6 +165,61 @@ def test_run_attacks_saves_results_and_summary(small_trace, mnist_3000, tmp_path
   assert zhang["results"][0]["min_engine_error"] is None
 
 
+@pytest.mark.parametrize("attack", ["thudi", "zhang", "perturb"])
+def test_random_batches_are_fixed_and_forged_against_their_own_update(
+    small_trace, mnist_3000, tmp_path, attack
+):
+  """--batch=random: R seeded true batches, each with one deletion set, forged at every step
+  against theta_i - eta grad L(B_r; theta_i) recomputed here; errors as an independent step."""
+  settings = attack_settings.AttackSettings(
+      attack,
+      "0,2,3",
+      ("1/b", "0.5"),
+      runs=2,
+      M=6,
+      n=100,
+      seed=5,
+      neighbours_k=8,
+      batch="random",
+      min_distance=1.0 if attack == "perturb" else 0.0,
+      search_iterations=2,
+      grid_rounds=1,
+      grid_moves=4,
+  )
+  out = str(tmp_path / attack)
+  summary = attack_lib.run_attacks(small_trace, mnist_3000, settings, out)
+  assert summary["settings"]["batch"] == "random"
+  assert "RANDOM_TAG" in summary["method"]["true_batch"]
+  true = np.load(os.path.join(out, "true_batches.npy"))
+  np.testing.assert_array_equal(true, attack_lib.random_true_batches(_N, _B, 2, 5))
+  assert true.shape == (2, _B) and all(len(set(row)) == _B for row in true)
+  assert not np.array_equal(true[0], true[1])
+  error = np.load(os.path.join(out, "approximation_error.npy"))
+  forged = np.load(os.path.join(out, "forged_batches.npy"))
+  mask = np.load(os.path.join(out, "deleted_mask.npy"))
+  assert error.shape == (3, 2, 2)
+  # One deletion set per (fraction, run), kept across the steps.
+  assert np.all(mask == mask[:1])
+  trace = trace_lib.Trace(small_trace)
+  # An independent recomputation: a fresh SGDStep of the trace's model, on this platform.
+  step_fn = sgd_step.step_for_trace(trace, mnist_3000)
+  for s, step in enumerate((0, 2, 3)):
+    theta = trace.checkpoint(step)
+    for r in range(2):
+      reference = step_fn(theta, *forging_game.examples_from_indices(mnist_3000, true[r]))
+      assert not np.array_equal(true[r], trace.batch(step))
+      for f in range(2):
+        kept = true[r][~mask[s, f, r]]
+        np.testing.assert_array_equal(forged[s, f, r][~mask[s, f, r]], kept)
+        assert not set(forged[s, f, r][mask[s, f, r]]) & set(true[r].tolist())
+        images, labels = attack_lib.forged_examples(out, mnist_3000, s, f, r)
+        x, y = sgd_step.model_inputs(images, labels, mnist_3000.num_classes)
+        assert error[s, f, r] == sgd_step.l2_distance(step_fn(theta, x, y).numpy(), reference)
+        assert error[s, f, r] > 0
+  with pytest.raises(errors.ConfigError, match="unknown batch 'fixed'; choose one of"):
+    attack_settings.AttackSettings(batch="fixed")
+
+
 @pytest.mark.parametrize(
     "call, message",
     [

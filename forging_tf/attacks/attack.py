@@ -2,9 +2,14 @@ r"""Runs a greedy forging attack on the steps of a trace and saves the results a
 
   forging-attack --trace=runs/traces/lenet_mnist_b1000 --attack=thudi|zhang|perturb|gradmatch \
       --steps=middle|all|600,601 --forging_fraction=1/b,0.01,0.1,0.5,1 --runs=3 --M=300 \
-      --n=3000 --seed=0 --out=results/attacks/NAME [--engine=vectorised|sequential] \
+      --n=3000 --seed=0 --out=results/attacks/NAME [--batch=trace|random] \
+      [--engine=vectorised|sequential] \
       [--neighbours_k=64] [--min_distance=D] [--search_iterations=100 --grid_rounds=30 \
       --grid_moves=64] [--data_dir=...] [--overwrite] [platform flags]
+
+--batch=random forges R = --runs seeded true batches B_r, each fixed across the steps (the paper's
+Figure 3), against theta_i - eta * grad L(B_r; theta_i) recomputed on this platform; the default
+--batch=trace forges the trace's own B_i against its logged theta_{i+1}.
 
 --min_distance=D: every replacement is at least D grey levels (l2 over the pixels in 0..255
 units) from every deleted example, for every attack. perturb and gradmatch search new images on
@@ -32,6 +37,15 @@ _ATTACK = flags.DEFINE_enum_class(
     "thudi: greedy search over M random candidates; zhang: class-wise nearest neighbours; "
     "perturb: each deleted example moved by at least the margin where the gradient barely sees "
     "it; gradmatch: Thudi's or Zhang's winner optimised to match the gradient.",
+    case_sensitive=False,
+)
+_BATCH = flags.DEFINE_enum_class(
+    "batch",
+    _DEFAULTS.batch,
+    attack_settings.BatchMode,
+    "trace: forge each step's logged batch B_i against the logged theta_i+1 (what a verifier of "
+    "this trace sees); random: the paper's Figure 3, R=--runs seeded true batches, each forged at "
+    "every step against its update recomputed here.",
     case_sensitive=False,
 )
 _STEPS = flags.DEFINE_string(
@@ -115,6 +129,7 @@ def main():
       search_iterations=_SEARCH_ITERATIONS.value,
       grid_rounds=_GRID_ROUNDS.value,
       grid_moves=_GRID_MOVES.value,
+      batch=_BATCH.value,
   )
   summary = attack_lib.run_attacks(
       _TRACE.value,
@@ -128,7 +143,8 @@ def main():
       model_fn=_MODEL_FN.value,
   )
   print(
-      f"{settings.attack} attack on {summary['trace']['path']}: {len(summary['steps'])} "
+      f"{settings.attack} attack on {settings.batch} batches of {summary['trace']['path']}: "
+      f"{len(summary['steps'])} "
       f"step(s) x {len(summary['forging_fractions'])} fraction(s) x "
       f"{summary['settings']['runs']} run(s) in {summary['seconds']:.1f} s -> {_OUT.value}"
   )

@@ -10,6 +10,13 @@ Thudi's and Zhang's attacks with the same seed delete the same examples, and any
 be re-run alone. The benign reproduction error of the logged batch at each step is measured on the
 attacking platform too, for comparison.
 
+settings.batch says which true batch is forged (attack_settings.BatchMode). `trace`: the logged
+B_i against the logged theta_{i+1}. `random` (the paper's Figure 3 design): run r forges the true
+batch B_r = random_true_batches(...)[r] at every requested step, against the reference update
+theta_i - eta * grad L(B_r; theta_i) computed here (AttackEngine.reference_update); its deletion
+set is drawn once from PCG64(SeedSequence([seed, RANDOM_TAG, r, m])) and kept across the steps,
+so (f, r) over the steps is one line of Figure 3; the attack's draws stay per cell as above.
+
 Results folder (OUT), written to a hidden sibling folder and renamed into place when complete:
 
   summary.json                 everything in JSON (below)
@@ -21,6 +28,7 @@ Results folder (OUT), written to a hidden sibling folder and renamed into place 
   deleted_mask.npy             bool  [S, F, R, b] the positions of U in B_i (replaced positions)
   candidate_errors.npy         float64 [S, F, R, M] every candidate's search error (thudi only)
   reproduction_error.npy       float64 [S]        logged batch B_i recomputed here (benign)
+  true_batches.npy             int32 [R, b]       --batch=random: the true batches B_r
   update_l2.npy                float64 [S]        ||theta_{i+1} - theta_i|| as logged (the
                                                   update's size: relative thresholds use it)
   seconds.npy                  float64 [S, F, R]  wall time of each attack
@@ -35,7 +43,8 @@ S = len(summary["steps"]), F = len(summary["forging_fractions"]), R = summary["s
 for perturb and gradmatch, forged_batches holds -1 at U's places and the replacements are
 replacement_levels[s, f, r, :m] (forged_examples rebuilds the whole batch); otherwise
 the replacements of cell (s, f, r) are forged_batches[s, f, r][deleted_mask[s, f, r]] and the
-deleted examples U are trace.batch(steps[s])[deleted_mask[s, f, r]].
+deleted examples U are B[deleted_mask[s, f, r]], B = trace.batch(steps[s]) (trace mode) or
+true_batches[r] (random mode).
 
 summary.json is the record: the header (results.header: kind "forging_tf.attack_results",
 format_version, created, package_version, command, and "platform", the attacking platform's
@@ -73,6 +82,15 @@ SUMMARY = results.RECORDS[results.ResultKind.ATTACK].file_name
 MARGIN_RULE = (
     "every replacement is at least min_distance grey levels (l2 over the pixels in 0..255 units) "
     "from every deleted example; margin.npy holds the smallest such distance of each cell"
+)
+# The first word of the seeds of --batch=random's true batches and deletion sets ("RAND"), which
+# keeps them apart from the per-cell seeds [seed, step, m, run].
+RANDOM_TAG = 0x52414E44
+RANDOM_BATCHES = (
+    "B_r: b distinct training examples, uniform without replacement, from "
+    "PCG64(SeedSequence([seed, RANDOM_TAG, r])); forged at every requested step against "
+    "theta_i - eta grad L(B_r; theta_i) computed on the attacking platform; its deletion set from "
+    "PCG64(SeedSequence([seed, RANDOM_TAG, r, m])), the same at every step"
 )
 FLOAT64_ERROR = (
     "||theta_i - eta grad L(B') - (theta_i - eta grad L(B_i))|| with both updates in float64 from "
@@ -178,6 +196,22 @@ def attack_cell(
       step, forged_batch, np.asarray(positions), found.approximation_error, found.engine_error, None
   )
   return Cell(forgery, found.margin, found)
+
+
+def random_true_batches(num_examples: int, batch_size: int, runs: int, seed: int) -> np.ndarray:
+  """The true batches of --batch=random [runs, batch_size] int32 (RANDOM_BATCHES)."""
+  if batch_size > num_examples:
+    raise errors.ConfigError(f"b={batch_size} is more than the {num_examples} training examples")
+  return np.stack(
+      [
+          _random_generator(seed, r).choice(num_examples, size=batch_size, replace=False)
+          for r in range(runs)
+      ]
+  ).astype(np.int32)
+
+
+def _random_generator(seed: int, *words: int) -> np.random.Generator:
+  return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, RANDOM_TAG, *words])))
 
 
 def _float64_step(trace: trace_lib.Trace, dataset: data.Dataset) -> sgd_step.Float64Step | None:
@@ -401,10 +435,14 @@ def run_attacks(
     start_errors = np.full(shape, np.nan)
     replacement_levels = np.zeros(shape + (m_max, *dataset.x_train.shape[1:]), np.uint8)
     replacement_labels = np.full(shape + (m_max,), -1, np.int32)
+  true_batches = None
+  if settings.batch == attack_settings.BatchMode.RANDOM:
+    true_batches = random_true_batches(num_examples, b, runs, settings.seed)
   logging.info(
-      "%s attack on %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
+      "%s attack on %s batches of %s (%s, b=%d): %d step(s), fractions %s, %d run(s), engine %s, "
       "platform %s -> %s",
       settings.attack,
+      settings.batch,
       trace.path,
       trace.manifest["model"]["name"],
       b,
@@ -422,13 +460,21 @@ def run_attacks(
     velocity = trace.optimizer_state(step)
     reproduction[s] = search.approximation_error(theta, theta_next, batch, velocity)
     update_l2[s] = sgd_step.l2_distance(theta_next, theta)
+    if true_batches is not None:
+      references = [search.reference_update(theta, true, velocity) for true in true_batches]
     for f, fraction in enumerate(fractions):
       for r in range(runs):
         cell_began = time.perf_counter()
         rng = np.random.Generator(
             np.random.PCG64(np.random.SeedSequence([settings.seed, step, fraction.num_replaced, r]))
         )
-        positions = greedy.deletion_positions(b, fraction.num_replaced, rng)
+        if true_batches is None:
+          true_batch, target = batch, theta_next
+          positions = greedy.deletion_positions(b, fraction.num_replaced, rng)
+        else:
+          true_batch, target = true_batches[r], references[r]
+          fixed = _random_generator(settings.seed, r, fraction.num_replaced)
+          positions = greedy.deletion_positions(b, fraction.num_replaced, fixed)
         cell = attack_cell(
             settings,
             search,
@@ -436,8 +482,8 @@ def run_attacks(
             neighbours,
             dataset,
             step,
-            (theta, theta_next, velocity),
-            batch,
+            (theta, target, velocity),
+            true_batch,
             positions,
             rng,
         )
@@ -450,7 +496,7 @@ def run_attacks(
         deleted_mask[s, f, r, positions] = True
         margin[s, f, r] = cell.margin
         if step64 is not None:
-          error64[s, f, r] = _float64_error(step64, theta, source, batch, positions, cell)
+          error64[s, f, r] = _float64_error(step64, theta, source, true_batch, positions, cell)
         if cell.search is not None:
           m = len(positions)
           start_errors[s, f, r] = cell.search.start_error
@@ -498,8 +544,18 @@ def run_attacks(
   summary = results.header(results.ResultKind.ATTACK, command, fingerprint) | {
       "settings": settings.as_dict(),
       "method": {
-          "deletion_set": "m = round(f * b) positions of B_i, uniform without replacement, from "
-          "PCG64(SeedSequence([seed, step, m, run]))",
+          "deletion_set": (
+              "m = round(f * b) positions of B_r, uniform without replacement, from "
+              "PCG64(SeedSequence([seed, RANDOM_TAG, run, m])), the same at every step"
+              if true_batches is not None
+              else "m = round(f * b) positions of B_i, uniform without replacement, from "
+              "PCG64(SeedSequence([seed, step, m, run]))"
+          ),
+          "true_batch": (
+              RANDOM_BATCHES
+              if true_batches is not None
+              else "B_i, the trace's batch at step i, against the logged theta_{i+1}"
+          ),
           "replacements_from": (
               "new images on the pixel grid, searched (attacks/pixel_search.py)"
               if attack.searches_pixels
@@ -539,6 +595,9 @@ def run_attacks(
   }
   arrays["margin"] = margin
   arrays["approximation_error_float64"] = error64
+  if true_batches is not None:
+    arrays["true_batches"] = true_batches
+    summary["files"]["true_batches.npy"] = "int32 [R, b] the true batches B_r of --batch=random"
   if candidate_errors is not None:
     arrays["candidate_errors"] = candidate_errors
     summary["files"]["candidate_errors.npy"] = "float64 [S, F, R, M] every candidate's error"

@@ -137,6 +137,13 @@ class AttackEngine:
         self.step_fn, theta, theta_next, *self.source(forged_batch), velocity=velocity
     )
 
+  def reference_update(
+      self, theta: np.ndarray, batch: np.ndarray, velocity: np.ndarray | None = None
+  ) -> np.ndarray:
+    """theta_i - eta * grad L(B; theta_i) [P] float32 of a batch [b] of dataset indices, on this
+    platform with the trace's step: the target of forging-attack --batch=random."""
+    return self.step_fn.update(theta, velocity, *self.source(batch))[0].numpy()
+
   def replaced_inputs(
       self, batch: np.ndarray, positions: np.ndarray, x: np.ndarray, y: np.ndarray
   ) -> tuple[tf.Tensor, tf.Tensor]:

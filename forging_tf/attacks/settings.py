@@ -47,6 +47,21 @@ class Engine(enum.StrEnum):
   SEQUENTIAL = "sequential"
 
 
+class BatchMode(enum.StrEnum):
+  """Which true batch B is forged at step i, against which theta_{i+1}.
+
+  trace: the trace's own B_i against its logged theta_{i+1} (what a verifier of this trace sees;
+  the error includes the benign reproduction error of the step). random: the paper's Figure 3
+  design: R seeded true batches B_r of b distinct training examples, each kept fixed (with its
+  deletion set) across the requested steps and forged at each against theta_i - eta * grad
+  L(B_r; theta_i) computed on the attacking platform, so the error is eta * ||grad L(B_r) -
+  grad L(B')|| with no reproduction noise in it.
+  """
+
+  TRACE = "trace"
+  RANDOM = "random"
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackSettings:
   """One forging-attack run; its fields are the `settings` block of the attack's record.
@@ -62,7 +77,8 @@ class AttackSettings:
   every replacement is at least D from every deleted example, for every attack (0: the paper's
   Definition 1). search_iterations, grid_rounds, grid_moves: perturb's and gradmatch's
   projected-gradient steps on the continuous pixels, rounds of the grid search that re-scores
-  moves exactly, and the moves scored per round (pixel_search.py).
+  moves exactly, and the moves scored per round (pixel_search.py). batch: which true batch is
+  forged at each step (BatchMode; run r forges the r-th random batch in `random` mode).
   """
 
   attack: Attack = Attack.THUDI
@@ -79,10 +95,12 @@ class AttackSettings:
   search_iterations: int = DEFAULT_SEARCH_ITERATIONS
   grid_rounds: int = DEFAULT_GRID_ROUNDS
   grid_moves: int = DEFAULT_GRID_MOVES
+  batch: BatchMode = BatchMode.TRACE
 
   def __post_init__(self):
     object.__setattr__(self, "attack", results.choice(Attack, self.attack, "attack"))
     object.__setattr__(self, "engine", results.choice(Engine, self.engine, "engine"))
+    object.__setattr__(self, "batch", results.choice(BatchMode, self.batch, "batch"))
     object.__setattr__(
         self, "forging_fractions", tuple(str(label).strip() for label in self.forging_fractions)
     )

@@ -16,7 +16,7 @@ from forging_tf.exact import settings as exact_settings
 @dataclasses.dataclass(frozen=True)
 class AttackPlan:
   """forging-attack on the primary platform's trace of (model, b); min_distance: the margin D in
-  grey levels (attack_settings.AttackSettings)."""
+  grey levels, batch: the trace's batches or random ones (attack_settings.AttackSettings)."""
 
   model: str
   batch_size: int
@@ -28,6 +28,7 @@ class AttackPlan:
   n: int = attack_settings.DEFAULT_POOL_SIZE
   engine: attack_settings.Engine = attack_settings.Engine.VECTORISED
   min_distance: float = 0.0
+  batch: attack_settings.BatchMode = attack_settings.BatchMode.TRACE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,13 +57,15 @@ class Preset:
   def settings(self) -> dict:
     """The preset as reproduce.json records it (JSON values): a run resumes only the same.
 
-    An attack's min_distance, added in 0.2, is left out at its default 0: a run recorded before
-    it had no margin, and is the same run.
+    An attack's min_distance and batch, added in 0.2, are left out at their defaults (0, trace):
+    a run recorded before them had no margin and forged the trace's batches, and is the same run.
     """
     settings = results.json_values(dataclasses.asdict(self))
     for attack in settings["attacks"]:
       if not attack["min_distance"]:
         del attack["min_distance"]
+      if attack["batch"] == attack_settings.BatchMode.TRACE:
+        del attack["batch"]
     return settings
 
 
@@ -70,6 +73,7 @@ _FRACTIONS = ("1/b", "0.01", "0.1", "0.5", "1")
 
 
 _THUDI, _ZHANG, _PERTURB, _GRADMATCH = attack_settings.Attack
+_RANDOM = attack_settings.BatchMode.RANDOM
 
 
 _FIG4, _FIG5, _DOMAIN = (
@@ -86,9 +90,9 @@ PRESETS = {
             "a reduced study for a 2-core CPU (15 to 27 minutes): LeNet T=300 at b=100 and T=100 "
             "at b=500 and 1000, VGGmini T=10 at b=100 only; 2 repeats on the generating platform "
             "and 2 across; Thudi with M=300 and 3 runs (VGGmini: M=100 at 1/b, M=30 at 1, 1 "
-            "run), Zhang with 3 runs; perturb and gradmatch at margins of 1, 64 and 1024 grey "
-            "levels (Figure 7, 1 run); Table IV for v <= 4 and b <= 4. The paper's settings are "
-            "--preset=paper"
+            "run; LeNet b=1000 also on 3 fixed random batches, Figure 3), Zhang with 3 runs; "
+            "perturb and gradmatch at margins of 1, 64 and 1024 grey levels (Figure 7, 1 run); "
+            "Table IV for v <= 4 and b <= 4. The paper's settings are --preset=paper"
         ),
         platforms=("cpu", "cpu-nodnn", "cpu-nodet", "cpu-nodnn-nodet"),
         steps=(
@@ -103,6 +107,8 @@ PRESETS = {
             AttackPlan("lenet", 100, _THUDI, "middle", ("1/b", "0.1", "0.5", "1"), 3),
             AttackPlan("lenet", 100, _ZHANG, "middle", ("1/b", "0.1", "0.5", "1"), 3),
             AttackPlan("lenet", 1000, _THUDI, "stages:3", ("1/b", "1"), 3),
+            # Figure 3 as the paper drew it: 3 fixed random batches forged at the same steps.
+            AttackPlan("lenet", 1000, _THUDI, "stages:3", ("1/b", "1"), 3, batch=_RANDOM),
             AttackPlan("vggmini", 100, _THUDI, "stages:2", ("1/b",), 1, M=100),
             AttackPlan(
                 "vggmini",
@@ -145,8 +151,9 @@ PRESETS = {
         purpose=(
             "the paper's settings, for a GPU: LeNet T=1200 at b in {100, 500, 1000}, VGGmini "
             "T=2500, k=1; 5 repeats on the generating platform and 3 across; Thudi with M=300, "
-            "n=3000 and Zhang, 5 runs at the middle step and 3 runs at 20 steps; the full "
-            "Table IV. VGGmini traces take 23 MB per step (57 GB each)"
+            "n=3000 and Zhang, 5 runs at the middle step and 3 runs at 20 steps, on the trace's "
+            "batches and on 3 fixed random ones (Figure 3); the full Table IV. VGGmini traces "
+            "take 23 MB per step (57 GB each)"
         ),
         platforms=("gpu", "cpu", "gpu-nodet", "cpu-nodet"),
         steps=tuple(
@@ -165,6 +172,10 @@ PRESETS = {
         + (
             AttackPlan("lenet", 1000, _THUDI, "stages:20", ("1/b", "1"), 3),
             AttackPlan("vggmini", 100, _THUDI, "stages:20", ("1/b", "1"), 3),
+        )
+        + tuple(
+            AttackPlan(model, b, _THUDI, "stages:20", ("1/b", "1"), 3, batch=_RANDOM)
+            for model, b in (("lenet", 1000), ("vggmini", 100))
         ),
         exact=((_FIG4, ()), (_FIG5, ()), (_DOMAIN, ())),
         bruteforce=(),

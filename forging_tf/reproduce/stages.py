@@ -176,7 +176,8 @@ def plan(
     label = attack.steps.replace(":", "")
     fractions = "_".join(f.replace("/", "over") for f in attack.fractions)
     margin = f"_D{attack.min_distance:g}" if attack.min_distance else ""
-    output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}{margin}"
+    random = "_random" if attack.batch == attack_settings.BatchMode.RANDOM else ""
+    output = f"results/attacks/{trace}_{attack.attack}_{label}_{fractions}{margin}{random}"
     search = ()
     if attack.attack in (attack_settings.Attack.THUDI, attack_settings.Attack.GRADMATCH):
       search += (f"--M={attack.M}", f"--n={attack.n}", f"--engine={attack.engine}")
@@ -184,9 +185,12 @@ def plan(
       search += ("--neighbours_dir=results/neighbours",)
     if attack.min_distance:
       search += (f"--min_distance={attack.min_distance:g}",)
+    if random:
+      search += (f"--batch={attack.batch}",)
     stages.append(
         Stage(
-            f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}{margin}",
+            f"attack {trace} {attack.attack} {attack.steps} {','.join(attack.fractions)}{margin}"
+            f"{' random batches' if random else ''}",
             "forging-attack",
             (
                 f"--trace=traces/{trace}",
