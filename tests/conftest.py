@@ -134,3 +134,29 @@ def csv_without_p99():
     return out.getvalue()
 
   return strip
+
+
+@pytest.fixture(scope="session")
+def assert_old_tables(csv_without_p99):
+  """assert_old_tables(old_dir, new_dir): every CSV table that forging_tf 0.1.0 rendered into
+  old_dir (the smoke run's, T = 6) holds the same numbers in new_dir, less the p99 columns; Table
+  III's rows now also name T and each cell the attack and batch mode that reached it."""
+
+  def check(old_dir: str, new_dir: str) -> None:
+    for name in sorted(os.listdir(old_dir)):
+      with open(os.path.join(old_dir, name)) as f:
+        old = f.read()
+      with open(os.path.join(new_dir, name)) as f:
+        new = csv_without_p99(f.read())
+      if name != "table3.csv":
+        assert new == old, name
+        continue
+      old_rows, new_rows = (list(csv.reader(io.StringIO(text))) for text in (old, new))
+      assert [row[0] + ", T = 6" for row in old_rows[1:]] == [row[0] for row in new_rows[1:]]
+      new_columns = {column: i for i, column in enumerate(new_rows[0])}
+      for old_row, new_row in zip(old_rows[1:], new_rows[1:]):
+        assert old_row[1:] == [new_row[new_columns[column]] for column in old_rows[0][1:]]
+        assert new_row[new_columns["late, 1 attack"]] == "thudi"
+        assert new_row[new_columns["late, 1 batch"]] == "trace"
+
+  return check

@@ -1,9 +1,10 @@
-"""Tables I and II rendered from saved result records."""
+"""Tables, figures and REPORT.md rendered from saved result records."""
 
 import copy
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from forging_tf.calibrate import calibrate_lib
 from forging_tf.recompute import distribution
 from forging_tf.report import figure_panels
 from forging_tf.report import margin_figure
+from forging_tf.report import paper_comparison
 from forging_tf.report import platforms
+from forging_tf.report import plotting
 from forging_tf.report import render
 from forging_tf.report import report_lib
 from forging_tf.report import saved_results
@@ -127,7 +130,8 @@ def test_render_tables_reads_result_files(fingerprints, tmp_path):
       saved_results.find_results([str(tmp_path / "results")]), str(tmp_path / "report")
   )
   assert figures == []
-  assert [t.name for t in tables] == ["table1", "table2b"]  # nothing measured for 2a, 2c
+  # Nothing measured for 2a, 2c; the paper's values beside ours.
+  assert [t.name for t in tables] == ["table1", "table2b", "comparison"]
   for name in ("table1", "table2b"):
     for extension in ("md", "tex", "csv"):
       assert (tmp_path / "report" / f"{name}.{extension}").stat().st_size > 0
@@ -183,22 +187,32 @@ def test_table3_marks_cells_stealthy_against_the_largest_reproduction_error(fing
   records = [stages | {"platform": a}, middle | {"platform": a}]
   table = table_builders.table3(reproduction, records)
   ((label, cells),) = table.rows
-  assert label == "lenet / mnist, b = 1000"
+  assert label == "lenet / mnist, b = 1000, T = 1200"
   assert [c.value for c in cells] == [1e-5, 1e-3, 2e-6, 6e-3]
   assert [c.stealthy for c in cells] == [True, False, True, False]
   assert all(c.threshold == 5e-5 for c in cells)
-  assert "stealthy (thudi)" in render.to_markdown(table)
-  assert "early = step 0, late = step 1199" in render.to_markdown(table)
+  assert "stealthy (thudi, trace)" in render.to_markdown(table)
+  assert (
+      "early = steps 0..119 (attacked: 0), late = steps 1080..1199 (attacked: 1199) of T = 1200"
+      in render.to_markdown(table)
+  )
   rows = list(csv.reader(io.StringIO(render.to_csv(table))))
-  assert rows[0][5:7] == ["early, 1/b threshold", "early, 1/b stealthy"]
-  assert rows[1][5:7] == [repr(5e-5), "true"]
+  assert rows[0][5:9] == [
+      "early, 1/b threshold",
+      "early, 1/b stealthy",
+      "early, 1/b attack",
+      "early, 1/b batch",
+  ]
+  assert rows[1][5:9] == [repr(5e-5), "true", "thudi", "trace"]
 
-  fig2 = figure_panels.figure2_panels(reproduction, records)
-  (series,) = fig2[0].series
-  assert series.x == (0.001, 1.0) and series.minimum == (1e-6, 2e-3) and fig2[0].threshold == 5e-5
-  (fig3,) = figure_panels.figure3_panels(reproduction, records)
+  ((fig2,),) = figure_panels.figure2_panels(reproduction, records).panels
+  (series,) = fig2.series
+  assert series.x == (0.001, 1.0) and series.minimum == (1e-6, 2e-3) and fig2.threshold == 5e-5
+  fig3 = figure_panels.figure3_panels(reproduction, records)
+  assert [title.split(":")[0] for title in fig3.row_titles] == ["trace batches"]
+  ((fig3,),) = fig3.panels
   assert [s.x for s in fig3.series] == [(0, 600, 1199)] * 2
-  (fig6,) = figure_panels.figure6_panels(reproduction, records)
+  ((fig6,),) = figure_panels.figure6_panels(reproduction, records).panels
   assert [s.label for s in fig6.series] == ["Thudi", "Zhang"]
   assert fig6.series[1].minimum == (5e-7, 1e-3)
 
@@ -231,7 +245,7 @@ def test_a_result_lacking_a_field_is_refused_by_name(fingerprints, tmp_path):
 
 
 def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
-    old_smoke_run, tmp_path, csv_without_p99
+    old_smoke_run, tmp_path, assert_old_tables
 ):
   """forging-tables reads records as an earlier version wrote them (no kind for Table IV, the
   recomputing platform under another name, ...), and renders without loading TensorFlow."""
@@ -250,10 +264,7 @@ def test_results_of_version_0_1_0_render_the_same_tables_without_tensorflow(
   )
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.strip().splitlines()[-1] == "loaded: []"
-  old_tables = os.path.join(old_smoke_run, "report")
-  for name in sorted(os.listdir(old_tables)):
-    with open(os.path.join(old_tables, name)) as f:
-      assert csv_without_p99((out / name).read_text()) == f.read(), name
+  assert_old_tables(os.path.join(old_smoke_run, "report"), str(out))
   # The p99 beside each cell: of the saved per-step distances (no distribution recorded then).
   table2b = list(csv.reader(io.StringIO((out / "table2b.csv").read_text())))
   assert table2b[0] == [
@@ -692,16 +703,16 @@ def test_searches_against_a_margin_leave_table3_and_the_paper_figures_unchanged(
   both = (1, 100)  # fractions 1/b and 1
   paper = {
       "thudi": _margin_attack(
-          "thudi", 0, {2: [2e-5, 4e-3], 10: [5e-5, 6e-3], 18: [4e-5, 5e-3]}, both
+          "thudi", 0, {1: [2e-5, 4e-3], 10: [5e-5, 6e-3], 18: [4e-5, 5e-3]}, both
       ),
       "zhang": _margin_attack("zhang", 0, {10: [4e-4]}),  # 1/b only: a record may miss one
   }
   searches = {
       "perturb_D1": _margin_attack(
-          "perturb", 1, {2: [1e-9, 1e-8], 10: [1e-9, 1e-8], 18: [0.0, 0.0]}, both
+          "perturb", 1, {1: [1e-9, 1e-8], 10: [1e-9, 1e-8], 18: [0.0, 0.0]}, both
       ),
       "gradmatch_D1": _margin_attack("gradmatch", 1, {10: [1e-8, 1e-7]}, both),
-      "thudi_D16": _margin_attack("thudi", 16, {2: [1e-9, 1e-9], 10: [1e-9, 1e-9]}, both),
+      "thudi_D16": _margin_attack("thudi", 16, {1: [1e-9, 1e-9], 10: [1e-9, 1e-9]}, both),
   }
   for records in (paper, searches):
     for record in records.values():
@@ -758,3 +769,283 @@ def test_searches_against_a_margin_leave_table3_and_the_paper_figures_unchanged(
     assert {k: v for k, v in every.forged.by_attack().items() if k in ("thudi", "zhang")} == (
         only.forged.by_attack()
     )
+
+
+def _ranged_attack(attack, batch, steps_errors, trace_steps=1200, b=100, runs=3, model="lenet"):
+  """An attack summary of forging-attack with settings.batch = batch (None: a record written
+  before the setting, which forged the trace's batches) on LeNet (or `model`) b = `b` at eta =
+  0.01: steps_errors[step] = (min error at 1/b, min error at 1); mean 2x, max 3x the min."""
+  record = _attack("", attack, model, b, sorted(steps_errors), [1, b], steps_errors)
+  del record["folder"]
+  record["settings"] |= {"runs": runs} | ({} if batch is None else {"batch": batch})
+  record["trace"] |= {
+      "steps": trace_steps,
+      "learning_rate": 0.01,
+      "dataset": "mnist" if model == "lenet" else "cifar10",
+      "manifest_sha256": f"{model}-b{b}-T{trace_steps}",
+  }
+  record["forging_fractions"] = [
+      {"label": "1/b", "num_replaced": 1, "forging_fraction": 1 / b},
+      {"label": "1", "num_replaced": b, "forging_fraction": 1.0},
+  ]
+  for entry in record["results"]:
+    entry["label"] = "1/b" if entry["num_replaced"] == 1 else "1"
+  return record
+
+
+def test_table3_ranges_are_the_first_and_last_tenth_of_training_over_both_batch_modes(
+    fingerprints, tmp_path
+):
+  """Early: steps i < T/10; late: i >= T - T/10; each cell the smallest over every step attacked
+  in its range, every run and both batch modes, naming the attack and mode that reached it."""
+  assert table_builders.training_ranges(2500) == {
+      "early": range(0, 250),
+      "late": range(2250, 2500),
+  }
+  assert table_builders.training_ranges(20) == {"early": range(0, 2), "late": range(18, 20)}
+  assert table_builders.training_ranges(6) == {"early": range(0, 1), "late": range(5, 6)}
+  a = fingerprints["a"]
+  root = tmp_path / "results"
+  _write_result(root, "repro", _record("", "lenet", 100, a, a, 1e-7), None)
+  records = {
+      # T/10 = 120 is not early, 1079 is not late: their tiny errors must not win.
+      "thudi_trace": _ranged_attack(
+          "thudi",
+          None,
+          {
+              0: [4e-5, 3e-3],
+              119: [3e-5, 5e-3],
+              120: [1e-12, 1e-12],
+              600: [1e-12, 1e-12],
+              1079: [1e-12, 1e-12],
+              1080: [2e-6, 6e-3],
+              1199: [5e-6, 7e-3],
+          },
+      ),
+      "zhang_random": _ranged_attack(
+          "zhang", "random", {60: [5e-5, 2e-3], 1150: [8e-8, 9e-3]}, runs=4
+      ),
+      # Another trace length: a row of its own.
+      "thudi_T20": _ranged_attack("thudi", "trace", {1: [1e-4, 1e-2], 10: [1e-12, 1e-12]}, 20),
+      # Nothing attacked in either range: no row.
+      "thudi_T1000": _ranged_attack("thudi", "trace", {500: [1e-4, 1e-2]}, 1000),
+  }
+  for name, record in records.items():
+    _write_attack(root, name, record | {"platform": a})
+  found = saved_results.find_results([str(root)])
+  table = table_builders.table3(found.reproduction, found.paper_attacks)
+
+  labels = [label for label, _ in table.rows]
+  assert labels == ["lenet / mnist, b = 100, T = 20", "lenet / mnist, b = 100, T = 1200"]
+  cells = dict(zip(table.columns, table.rows[1][1]))
+  assert {column: cell.value for column, cell in cells.items()} == {
+      "early, 1/b": 3e-5,
+      "early, 1": 2e-3,
+      "late, 1/b": 8e-8,
+      "late, 1": 6e-3,
+  }
+  assert [(cell.attack, cell.batch) for cell in cells.values()] == [
+      ("thudi", "trace"),
+      ("zhang", "random"),
+      ("zhang", "random"),
+      ("thudi", "trace"),
+  ]
+  assert cells["late, 1/b"].stealthy and cells["late, 1/b"].sources == (
+      "thudi_trace",
+      "zhang_random",
+  )
+  assert cells["early, 1"].text() == "2.00e-03 (1e-03), caught (zhang, random)"
+  short = dict(zip(table.columns, table.rows[0][1]))
+  assert short["early, 1/b"].value == 1e-4 and short["late, 1/b"].value is None
+  markdown = render.to_markdown(table)
+  assert (
+      "lenet / mnist, b = 100, T = 1200: early = steps 0..119 (attacked: 0, 60, 119), late = "
+      "steps 1080..1199 (attacked: 1080, 1150, 1199) of T = 1200; threshold" in markdown
+  )
+  assert "early = steps 0..1 (attacked: 1), late = steps 18..19 (attacked: none) of T = 20" in (
+      markdown
+  )
+  assert "early (the first 10% of the training steps) and late (the last 10%)" in table.title
+
+
+def test_figure3_is_a_grid_of_batch_modes_with_a_line_per_true_batch(fingerprints, tmp_path):
+  """A row per batch mode (random first), a column per (model, b, T) shared by both modes where
+  both reached it at 3+ steps; each run of approximation_error.npy is one line; a record without
+  the array draws its mean and band. Figures 2 and 6 read the trace-mode records only."""
+  a = fingerprints["a"]
+  root = tmp_path / "results"
+  same = _summary([1e-7] * 20, recorded=True)
+  _write_result(root, "repro", _record("", "lenet", 100, a, a, 1e-7, steps=20), same)
+  steps = {0: [1e-5, 1e-3], 5: [2e-5, 2e-3], 10: [3e-5, 3e-3], 19: [4e-5, 4e-3]}
+  records = {
+      "random": _ranged_attack("thudi", "random", steps, trace_steps=20, runs=3),
+      "trace": _ranged_attack("thudi", "trace", {s: steps[s] for s in (0, 10, 19)}, 20, runs=2),
+      # A larger b reached by the trace mode alone: not the shared column.
+      "trace_b1000": _ranged_attack("thudi", "trace", steps, trace_steps=20, b=1000),
+      "vgg_trace": _ranged_attack("thudi", "trace", steps, trace_steps=20, model="vggmini"),
+      "zhang_random": _ranged_attack("zhang", "random", steps, trace_steps=20),
+  }
+  arrays = {}
+  for name, record in records.items():
+    _write_attack(root, name, record | {"platform": a})
+    if name in ("random", "trace"):
+      runs = record["settings"]["runs"]
+      arrays[name] = (
+          np.arange(len(record["steps"]) * 2 * runs, dtype=np.float64).reshape(
+              len(record["steps"]), 2, runs
+          )
+          * 1e-6
+          + 1e-6
+      )
+      np.save(root / name / "approximation_error.npy", arrays[name])
+  found = saved_results.find_results([str(root)])
+
+  grid = figure_panels.figure3_panels(found.reproduction, found.paper_attacks)
+  assert grid.row_titles[0].startswith("random batches: the paper's design")
+  assert grid.row_titles[1].startswith("trace batches: the trace's own B_i")
+  (random_lenet, random_vgg), (trace_lenet, trace_vgg) = grid.panels
+  assert random_vgg is None and trace_vgg.title == "VGGmini / CIFAR-10, b = 100, T = 20"
+  assert random_lenet.title == trace_lenet.title == "LeNet / MNIST, b = 100, T = 20"
+  assert random_lenet.threshold == 1e-7
+  one_over_b, whole = random_lenet.series
+  assert (one_over_b.label, whole.label) == ("fraction 1/b", "fraction 1")
+  assert one_over_b.x == (0, 5, 10, 19) and len(one_over_b.runs) == 3
+  for r, run in enumerate(whole.runs):  # run r of the true batch B_r, over the attacked steps
+    assert run == tuple(arrays["random"][:, 1, r])
+  assert [len(s.runs) for s in trace_lenet.series] == [2, 2]
+  assert trace_vgg.series[0].runs == () and trace_vgg.series[0].mean == (2e-5, 4e-5, 6e-5, 8e-5)
+
+  paths = plotting.approximation_error_figure(
+      grid, str(tmp_path / "fig3"), "training step", False, "caption"
+  )
+  assert all(os.path.getsize(path) > 0 for path in paths)
+  # Figures 2 and 6 read the middle step of the trace-mode records only.
+  random_only = [r for r in found.paper_attacks if saved_results.batch_mode(r) == "random"]
+  assert not figure_panels.figure2_panels(found.reproduction, random_only)
+  assert not figure_panels.figure6_panels(found.reproduction, random_only)
+  report = tmp_path / "out" / "REPORT.md"
+  report_lib.write_report([str(root)], str(tmp_path / "out"), str(report))
+  assert (
+      "*Figure 3: approximation error over training, one line per true batch (Thudi et al.)*"
+      in report.read_text()
+  )
+
+
+def test_figures_2_and_6_keep_traces_of_different_lengths_apart(fingerprints):
+  """VGGmini b = 100 attacked on a T = 20 and a T = 2500 trace: two lines in Figure 2 and two
+  panels in Figure 6, each at its own trace's middle step."""
+  a = fingerprints["a"]
+  records = []
+  for trace_steps in (20, 2500):
+    middle = trace_steps // 2
+    for attack, error in (("thudi", 1e-4), ("zhang", 2e-4)):
+      record = _ranged_attack(
+          attack, None, {0: [1e-5, 1e-3], middle: [error, 10 * error]}, trace_steps, model="vggmini"
+      )
+      records.append(record | {"folder": f"{attack}_{trace_steps}", "platform": a})
+  (figure2,) = figure_panels.figure2_panels([], records).panels
+  (panel,) = figure2
+  assert [s.label for s in panel.series] == [
+      "b = 100, T = 20 (step 10)",
+      "b = 100, T = 2500 (step 1250)",
+  ]
+  assert all(s.x == (0.01, 1.0) for s in panel.series)
+  (figure6,) = figure_panels.figure6_panels([], records).panels
+  assert [p.title for p in figure6] == [
+      "VGGmini / CIFAR-10, b = 100, T = 20",
+      "VGGmini / CIFAR-10, b = 100, T = 2500",
+  ]
+
+
+def _comparison_rows(table) -> dict[str, list[dict]]:
+  rows = {}
+  for label, cells in table.rows:
+    rows.setdefault(label, []).append(dict(zip(table.columns, cells)))
+  return rows
+
+
+def test_the_comparison_with_the_paper_puts_its_values_beside_ours_and_says_why(
+    fingerprints, tmp_path
+):
+  a, c = fingerprints["a"], fingerprints["c"]
+  root = tmp_path / "results"
+  cross = _summary([1e-7] * 98 + [2e-6, 5e-5], recorded=True)
+  bitwise = _summary([0.0] * 100, recorded=True)
+  _write_result(root, "repro/same", _record("", "lenet", 100, a, a, 0.0, steps=100), bitwise)
+  _write_result(root, "repro/cross", _record("", "lenet", 100, a, c, 5e-5, steps=100), cross)
+  attack = _ranged_attack(
+      "thudi", "random", {0: [1e-5, 1e-3], 1199: [2e-6, 6e-3]}, trace_steps=1200
+  )
+  _write_attack(root, "attack", attack | {"platform": a})
+  report = tmp_path / "out" / "REPORT.md"
+  report_lib.write_report([str(root)], str(tmp_path / "out"), str(report))
+  found = saved_results.find_results([str(root)])
+  table = paper_comparison.comparison(found.reproduction, found.paper_attacks)
+  rows = _comparison_rows(table)
+  why, orders = table.columns[-1], table.columns[-2]
+  released, ours = table.columns[2], table.columns[1]
+
+  # Ours 10x smaller than the paper's 1e-4: equal in the released code's scale (eta = 0.01).
+  (early,) = rows["Table III: LeNet / MNIST, early, 1/b"]
+  assert early[ours].value == 1e-5 and early[released].value == pytest.approx(1e-4)
+  assert early[orders].value == pytest.approx(0.0) and early[orders].definition == pytest.approx(-1)
+  assert early[orders].text() == "+0.00 (paper's definition: -1.00)"
+  assert early[why].text() == (  # exactly one order in the paper's definition: not more
+      "within one order of magnitude in both scales (released-code scale (x10 at eta = 0.01): "
+      "+0.00 orders, paper's definition: -1.00)"
+  )
+  assert "thudi, random batches, b = 100, T = 1200, step 0 of early = steps 0..119" in (
+      early[ours].text()
+  )
+  # More than one order apart: the why states the facts.
+  (late,) = rows["Table III: LeNet / MNIST, late, 1/b"]
+  assert late[orders].value == pytest.approx(math.log10(2e-5 / 1e-7))
+  assert "does not close the gap" in late[why].text()
+  assert "the paper's value lies outside it: not explained by the measured settings" in (
+      late[why].text()
+  )
+  (across,) = rows["Table II (b): LeNet / MNIST, b = 100, across"]
+  assert across[ours].value == 5e-5 and across[orders].value == pytest.approx(math.log10(50))
+  assert "oneDNN on vs off" in across[why].text() and "p99 over its 100 steps" in across[why].text()
+  assert "2 of the 100 steps exceed the paper's value (1e-06)" in across[why].text()
+  (same,) = rows["Table I: LeNet / MNIST, b = 100"]
+  assert same[orders].text() == "bitwise (ours 0)" and same[why].text().startswith("bitwise: ")
+  (diagonal,) = rows["Table II (b): LeNet / MNIST, b = 100, diagonal"]
+  assert diagonal[orders].text() == "0 (both bitwise)"
+  # Paper cells with no result of ours.
+  for label in ("Table III: VGGmini / CIFAR-10, late, 1", "Table I: VGGmini / CIFAR-10, b = 100"):
+    (missing,) = rows[label]
+    assert missing[ours].text() == "not measured here" and missing[why].text()
+  assert all(
+      len(rows[paper.label]) == 1 for paper in paper_comparison.PAPER_VALUES
+  )  # one Table III row of LeNet's here
+
+  text = report.read_text()
+  assert (
+      text.index("## Approximation errors of the attacks")
+      < text.index("## Comparison with the paper")
+      < text.index("## Choosing epsilon")
+  )
+  assert "(report/comparison.csv)" not in text and "(./comparison.csv)" in text
+  csv_rows = list(csv.reader(io.StringIO((tmp_path / "out" / "comparison.csv").read_text())))
+  assert csv_rows[0][:2] == ["paper cell", "paper value (platform)"]
+  late_csv = next(r for r in csv_rows if r[0] == "Table III: LeNet / MNIST, late, 1/b")
+  assert float(late_csv[1]) == 1e-7 and float(late_csv[2]) == 2e-6
+
+
+def test_the_report_names_results_relative_to_itself_and_the_version_without_a_command(
+    fingerprints, tmp_path
+):
+  a = fingerprints["a"]
+  root = tmp_path / "study" / "results"
+  old = _record("", "lenet", 100, a, a, 0.0) | {"package_version": "0.1.0"}
+  _write_result(root, "repro/old", old, _summary([0.0] * 4, recorded=True))
+  unversioned = _record("", "lenet", 500, a, a, 0.0)
+  _write_result(root, "repro/unversioned", unversioned, _summary([0.0] * 4, recorded=True))
+  report = tmp_path / "study" / "report" / "REPORT.md"
+  report_lib.write_report([str(root)], str(report.parent), str(report))
+  text = report.read_text()
+  sources = text[text.index("## Where the numbers come from") :]
+  assert "Results read from `../results`" in sources and str(tmp_path) not in sources
+  assert "- `repro/old`: (no command recorded: written by forging_tf 0.1.0)" in sources
+  assert "- `repro/unversioned`: (no command recorded)" in sources

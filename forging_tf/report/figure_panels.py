@@ -1,8 +1,11 @@
 """The series of the figures, from saved records.
 
-Figures 2, 3 and 6, the attacks' approximation errors: each figure is a list of panels, each panel
-its lines (min, mean and max over runs) and the verifier threshold it is judged by;
-plotting.approximation_error_figure draws them.
+Figures 2, 3 and 6, the attacks' approximation errors: each figure is a PanelGrid, rows of panels,
+each panel its lines and the verifier threshold it is judged by; plotting.approximation_error_figure
+draws them. Figures 2 and 6 (one row) read the middle step of the records that attacked the
+trace's own batches (attack_settings.BatchMode.TRACE), a line the min, mean and max over runs.
+Figure 3 is the paper's: one row per batch mode, one line per true batch (every run's
+approximation_error.npy over the attacked steps).
 
 fig_repro_steps, the reproduction error step by step: one row per (model, dataset, b), each
 reproduction result's per-step distance and the attacks' approximation errors at their steps;
@@ -13,18 +16,22 @@ import collections
 import dataclasses
 import math
 
+from forging_tf.attacks import settings as attack_settings
 from forging_tf.report import saved_results
 
 
 @dataclasses.dataclass(frozen=True)
 class Series:
-  """One line of a figure: x [k], the minimum, mean and maximum over runs [k], and its label."""
+  """One line of a figure: x [k], the minimum, mean and maximum over runs [k], its label, and,
+  where the record kept them, every run's error at x [R][k] (drawn as a line each; empty: the
+  record kept no per-run array, and the mean is drawn with a min..max band)."""
 
   label: str
   x: tuple[float, ...]
   minimum: tuple[float, ...]
   mean: tuple[float, ...]
   maximum: tuple[float, ...]
+  runs: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +41,23 @@ class Panel:
   title: str
   series: tuple[Series, ...]
   threshold: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class PanelGrid:
+  """A figure's panels in rows: row_titles [r] ("" for none), panels [r][c] (None: nothing to draw
+  in that row and column, which says `missing`)."""
+
+  row_titles: tuple[str, ...]
+  panels: tuple[tuple[Panel | None, ...], ...]
+  missing: str = "nothing measured here"
+
+  @classmethod
+  def one_row(cls, panels: list[Panel]) -> "PanelGrid":
+    return cls(("",), (tuple(panels),))
+
+  def __bool__(self) -> bool:
+    return any(panel is not None for row in self.panels for panel in row)
 
 
 def _series(label: str, entries: list[dict], x_key: str) -> Series:
@@ -47,21 +71,44 @@ def _series(label: str, entries: list[dict], x_key: str) -> Series:
   )
 
 
-def figure2_panels(reproduction: list[dict], attack_records: list[dict]) -> list[Panel]:
-  """Fig. 2: Thudi's error vs forging fraction at the middle step, one line per b, per model."""
+def _sizes(record: dict) -> tuple[int, int]:
+  """The (b, T) of the trace a record attacked."""
+  return record["trace"]["batch_size"], record["trace"]["steps"]
+
+
+def _trained_sizes(attack_records: list[dict], model: str) -> list[tuple[int, int]]:
+  """The (b, T) of the model's attacked traces, in order."""
+  return sorted({_sizes(r) for r in attack_records if r["trace"]["model"] == model})
+
+
+def _trace_batches(attack_records: list[dict]) -> list[dict]:
+  """The records that attacked the trace's own batches (Figures 2 and 6)."""
+  return [
+      r for r in attack_records if saved_results.batch_mode(r) == attack_settings.BatchMode.TRACE
+  ]
+
+
+def figure2_panels(reproduction: list[dict], attack_records: list[dict]) -> PanelGrid:
+  """Fig. 2: Thudi's error vs forging fraction at the middle step, one line per (b, T), per model;
+  the records that attacked the trace's own batches only."""
+  attack_records = _trace_batches(attack_records)
   panels = []
   for model in sorted({r["trace"]["model"] for r in attack_records}):
     lines = []
-    for b in sorted(
-        {r["trace"]["batch_size"] for r in attack_records if r["trace"]["model"] == model}
-    ):
+    for b, trace_steps in _trained_sizes(attack_records, model):
       middle = [
           e
-          for e in saved_results.attack_entries(attack_records, model, b)
-          if e["attack"] == "thudi" and e["step"] == e["trace_steps"] // 2
+          for e in saved_results.attack_entries(attack_records, model, b, trace_steps)
+          if e["attack"] == "thudi" and e["step"] == trace_steps // 2
       ]
       if middle:
-        lines.append(_series(f"b = {b} (step {middle[0]['step']})", middle, "forging_fraction"))
+        lines.append(
+            _series(
+                f"b = {b}, T = {trace_steps} (step {middle[0]['step']})",
+                middle,
+                "forging_fraction",
+            )
+        )
     if lines:
       panels.append(
           Panel(
@@ -70,49 +117,129 @@ def figure2_panels(reproduction: list[dict], attack_records: list[dict]) -> list
               saved_results.largest_reproduction_error(reproduction, model),
           )
       )
-  return panels
+  return PanelGrid.one_row(panels)
 
 
-def figure3_panels(reproduction: list[dict], attack_records: list[dict]) -> list[Panel]:
-  """Fig. 3: Thudi's error at every attacked stage, fractions 1/b and 1, at the largest b that
-  was attacked at three or more steps, per model."""
-  panels = []
-  for model in sorted({r["trace"]["model"] for r in attack_records}):
-    for b in sorted(
-        {r["trace"]["batch_size"] for r in attack_records if r["trace"]["model"] == model},
-        reverse=True,
-    ):
-      entries = [
-          e
-          for e in saved_results.attack_entries(attack_records, model, b)
-          if e["attack"] == "thudi"
-      ]
-      if len({e["step"] for e in entries}) < 3:
+FIGURE3_ROWS = (
+    (
+        attack_settings.BatchMode.RANDOM,
+        "random batches: the paper's design, one fixed true batch B_r per line, forged at every "
+        "attacked step",
+    ),
+    (
+        attack_settings.BatchMode.TRACE,
+        "trace batches: the trace's own B_i at each step, one line per run",
+    ),
+)
+
+
+def _run_errors(record: dict, replaced: int) -> dict[int, tuple[float, ...]] | None:
+  """Every run's error at one fraction (m = replaced), by attacked step, from the record's
+  approximation_error.npy (None: not kept)."""
+  errors = saved_results.attack_run_errors(record)
+  fractions = [f["num_replaced"] for f in record.get("forging_fractions", ())]
+  if errors is None or replaced not in fractions:
+    return None
+  f = fractions.index(replaced)
+  return {step: tuple(float(e) for e in errors[s, f]) for s, step in enumerate(record["steps"])}
+
+
+def _run_series(label: str, records: list[dict], replaced: int) -> list[Series]:
+  """The records' errors at one fraction (m = replaced) over their attacked steps: min, mean and
+  max over runs from the summaries and every run's line from approximation_error.npy where kept.
+  Records that all kept their runs, as many in each and with one seed, make one line per run
+  index (the same true batch B_r in random mode); the others each make a series of their own."""
+  entries = {
+      id(record): [e for e in record["results"] if e["num_replaced"] == replaced]
+      for record in records
+  }
+  records = [record for record in records if entries[id(record)]]
+  runs = [_run_errors(record, replaced) for record in records]
+  draws = {(record["settings"]["runs"], record["settings"].get("seed")) for record in records}
+  if records and all(r is not None for r in runs) and len(draws) == 1:
+    by_step = {}
+    for record, errors in zip(records, runs):
+      for entry in entries[id(record)]:
+        by_step.setdefault(entry["step"], (entry, errors[entry["step"]]))
+    series = _series(label, [entry for entry, _ in by_step.values()], "step")
+    lines = tuple(zip(*(by_step[step][1] for step in series.x)))
+    return [dataclasses.replace(series, runs=lines)]
+  separate = []
+  for record, errors in zip(records, runs):
+    series = _series(label, entries[id(record)], "step")
+    if errors is not None:
+      series = dataclasses.replace(series, runs=tuple(zip(*(errors[step] for step in series.x))))
+    separate.append(series)
+  return separate
+
+
+def figure3_panels(reproduction: list[dict], attack_records: list[dict]) -> PanelGrid:
+  """Fig. 3: Thudi's error over training, fractions 1/b and 1, one line per true batch.
+
+  One row per batch mode (FIGURE3_ROWS: random, then trace; a mode with no panel has no row), one
+  column per (model, b, T) that Thudi's attack reached at three or more steps in some mode: per
+  model the largest such (b, T), the same for both modes where both reached it, else each mode's
+  largest. A panel holds, per record and fraction, every run's line (or, where the record kept no
+  per-run array, the mean over runs with its min..max band)."""
+  thudi = [r for r in attack_records if r["settings"]["attack"] == "thudi"]
+  steps = collections.defaultdict(set)  # (model, mode, b, T) -> attacked steps
+  for record in thudi:
+    trace = record["trace"]
+    key = (trace["model"], saved_results.batch_mode(record), trace["batch_size"], trace["steps"])
+    steps[key] |= {e["step"] for e in record["results"]}
+  reached = collections.defaultdict(set)  # (model, mode) -> {(b, T)} at 3 or more steps
+  for (model, mode, b, trace_steps), attacked in steps.items():
+    if len(attacked) >= 3:
+      reached[(model, mode)].add((b, trace_steps))
+  columns = []
+  for model in sorted({model for model, _ in reached}):
+    by_mode = [reached[(model, mode)] for mode, _ in FIGURE3_ROWS]
+    common = set.intersection(*by_mode)
+    chosen = {max(common)} if common else {max(settings) for settings in by_mode if settings}
+    columns += [(model, b, trace_steps) for b, trace_steps in sorted(chosen)]
+  row_titles, rows = [], []
+  for mode, title in FIGURE3_ROWS:
+    row = []
+    for model, b, trace_steps in columns:
+      if (b, trace_steps) not in reached[(model, mode)]:
+        row.append(None)
         continue
+      records = [
+          r
+          for r in thudi
+          if (r["trace"]["model"], saved_results.batch_mode(r)) == (model, mode)
+          and (r["trace"]["batch_size"], r["trace"]["steps"]) == (b, trace_steps)
+      ]
       lines = tuple(
-          _series(f"fraction {label}", chosen, "step")
+          series
           for label, replaced in (("1/b", 1), ("1", b))
-          if (chosen := [e for e in entries if e["num_replaced"] == replaced])
+          for series in _run_series(f"fraction {label}", records, replaced)
       )
-      panels.append(
+      row.append(
           Panel(
-              f"{saved_results.model_label(model)}, b = {b}",
+              f"{saved_results.model_label(model)}, b = {b}, T = {trace_steps}",
               lines,
               saved_results.largest_reproduction_error(reproduction, model),
           )
       )
-      break
-  return panels
+    if any(row):
+      row_titles.append(title)
+      rows.append(tuple(row))
+  return PanelGrid(
+      tuple(row_titles), tuple(rows), "Thudi's attack reached fewer than 3 steps\nin this mode"
+  )
 
 
-def figure6_panels(reproduction: list[dict], attack_records: list[dict]) -> list[Panel]:
-  """Fig. 6: Thudi vs Zhang at the middle step, vs forging fraction, per model and b."""
+def figure6_panels(reproduction: list[dict], attack_records: list[dict]) -> PanelGrid:
+  """Fig. 6: Thudi vs Zhang at the middle step, vs forging fraction, per model, b and T; the
+  records that attacked the trace's own batches only."""
+  attack_records = _trace_batches(attack_records)
   panels = []
-  for model, b in sorted({(r["trace"]["model"], r["trace"]["batch_size"]) for r in attack_records}):
+  for model, b, trace_steps in sorted({(r["trace"]["model"], *_sizes(r)) for r in attack_records}):
     middle = [
         e
-        for e in saved_results.attack_entries(attack_records, model, b)
-        if e["step"] == e["trace_steps"] // 2
+        for e in saved_results.attack_entries(attack_records, model, b, trace_steps)
+        if e["step"] == trace_steps // 2
     ]
     lines = tuple(
         _series(attack.capitalize(), chosen, "forging_fraction")
@@ -122,12 +249,12 @@ def figure6_panels(reproduction: list[dict], attack_records: list[dict]) -> list
     if len(lines) == 2:
       panels.append(
           Panel(
-              f"{saved_results.model_label(model)}, b = {b}",
+              f"{saved_results.model_label(model)}, b = {b}, T = {trace_steps}",
               lines,
               saved_results.largest_reproduction_error(reproduction, model),
           )
       )
-  return panels
+  return PanelGrid.one_row(panels)
 
 
 @dataclasses.dataclass(frozen=True)

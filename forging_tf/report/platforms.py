@@ -84,3 +84,49 @@ def described_platforms(fingerprints: list[dict]) -> list[tuple[str, str, str]]:
       (labels[platform_id], platform_id, describe_platform(fingerprint))
       for platform_id, fingerprint in by_id.items()
   )
+
+
+def _on(value) -> str:
+  return "on" if value else "off"
+
+
+def _threads(value) -> str:
+  return str(value) if value else "TensorFlow's default"
+
+
+def platform_differences(first: dict, second: dict) -> list[str]:
+  """What tells two platforms apart, from their fingerprints: 'oneDNN on vs off', 'intra-op
+  threads 1 vs TensorFlow's default', 'AVX-512 vs AVX2 (widest SIMD)', ..., first's setting
+  first (empty: the same settings, hardware and TensorFlow)."""
+  ours, theirs = first["in_force"], second["in_force"]
+  differences = [
+      f"{name} {show(ours.get(key))} vs {show(theirs.get(key))}"
+      for name, key, show in (
+          ("device", "device", str),
+          ("oneDNN", "onednn", _on),
+          ("op determinism", "op_determinism", _on),
+          ("intra-op threads", "intra_op_threads", _threads),
+          ("inter-op threads", "inter_op_threads", _threads),
+          ("TF32", "tf32", _on),
+          ("XLA", "xla_auto_jit", _on),
+      )
+      if ours.get(key) != theirs.get(key)
+  ]
+  cpus = first["hardware"]["cpu"], second["hardware"]["cpu"]
+  if cpus[0]["model"] != cpus[1]["model"]:
+    differences.append(f"CPU {cpus[0]['model']} vs {cpus[1]['model']}")
+  simd = [widest_simd(cpu.get("simd_flags", [])) for cpu in cpus]
+  if simd[0] != simd[1]:
+    differences.append(f"{simd[0]} vs {simd[1]} (widest SIMD)")
+  gpus = [
+      ", ".join(
+          d.get("device_name", d["name"]) for d in f["hardware"]["devices"] if d["type"] == "GPU"
+      )
+      for f in (first, second)
+  ]
+  if gpus[0] != gpus[1]:
+    differences.append(f"GPU {gpus[0] or 'none'} vs {gpus[1] or 'none'}")
+  versions = first["software"]["tensorflow"], second["software"]["tensorflow"]
+  if versions[0] != versions[1]:
+    differences.append(f"TensorFlow {versions[0]} vs {versions[1]}")
+  return differences

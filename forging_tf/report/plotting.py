@@ -1,8 +1,8 @@
 """Figures, drawn from saved results only (the arrays and summary an experiment wrote), so that a
 figure can be redrawn without re-running anything. Each figure is written as PNG and PDF.
 
-Fig. 2, 3 and 6: approximation error of the greedy attacks (series from figure_panels), with the
-largest measured reproduction error as the verifier's threshold.
+Fig. 2, 3 and 6: approximation error of the greedy attacks (rows of panels from figure_panels),
+with the largest measured reproduction error as the verifier's threshold.
 Fig. 4 and Fig. 5: original batch against forged batch, the measured approximation error in the
 caption. Images are shown clipped to [0, 1]; how far the forged pixels leave [0, 1] is in the
 caption, since clipping hides it.
@@ -152,46 +152,82 @@ def draw_exact(summary: dict, arrays, path_prefix: str) -> list[str]:
 # Figures 2, 3 and 6: approximation error of the greedy attacks ------------------------------
 
 
+def _approximation_error_panel(axis, panel, x_label: str, log_x: bool) -> None:
+  """One figure_panels.Panel: one colour per series label; a series with per-run errors as a thin
+  line per run, one without as its mean over runs (line), min..max (band) and minimum (dashed);
+  the verifier threshold (largest measured eps_repr) dotted."""
+  colors = {}
+  for series in panel.series:
+    first = series.label not in colors
+    color = colors.setdefault(series.label, f"C{len(colors) % 10}")
+    if series.runs:
+      for r, run in enumerate(series.runs):
+        axis.plot(
+            series.x,
+            run,
+            color=color,
+            linewidth=0.7,
+            alpha=0.7,
+            marker="o",
+            markersize=1.5,
+            label=f"{series.label} (a line per run)" if first and r == 0 else "_nolegend_",
+        )
+      continue
+    axis.plot(
+        series.x,
+        series.mean,
+        color=color,
+        marker="o",
+        markersize=3,
+        label=f"{series.label} (mean)" if first else "_nolegend_",
+    )
+    axis.fill_between(series.x, series.minimum, series.maximum, color=color, alpha=0.2, linewidth=0)
+    axis.plot(
+        series.x,
+        series.minimum,
+        linestyle="--",
+        linewidth=0.8,
+        color=color,
+        label=f"{series.label} (min)" if first else "_nolegend_",
+    )
+  if panel.threshold:  # A threshold of 0 (bitwise reproduction) has no place on a log axis.
+    axis.axhline(
+        panel.threshold,
+        color="black",
+        linestyle=":",
+        linewidth=1,
+        label=f"largest eps_repr {panel.threshold:.2e}",
+    )
+  axis.set_yscale("log")
+  if log_x:
+    axis.set_xscale("log")
+  axis.set_title(panel.title, fontsize=9)
+  axis.set_xlabel(x_label, fontsize=8)
+  axis.set_ylabel("approximation error (l2)", fontsize=8)
+  axis.tick_params(labelsize=7)
+  axis.legend(fontsize=6)
+
+
 def approximation_error_figure(
-    panels, path_prefix: str, x_label: str, log_x: bool, caption: str
+    grid, path_prefix: str, x_label: str, log_x: bool, caption: str
 ) -> list[str]:
-  """One panel per figure_panels.Panel: the mean over runs as a line, min..max as a band, the
-  minimum dashed, and the verifier threshold (largest measured eps_repr) dotted."""
-  figure, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False)
-  for axis, panel in zip(axes[0], panels):
-    for series in panel.series:
-      (line,) = axis.plot(
-          series.x, series.mean, marker="o", markersize=3, label=f"{series.label} (mean)"
-      )
-      axis.fill_between(
-          series.x, series.minimum, series.maximum, color=line.get_color(), alpha=0.2, linewidth=0
-      )
-      axis.plot(
-          series.x,
-          series.minimum,
-          linestyle="--",
-          linewidth=0.8,
-          color=line.get_color(),
-          label=f"{series.label} (min)",
-      )
-    if panel.threshold:  # A threshold of 0 (bitwise reproduction) has no place on a log axis.
-      axis.axhline(
-          panel.threshold,
-          color="black",
-          linestyle=":",
-          linewidth=1,
-          label=f"largest eps_repr {panel.threshold:.2e}",
-      )
-    axis.set_yscale("log")
-    if log_x:
-      axis.set_xscale("log")
-    axis.set_title(panel.title, fontsize=9)
-    axis.set_xlabel(x_label, fontsize=8)
-    axis.set_ylabel("approximation error (l2)", fontsize=8)
-    axis.tick_params(labelsize=7)
-    axis.legend(fontsize=6)
-  figure.tight_layout()
-  figure.text(0.01, -0.02, caption, ha="left", va="top", fontsize=6, wrap=True)
+  """A figure_panels.PanelGrid: a row of panels per grid row, under its row title if any, each
+  panel drawn by _approximation_error_panel (an empty place says grid.missing). Returns the files
+  written."""
+  columns = max(len(row) for row in grid.panels)
+  figure = plt.figure(figsize=(4.3 * columns, 3.6 * len(grid.panels) + 0.4), layout="constrained")
+  for subfigure, title, row in zip(
+      figure.subfigures(len(grid.panels), 1, squeeze=False)[:, 0], grid.row_titles, grid.panels
+  ):
+    if title:
+      subfigure.suptitle(title, fontsize=8, x=0.01, ha="left")
+    for axis, panel in zip(subfigure.subplots(1, columns, squeeze=False)[0], row):
+      if panel is None:
+        axis.axis("off")
+        axis.text(0.5, 0.5, grid.missing, ha="center", va="center", fontsize=7)
+      else:
+        _approximation_error_panel(axis, panel, x_label, log_x)
+  figure.text(0.01, -0.01, caption, ha="left", va="top", fontsize=6, wrap=True)
   return save_figure(figure, path_prefix)
 
 

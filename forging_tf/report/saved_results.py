@@ -5,8 +5,10 @@ REPORT.md read). Records of earlier versions are read as this version writes the
 (results.upgrade). A reproduction-error record carries, as "summary", the summary.json beside it
 (its per-step distances). Also here: the selections the tables and figures share, among them
 which attack records are the paper's (paper_attacks: Thudi's and Zhang's with no distinctness
-margin, all that Table III, Figures 2, 3, 6 and R and REPORT.md's calibration read) and the
-verifier thresholds a reader can justify from the measured reproduction errors (thresholds).
+margin, all that Table III, Figures 2, 3, 6 and R and REPORT.md's calibration read), which true
+batches an attack forged (batch_mode: the trace's own, or random batches each kept fixed over
+the attacked steps), and the verifier thresholds a reader can justify from the measured
+reproduction errors (thresholds).
 """
 
 import dataclasses
@@ -232,16 +234,37 @@ def attack_family(record: dict) -> str:
   return record["settings"]["attack"] + (f" D={margin:g}" if margin else "")
 
 
-def attack_entries(attack_records: list[dict], model: str, batch_size: int) -> list[dict]:
-  """Per-step, per-fraction entries of every attack on (model, b), with the attack's name."""
+def batch_mode(record: dict) -> attack_settings.BatchMode:
+  """Which true batches an attack record forged (settings.batch, attack_settings.BatchMode):
+  trace, the trace's own B_i at each attacked step (run r: the r-th deletion set), or random, R
+  seeded batches B_r drawn from the training set, each kept fixed over the attacked steps (the
+  paper's Figure 3 design). Records written before the setting existed forged the trace's
+  batches."""
+  return results.choice(
+      attack_settings.BatchMode,
+      record["settings"].get("batch", attack_settings.BatchMode.TRACE),
+      "batch mode",
+  )
+
+
+def attack_entries(
+    attack_records: list[dict], model: str, batch_size: int, trace_steps: int | None = None
+) -> list[dict]:
+  """Per-step, per-fraction entries of every attack on (model, b) (on traces of T = trace_steps
+  steps only, when given), each with the attack's name, its batch mode (batch_mode), the record's
+  folder, its trace's T, and the record itself (for its arrays: attack_run_errors)."""
   return [
       entry
       | {
           "attack": record["settings"]["attack"],
+          "batch": batch_mode(record),
           "folder": record["folder"],
           "trace_steps": record["trace"]["steps"],
+          "record": record,
       }
       for record in attack_records
-      if record["trace"]["model"] == model and record["trace"]["batch_size"] == batch_size
+      if record["trace"]["model"] == model
+      and record["trace"]["batch_size"] == batch_size
+      and trace_steps in (None, record["trace"]["steps"])
       for entry in record["results"]
   ]

@@ -8,9 +8,11 @@ which platforms and settings produced it; render.py writes it as Markdown, LaTeX
   Table II  cross-platform matrices, rows the generating platform, columns the recomputing one:
             (a) LeNet b=100 generated without op determinism, (b) LeNet b=100 with it,
             (c) LeNet b=1000.
-  Table III smallest approximation error of the attacks early / late in training at forging
-            fractions 1/b and 1, each cell marked stealthy iff it is <= the largest reproduction
-            error measured for that model (the loosest threshold a verifier could justify).
+  Table III smallest approximation error of the attacks early / late in training (the first /
+            last 10% of the steps: training_ranges) at forging fractions 1/b and 1, one row per
+            (model, dataset, b, T), each cell naming the attack and batch mode that reached it and
+            marked stealthy iff it is <= the largest reproduction error measured for that model
+            (the loosest threshold a verifier could justify).
 
   Table IV  brute force: for logreg and the L = 2 FCN, pixel levels v x batch size b, whether any
             other batch has the true batch's gradient, and the nearest miss (forging-bruteforce).
@@ -174,6 +176,7 @@ class StealthCell(Cell):
 
   threshold: float | None = None
   attack: str | None = None
+  batch: str | None = None  # the attack's batch mode (saved_results.batch_mode)
 
   @property
   def stealthy(self) -> bool | None:
@@ -182,7 +185,8 @@ class StealthCell(Cell):
     return self.value <= self.threshold
 
   def _verdict(self) -> str:
-    by = f" ({self.attack})" if self.attack else ""
+    named = ", ".join(name for name in (self.attack, self.batch) if name)
+    by = f" ({named})" if named else ""
     return {True: f", stealthy{by}", False: f", caught{by}", None: by}[self.stealthy]
 
   def text(self) -> str:
@@ -195,6 +199,8 @@ class StealthCell(Cell):
     return (
         ("threshold", "" if self.threshold is None else repr(self.threshold)),
         ("stealthy", "" if self.stealthy is None else str(self.stealthy).lower()),
+        ("attack", self.attack or ""),
+        ("batch", self.batch or ""),
     )
 
 
@@ -287,24 +293,29 @@ def _reproduction_cell(matching: list[dict]) -> ReproductionCell:
   )
 
 
+def same_platform_records(records: list[dict], model: str, dataset: str, b: int) -> list[dict]:
+  """The reproduction results of Table I's cell (model, dataset, b): those recomputed on their
+  generating platform."""
+  return [
+      r
+      for r in records
+      if r["generator_platform"]["id"] == r["platform"]["id"]
+      and r["trace"]["model"] == model
+      and r["trace"]["dataset"] == dataset
+      and r["trace"]["batch_size"] == b
+  ]
+
+
 def table1(records: list[dict]) -> Table:
   """Table I: the largest eps_repr over results recomputed on their generating platform."""
-  same = [r for r in records if r["generator_platform"]["id"] == r["platform"]["id"]]
-  rows = []
+  rows, used = [], []
   for model, dataset in _TABLE1_MODELS:
-    label = saved_results.model_label(model, dataset)
     cells = []
     for b in _TABLE1_BATCHES:
-      matching = [
-          r
-          for r in same
-          if r["trace"]["model"] == model
-          and r["trace"]["dataset"] == dataset
-          and r["trace"]["batch_size"] == b
-      ]
+      matching = same_platform_records(records, model, dataset, b)
       cells.append(_reproduction_cell(matching))
-    rows.append((label, tuple(cells)))
-  used = [r for r in same if any(r["folder"] in c.sources for _, cells in rows for c in cells)]
+      used += matching
+    rows.append((saved_results.model_label(model, dataset), tuple(cells)))
   return Table(
       "table1",
       "Table I: reproduction error eps_repr (largest l2 distance over all steps and "
@@ -320,22 +331,36 @@ def table1(records: list[dict]) -> Table:
   )
 
 
-def table2(records: list[dict], part: str) -> Table:
-  """Table II (a), (b) or (c): eps_repr per (generating, recomputing) platform pair."""
-  if part == "a":
-    title, pick = "(a) LeNet, b = 100, op determinism off", lambda r, det: r == 100 and not det
-  elif part == "b":
-    title, pick = "(b) LeNet, b = 100, op determinism on", lambda r, det: r == 100 and det
-  elif part == "c":
-    title, pick = "(c) LeNet, b = 1000", lambda r, det: r == 1000
-  else:
+TABLE2_PARTS = {
+    "a": "(a) LeNet, b = 100, op determinism off",
+    "b": "(b) LeNet, b = 100, op determinism on",
+    "c": "(c) LeNet, b = 1000",
+}
+
+
+def table2_records(records: list[dict], part: str) -> list[dict]:
+  """The reproduction results of Table II part a, b or c (TABLE2_PARTS): LeNet's at b = 100
+  generated without op determinism (a) or with it (b), or at b = 1000 (c)."""
+  picks = {
+      "a": lambda b, deterministic: b == 100 and not deterministic,
+      "b": lambda b, deterministic: b == 100 and deterministic,
+      "c": lambda b, deterministic: b == 1000,
+  }
+  if part not in picks:
     raise errors.ConfigError(f"Table II has parts a, b and c, not {part!r}")
-  chosen = [
+  return [
       r
       for r in records
       if r["trace"]["model"] == "lenet"
-      and pick(r["trace"]["batch_size"], r["generator_platform"]["in_force"]["op_determinism"])
+      and picks[part](
+          r["trace"]["batch_size"], r["generator_platform"]["in_force"]["op_determinism"]
+      )
   ]
+
+
+def table2(records: list[dict], part: str) -> Table:
+  """Table II (a), (b) or (c): eps_repr per (generating, recomputing) platform pair."""
+  chosen = table2_records(records, part)
   labels = platforms.platform_labels(
       [r[side] for r in chosen for side in ("generator_platform", "platform")]
   )
@@ -354,8 +379,8 @@ def table2(records: list[dict], part: str) -> Table:
     rows.append((labels[generator], tuple(cells)))
   return Table(
       f"table2{part}",
-      f"Table II {title}: eps_repr and its 99th percentile over steps, rows the generating "
-      "platform, columns the recomputing platform",
+      f"Table II {TABLE2_PARTS[part]}: eps_repr and its 99th percentile over steps, rows the "
+      "generating platform, columns the recomputing platform",
       "generated on \\ recomputed on",
       tuple(labels[r] for r in recomputers),
       tuple(rows),
@@ -492,57 +517,151 @@ def repro_variables(records: list[dict]) -> Table:
   )
 
 
-def table3(reproduction: list[dict], attack_records: list[dict]) -> Table:
-  """Table III: smallest re-scored approximation error early / late x fraction 1/b / 1."""
-  columns = ("early, 1/b", "early, 1", "late, 1/b", "late, 1")
-  rows, notes = [], []
-  pairs = sorted(
+def training_ranges(trace_steps: int) -> dict[str, range]:
+  """Table III's stages of a trace of T steps (steps 0..T-1): "early", the first ceil(T/10) steps,
+  and "late", the last ceil(T/10), i.e. the steps i < T/10 and i >= T - T/10 when T is a multiple
+  of 10 (T = 1200: 0..119 and 1080..1199); for other T, the steps whose update overlaps the first
+  or last tenth of training (T = 6: step 0 and step 5)."""
+  tenth = -(-trace_steps // 10)
+  return {"early": range(0, tenth), "late": range(trace_steps - tenth, trace_steps)}
+
+
+def steps_text(steps: range) -> str:
+  """A range of steps as the tables name it: 'steps 0..119' or 'step 0'."""
+  if len(steps) == 1:
+    return f"step {steps[0]}"
+  return f"steps {steps[0]}..{steps[-1]}" if steps else "no steps"
+
+
+TABLE3_COLUMNS = (("early", "1/b"), ("early", "1"), ("late", "1/b"), ("late", "1"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Table3Row:
+  """One row of Table III, a (model, dataset, b, T): its stages (training_ranges), the steps
+  attacked in each at fraction 1/b or 1, and per column of TABLE3_COLUMNS the entries that compete
+  for the cell (saved_results.attack_entries: every paper attack, batch mode, run's minimum and
+  attacked step in the stage, at the column's fraction)."""
+
+  model: str
+  dataset: str
+  batch_size: int
+  trace_steps: int
+  ranges: dict[str, range]
+  attacked: dict[str, tuple[int, ...]]
+  entries: dict[tuple[str, str], tuple[dict, ...]]
+
+  @property
+  def label(self) -> str:
+    return f"{self.model} / {self.dataset}, b = {self.batch_size}, T = {self.trace_steps}"
+
+  def best(self, column: tuple[str, str]) -> dict | None:
+    """The entry with the smallest min_approximation_error of a column (None: nothing attacked)."""
+    return min(self.entries[column], key=lambda e: e["min_approximation_error"], default=None)
+
+  def ranges_text(self) -> str:
+    """'early = steps 0..119 (attacked: 0, 63), late = steps 1080..1199 (attacked: 1136, 1199)
+    of T = 1200'."""
+    return (
+        ", ".join(
+            f"{stage} = {steps_text(steps)} (attacked: "
+            f"{', '.join(map(str, self.attacked[stage])) or 'none'})"
+            for stage, steps in self.ranges.items()
+        )
+        + f" of T = {self.trace_steps}"
+    )
+
+
+def table3_rows(attack_records: list[dict]) -> list[Table3Row]:
+  """Table III's rows from attack records (the paper's attacks, both batch modes): one per (model,
+  dataset, b, T) with some attacked step in its early or late stage, by model, dataset, b, T."""
+  rows = []
+  for model, dataset, b, steps in sorted(
       {
-          (r["trace"]["model"], r["trace"]["dataset"], r["trace"]["batch_size"])
+          (
+              r["trace"]["model"],
+              r["trace"]["dataset"],
+              r["trace"]["batch_size"],
+              r["trace"]["steps"],
+          )
           for r in attack_records
       }
-  )
-  for model, dataset, b in pairs:
+  ):
+    replaced = {"1/b": 1, "1": b}
     entries = [
         e
-        for e in saved_results.attack_entries(attack_records, model, b)
-        if e["num_replaced"] in (1, b)
+        for e in saved_results.attack_entries(attack_records, model, b, steps)
+        if e["record"]["trace"]["dataset"] == dataset
+        and e["num_replaced"] in replaced.values()
+        and e["min_approximation_error"] is not None
+        and math.isfinite(e["min_approximation_error"])
     ]
-    if not entries:
-      continue
-    steps = sorted({e["step"] for e in entries})
-    if len(steps) < 2:
-      continue  # Early and late need two attacked steps.
-    threshold = saved_results.largest_reproduction_error(reproduction, model)
-    cells = []
-    for step in (steps[0], steps[-1]):
-      for replaced in (1, b):
-        chosen = [e for e in entries if e["step"] == step and e["num_replaced"] == replaced]
-        best = min(chosen, key=lambda e: e["min_approximation_error"], default=None)
-        cells.append(
-            StealthCell(
-                None if best is None else best["min_approximation_error"],
-                tuple(sorted({e["folder"] for e in chosen})),
-                threshold,
-                None if best is None else best["attack"],
+    ranges = training_ranges(steps)
+    row = Table3Row(
+        model,
+        dataset,
+        b,
+        steps,
+        ranges,
+        {
+            stage: tuple(sorted({e["step"] for e in entries if e["step"] in within}))
+            for stage, within in ranges.items()
+        },
+        {
+            (stage, fraction): tuple(
+                e
+                for e in entries
+                if e["step"] in ranges[stage] and e["num_replaced"] == replaced[fraction]
             )
-        )
-    label = f"{model} / {dataset}, b = {b}"
-    rows.append((label, tuple(cells)))
-    notes.append(
-        f"{label}: early = step {steps[0]}, late = step {steps[-1]} of T = "
-        f"{entries[0]['trace_steps']}; threshold = largest reproduction error measured "
-        f"for {model}: " + ("none measured" if threshold is None else f"{threshold:.3e}")
+            for stage, fraction in TABLE3_COLUMNS
+        },
     )
+    if any(row.entries.values()):
+      rows.append(row)
+  return rows
+
+
+def table3(reproduction: list[dict], attack_records: list[dict]) -> Table:
+  """Table III: the smallest re-scored approximation error early / late in training (the first /
+  last 10% of the steps: training_ranges) x fraction 1/b / 1, over every step attacked in the
+  range, every run and both batch modes; each cell names the attack and batch mode that reached it
+  and is judged against the largest reproduction error measured for the model."""
+  rows, notes = [], []
+  for row in table3_rows(attack_records):
+    threshold = saved_results.largest_reproduction_error(reproduction, row.model)
+    cells = []
+    for column in TABLE3_COLUMNS:
+      best = row.best(column)
+      cells.append(
+          StealthCell(
+              None if best is None else best["min_approximation_error"],
+              tuple(sorted({e["folder"] for e in row.entries[column]})),
+              threshold,
+              None if best is None else best["attack"],
+              None if best is None else best["batch"],
+          )
+      )
+    rows.append((row.label, tuple(cells)))
+    notes.append(
+        f"{row.label}: {row.ranges_text()}; threshold = largest reproduction error measured "
+        f"for {row.model}: " + ("none measured" if threshold is None else f"{threshold:.3e}")
+    )
+  notes.append(
+      "batch modes: trace, the trace's own batch B_i at each attacked step (a run: a deletion "
+      "set); random, R seeded true batches B_r from the training set, each kept fixed over the "
+      "attacked steps (a run: a true batch)"
+  )
   notes.append(f"attacks: {attack_runs_note(attack_records, ', M={M}, n={n}')}")
-  notes += platform_notes([r["platform"] for r in attack_records])
+  notes += platform_notes([r["platform"] for r in attack_records if r.get("platform")])
   return Table(
       "table3",
-      "Table III: smallest approximation error (re-scored with the SGD step) "
-      "early and late in training at forging fractions 1/b and 1; stealthy iff <= the "
-      "largest reproduction error measured for the model",
-      "model / dataset, b",
-      columns,
+      "Table III: smallest approximation error (re-scored with the SGD step) early (the first "
+      "10% of the training steps) and late (the last 10%) in training at forging fractions 1/b "
+      "and 1, over every step attacked in each range, every run and both batch modes, with the "
+      "attack and batch mode that reached it; stealthy iff <= the largest reproduction error "
+      "measured for the model",
+      "model / dataset, b, T",
+      tuple(f"{stage}, {fraction}" for stage, fraction in TABLE3_COLUMNS),
       tuple(rows),
       tuple(notes),
   )

@@ -4,7 +4,8 @@ r"""Renders the paper's tables and figures, and REPORT.md, from saved results.
 
 Reads every result under the --results folders (recursively) and writes, as far as the results
 allow, Tables I, II (a-c), III and IV and the reproduction error's distribution
-(repro_distribution, repro_variables) as report/NAME.{md,tex,csv} plus report/tables.md, Figures
+(repro_distribution, repro_variables) and the comparison with the paper's published values
+(comparison) as report/NAME.{md,tex,csv} plus report/tables.md, Figures
 2-6 as report/figN.{png,pdf} and the reproduction error step by step as
 report/fig_repro_steps.{png,pdf}, and report/REPORT.md around them (report_lib). Nothing is
 recomputed: rerun it after adding results.
