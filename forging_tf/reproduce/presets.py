@@ -87,7 +87,7 @@ PRESETS = {
     "quick": Preset(
         name="quick",
         purpose=(
-            "a reduced study for a 2-core CPU (15 to 27 minutes): LeNet T=300 at b=100 and T=100 "
+            "a reduced study for a 2-core CPU (15 to 28 minutes): LeNet T=300 at b=100 and T=100 "
             "at b=500 and 1000, VGGmini T=10 at b=100 only; 2 repeats on the generating platform "
             "and 2 across; Thudi with M=300 and 3 runs (VGGmini: M=100 at 1/b, M=30 at 1, 1 "
             "run; LeNet b=1000 also on 3 fixed random batches, Figure 3), Zhang with 3 runs; "

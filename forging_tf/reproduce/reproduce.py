@@ -1,6 +1,6 @@
 r"""The whole study in one command: traces, reproduction errors, attacks, exact forging, report.
 
-  forging-reproduce --preset=quick --out=runs/quick       # 15 to 27 minutes on a 2-core CPU
+  forging-reproduce --preset=quick --out=runs/quick       # 15 to 28 minutes on a 2-core CPU
   forging-reproduce --preset=paper --out=runs/paper       # the paper's settings, for a GPU
   forging-reproduce --preset=quick --dry_run              # list the stages and their commands
   forging-reproduce --preset=paper --platforms=gpus.toml --executor=ray --ray_address=auto \
