@@ -268,12 +268,16 @@ def test_a_forgery_accepted_at_the_max_is_rejected_at_the_calibrated_threshold(t
 
 def test_the_saved_cpu_study(tmp_path):
   """The real LeNet and VGGmini results of Tables I-III (written by forging_tf 0.1): checked
-  against the summaries read here directly."""
-  calibration = calibrate_lib.calibrate(
-      [os.path.join(_CPU_STUDY, "repro"), os.path.join(_CPU_STUDY, "attacks")], 0.0
+  against the summaries read here directly. (repro/vgg_long, VGGmini at T = 2500, was written by
+  0.2 with the update norms: not read here.)"""
+  written_by_0_1 = sorted(
+      folder
+      for folder in glob.glob(os.path.join(_CPU_STUDY, "repro", "*"))
+      if os.path.basename(folder) != "vgg_long"
   )
+  calibration = calibrate_lib.calibrate([*written_by_0_1, os.path.join(_CPU_STUDY, "attacks")], 0.0)
   summaries: dict[tuple, list[dict]] = {}
-  for path in glob.glob(os.path.join(_CPU_STUDY, "repro", "*", "*", "summary.json")):
+  for path in (p for folder in written_by_0_1 for p in glob.glob(f"{folder}/*/summary.json")):
     with open(path) as f:
       summary = json.load(f)
     summaries.setdefault((summary["model"], summary["dataset"], summary["batch_size"]), []).append(
